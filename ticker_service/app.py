@@ -1,0 +1,108 @@
+"""The Starlette application: ingest API, reader transports, health and the demo page, around one broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import ingest, transports
+from .broker import Broker, create_broker
+from .hub import Hub
+from .problems import BrokerUnavailable, Problem, handle_http_exception, handle_problem, handle_unavailable
+from .settings import Settings
+from .tokens import FileTokenStore, RedisTokenStore, TokenStore
+
+logger = logging.getLogger("ticker.app")
+STATIC = resources.files("ticker_service") / "static"
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; "
+    "img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+}
+
+
+def token_store(settings: Settings, broker: Broker) -> TokenStore:
+    from .broker.redis import RedisBroker
+
+    if isinstance(broker, RedisBroker):
+        return RedisTokenStore(broker.redis)
+    return FileTokenStore(settings.data_dir)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    ready = await request.app.state.broker.ready()
+    body = {"status": "ready" if ready else "not ready", "readers": len(request.app.state.hub.subscribers)}
+    return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(str(STATIC / "index.html"), headers=PAGE_HEADERS)
+
+
+def create_app(
+    settings: Settings | None = None, *, broker: Broker | None = None, with_worker: bool = False
+) -> Starlette:
+    """The whole service for ``settings``. ``with_worker`` also runs an arq worker in this process (Redis mode)."""
+    settings = settings or Settings()
+    broker = broker or create_broker(settings)
+    hub = Hub(broker, max_queue=settings.queue_max_messages, replay_limit=settings.replay_max_events)
+    broker.subscribe(hub.dispatch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await broker.start()
+        worker_task: asyncio.Task[Any] | None = None
+        if with_worker:
+            from workers.settings import create_worker
+
+            worker = create_worker(settings, handle_signals=False)
+            worker_task = asyncio.create_task(worker.main())
+        try:
+            yield
+        finally:
+            # Stop the readers' streams first so that open connections end, then the broker.
+            for sub in list(hub.subscribers):
+                sub.close("shutdown")
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await worker_task
+            await broker.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            *ingest.routes(),
+            *transports.routes(),
+            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        ],
+        exception_handlers={
+            Problem: handle_problem,
+            BrokerUnavailable: handle_unavailable,
+            HTTPException: handle_http_exception,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.broker = broker
+    app.state.hub = hub
+    app.state.tokens = token_store(settings, broker)
+    return app

@@ -1,0 +1,19 @@
+"""Pick the broker for the settings: Redis when ``REDIS_URL`` is set, else the in-process memory broker."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Broker, Claim, LiveHandler, VersionConflict
+
+__all__ = ["Broker", "Claim", "LiveHandler", "VersionConflict", "create_broker"]
+
+
+def create_broker(settings: Settings, *, run_fanout: bool = True) -> Broker:
+    """``run_fanout`` (memory only): run the fan-out in-process, as the embedded mode does in place of arq."""
+    if settings.redis_url:
+        from .redis import RedisBroker
+
+        return RedisBroker(settings)
+    from .memory import MemoryBroker
+
+    return MemoryBroker(settings, run_fanout=run_fanout)

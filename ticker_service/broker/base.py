@@ -1,0 +1,91 @@
+"""The Broker: history, current state and live fan-out, behind one interface with two implementations.
+
+Contract (both implementations):
+
+* ``record`` is atomic: the event is appended to the history (its id is the global event id), the flash's current
+  state is updated, the idempotency result is stored and a fan-out is scheduled — all of it, or none of it.
+  It raises :class:`~ticker_service.problems.BrokerUnavailable` when the backend cannot be reached.
+* Event ids increase strictly: a later ``record`` gets a larger id, so readers can resume "after id X".
+* ``publish`` is at most once (Redis pub/sub): a hub that is not subscribed misses the event. Readers close that
+  gap by resuming from the history. A fan-out may run more than once (arq is at least once), so subscribers
+  must tolerate the same event id twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ..models import Document, Event, EventType
+
+LiveHandler = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Outcome of claiming an idempotency key."""
+
+    state: Literal["new", "in_flight", "mismatch", "done"]
+    document: Document | None = None  # the first response's flash, when ``done``
+
+
+class VersionConflict(Exception):
+    """The flash changed between read and write (a concurrent correction); the caller re-reads and retries."""
+
+
+class Broker(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ready(self) -> bool:
+        """True when the backend is reachable and live events are being received."""
+        ...
+
+    # -- ingest side -------------------------------------------------------------------------------------------
+    async def claim(self, scope: str, fingerprint: str) -> Claim:
+        """Claim an idempotency key (``scope`` = editor + key) for a request body with this fingerprint."""
+        ...
+
+    async def release(self, scope: str) -> None:
+        """Give up a claim after a failed request, so the editor can retry with the same key."""
+        ...
+
+    async def record(
+        self,
+        type: EventType,
+        doc: Document,
+        *,
+        expect_version: str | None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Event:
+        """Append an event for ``doc`` and make ``doc`` the flash's current state.
+
+        ``expect_version`` is ``None`` for a new flash, else the version being replaced (:class:`VersionConflict`
+        if it is no longer current). ``idempotency`` is ``(scope, fingerprint)`` to remember the result under.
+        """
+        ...
+
+    async def get_flash(self, flash_id: str) -> Document | None: ...
+
+    async def recent(self, scan: int) -> tuple[list[Document], str]:
+        """Up to ``scan`` current, not withdrawn flashes, newest first, and the last event id at that moment."""
+        ...
+
+    async def events_after(self, event_id: str, limit: int) -> list[Event]:
+        """Events with an id greater than ``event_id``, oldest first."""
+        ...
+
+    async def event_for(self, flash_id: str, version: str) -> Event | None:
+        """The event that recorded this version of a flash (what a fan-out job publishes)."""
+        ...
+
+    # -- live side ---------------------------------------------------------------------------------------------
+    async def publish(self, event: Event) -> None:
+        """Send an event to every hub (at most once)."""
+        ...
+
+    def subscribe(self, handler: LiveHandler) -> None:
+        """Call ``handler`` for every published event, in this process. Call before ``start``."""
+        ...

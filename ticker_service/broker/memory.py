@@ -1,0 +1,125 @@
+"""In-process broker for the embedded mode (and tests): history in memory, fan-out as a task, not an arq job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+
+from ..models import Document, Event, EventType, event_key, flash_id_of
+from ..settings import Settings
+from .base import Claim, LiveHandler, VersionConflict
+
+
+class MemoryBroker:
+    def __init__(self, settings: Settings, *, run_fanout: bool = True) -> None:
+        self.settings = settings
+        self.run_fanout = run_fanout
+        self._history: deque[Event] = deque(maxlen=settings.history_max_events)
+        self._flashes: OrderedDict[str, Document] = OrderedDict()  # by first creation, oldest first
+        self._event_ids: dict[tuple[str, str], str] = {}  # (flash id, version) -> event id
+        self._claims: dict[str, tuple[float, str, Document | None]] = {}
+        self._handlers: list[LiveHandler] = []
+        self._last = (0, 0)
+        self._tasks: set[asyncio.Task[str | None]] = set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def ready(self) -> bool:
+        return True
+
+    def _next_event_id(self) -> str:
+        ms = int(time.time() * 1000)
+        last_ms, last_seq = self._last
+        self._last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._last[0]}-{self._last[1]}"
+
+    async def claim(self, scope: str, fingerprint: str) -> Claim:
+        now = time.monotonic()
+        held = self._claims.get(scope)
+        if held is not None and held[0] > now:
+            _, held_fingerprint, doc = held
+            if held_fingerprint != fingerprint:
+                return Claim("mismatch")
+            return Claim("done", doc) if doc is not None else Claim("in_flight")
+        self._claims[scope] = (now + 60, fingerprint, None)
+        return Claim("new")
+
+    async def release(self, scope: str) -> None:
+        held = self._claims.get(scope)
+        if held is not None and held[2] is None:
+            del self._claims[scope]
+
+    async def record(
+        self,
+        type: EventType,
+        doc: Document,
+        *,
+        expect_version: str | None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Event:
+        flash_id = flash_id_of(doc)
+        current = self._flashes.get(flash_id)
+        if (current is None) != (expect_version is None) or (current and current["version"] != expect_version):
+            raise VersionConflict(flash_id)
+        event = Event(self._next_event_id(), type, doc)
+        self._history.append(event)
+        self._flashes[flash_id] = doc
+        self._event_ids[(flash_id, doc["version"])] = event.event_id
+        while len(self._flashes) > self.settings.recent_max_flashes:
+            old_id, old = self._flashes.popitem(last=False)
+            for version in range(1, int(old["version"]) + 1):
+                self._event_ids.pop((old_id, str(version)), None)
+        if idempotency is not None:
+            scope, fingerprint = idempotency
+            self._claims[scope] = (time.monotonic() + self.settings.idempotency_ttl_seconds, fingerprint, doc)
+        if self.run_fanout:
+            from workers.fanout import fan_out
+
+            task = asyncio.get_running_loop().create_task(fan_out(self, flash_id, doc["version"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return event
+
+    async def get_flash(self, flash_id: str) -> Document | None:
+        return self._flashes.get(flash_id)
+
+    async def recent(self, scan: int) -> tuple[list[Document], str]:
+        docs: list[Document] = []
+        for doc in reversed(self._flashes.values()):
+            if doc["pubStatus"] != "canceled":
+                docs.append(doc)
+                if len(docs) >= scan:
+                    break
+        return docs, self._history[-1].event_id if self._history else "0-0"
+
+    async def events_after(self, event_id: str, limit: int) -> list[Event]:
+        after = event_key(event_id)
+        out: list[Event] = []
+        for event in reversed(self._history):
+            if event_key(event.event_id) <= after:
+                break
+            out.append(event)
+        out.reverse()
+        return out[:limit]
+
+    async def event_for(self, flash_id: str, version: str) -> Event | None:
+        event_id = self._event_ids.get((flash_id, version))
+        if event_id is None:
+            return None
+        for event in reversed(self._history):
+            if event.event_id == event_id:
+                return event
+        return None
+
+    async def publish(self, event: Event) -> None:
+        for handler in self._handlers:
+            handler(event)
+
+    def subscribe(self, handler: LiveHandler) -> None:
+        self._handlers.append(handler)

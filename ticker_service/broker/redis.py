@@ -1,0 +1,277 @@
+"""Redis broker: a Redis Stream is the history, pub/sub carries live events, arq runs the fan-out.
+
+``record`` is one Lua script, so the stream entry, the flash's state, the idempotency result and the arq job are
+written together or not at all; the script then wakes the workers over pub/sub so a job does not wait for arq's
+next poll. Keys (all under ``ticker:``, plus arq's own):
+
+* ``ticker:events`` stream, fields ``t`` (type), ``f`` (flash id), ``v`` (version), ``d`` (ninjs JSON)
+* ``ticker:flash:<id>`` hash: ``doc``, ``version``, ``ev:<version>`` (event id of each version)
+* ``ticker:recent`` zset of not-withdrawn flash ids and ``ticker:index`` zset of all kept flash ids, by creation
+* ``ticker:idem:<scope>`` the idempotency record; ``ticker:live`` and ``ticker:wake`` pub/sub channels
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from arq.constants import default_queue_name, job_key_prefix
+from arq.jobs import serialize_job
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from ..models import Document, Event, EventType, flash_id_of
+from ..problems import BrokerUnavailable
+from ..settings import Settings
+from .base import Claim, LiveHandler, VersionConflict
+
+logger = logging.getLogger("ticker.broker")
+
+STREAM = "ticker:events"
+FLASH = "ticker:flash:"
+RECENT = "ticker:recent"
+INDEX = "ticker:index"
+IDEMPOTENCY = "ticker:idem:"
+LIVE_CHANNEL = "ticker:live"
+WAKE_CHANNEL = "ticker:wake"
+FANOUT_JOB = "fanout"
+PENDING_TTL_MS = 60_000
+
+_RECORD = """
+local cur = redis.call('HGET', KEYS[2], 'version')
+if ARGV[5] == '' then
+  if cur then return {'conflict'} end
+elseif cur ~= ARGV[5] then
+  return {'conflict'}
+end
+local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
+  't', ARGV[1], 'f', ARGV[2], 'v', ARGV[4], 'd', ARGV[3])
+redis.call('HSET', KEYS[2], 'doc', ARGV[3], 'version', ARGV[4], 'ev:' .. ARGV[4], eid)
+if ARGV[5] == '' then
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+end
+if ARGV[14] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9]) end
+redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
+redis.call('ZADD', KEYS[7], ARGV[13], ARGV[12])
+local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[15])
+if extra > 0 then
+  local old = redis.call('ZRANGE', KEYS[4], 0, extra - 1)
+  for _, id in ipairs(old) do
+    redis.call('DEL', ARGV[17] .. id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('ZREM', KEYS[3], id)
+  end
+end
+redis.call('PUBLISH', ARGV[16], '1')
+return {'ok', eid}
+"""
+
+_RECENT = """
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local docs = {}
+for i, id in ipairs(ids) do docs[i] = redis.call('HGET', ARGV[2] .. id, 'doc') or '' end
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local last = '0-0'
+if #top > 0 then last = top[1][1] end
+return {last, docs}
+"""
+
+_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 2) == 'P:' then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+T = TypeVar("T")
+_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Event(event_id, fields[b"t"].decode(), orjson.loads(fields[b"d"]))  # type: ignore[arg-type]
+
+
+class RedisBroker:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url, "RedisBroker needs REDIS_URL"
+        self.settings = settings
+        self.redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=2)
+        self._record = self.redis.register_script(_RECORD)
+        self._recent = self.redis.register_script(_RECENT)
+        self._release = self.redis.register_script(_RELEASE)
+        self._handlers: list[LiveHandler] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except _UNAVAILABLE as exc:
+            logger.warning("redis unavailable: %s", exc)
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def start(self) -> None:
+        if self._handlers and self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="ticker-redis-listener")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except asyncio.CancelledError:
+                pass
+        await self.redis.aclose()
+
+    async def ready(self) -> bool:
+        if self._handlers and not self._subscribed.is_set():
+            return False
+        try:
+            return bool(await self.redis.ping())
+        except _UNAVAILABLE:
+            return False
+
+    # -- ingest side -------------------------------------------------------------------------------------------
+    async def claim(self, scope: str, fingerprint: str) -> Claim:
+        key = IDEMPOTENCY + scope
+
+        async def op() -> Claim:
+            for _ in range(3):
+                if await self.redis.set(key, b"P:" + fingerprint.encode(), nx=True, px=PENDING_TTL_MS):
+                    return Claim("new")
+                raw = await self.redis.get(key)
+                if raw is None:
+                    continue  # expired between SET NX and GET: claim again
+                if raw.startswith(b"P:"):
+                    return Claim("in_flight" if raw[2:].decode() == fingerprint else "mismatch")
+                done = orjson.loads(raw)
+                if done["fp"] != fingerprint:
+                    return Claim("mismatch")
+                return Claim("done", done["doc"])
+            raise BrokerUnavailable("idempotency key kept expiring")
+
+        return await self._call(op)
+
+    async def release(self, scope: str) -> None:
+        try:
+            await self._release(keys=[IDEMPOTENCY + scope])
+        except _UNAVAILABLE:
+            pass  # the pending claim expires by itself after PENDING_TTL_MS
+
+    async def record(
+        self,
+        type: EventType,
+        doc: Document,
+        *,
+        expect_version: str | None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Event:
+        flash_id = flash_id_of(doc)
+        version = doc["version"]
+        doc_json = orjson.dumps(doc)
+        now_ms = int(time.time() * 1000)
+        job_id = f"{FANOUT_JOB}:{flash_id}:{version}"
+        job = serialize_job(FANOUT_JOB, (flash_id, version), {}, None, now_ms)
+        idem_key, idem_value = IDEMPOTENCY, b""
+        if idempotency is not None:
+            scope, fingerprint = idempotency
+            idem_key = IDEMPOTENCY + scope
+            idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
+        keys = [STREAM, FLASH + flash_id, RECENT, INDEX, idem_key, job_key_prefix + job_id, default_queue_name]
+        args: list[Any] = [
+            type,
+            flash_id,
+            doc_json,
+            version,
+            expect_version or "",
+            now_ms,
+            self.settings.history_max_events,
+            idem_value,
+            self.settings.idempotency_ttl_seconds * 1000,
+            job,
+            86_400_000,
+            job_id,
+            now_ms,
+            "1" if doc.get("pubStatus") == "canceled" else "0",
+            self.settings.recent_max_flashes,
+            WAKE_CHANNEL,
+            FLASH,
+        ]
+        result = await self._call(lambda: self._record(keys=keys, args=args))
+        if result[0] == b"conflict":
+            raise VersionConflict(flash_id)
+        return Event(result[1].decode(), type, doc)
+
+    async def get_flash(self, flash_id: str) -> Document | None:
+        raw = await self._call(lambda: self.redis.hget(FLASH + flash_id, "doc"))
+        return None if raw is None else orjson.loads(raw)
+
+    async def recent(self, scan: int) -> tuple[list[Document], str]:
+        last, docs = await self._call(lambda: self._recent(keys=[RECENT, STREAM], args=[scan, FLASH]))
+        return [orjson.loads(raw) for raw in docs if raw], last.decode()
+
+    async def events_after(self, event_id: str, limit: int) -> list[Event]:
+        entries = await self._call(lambda: self.redis.xrange(STREAM, min="(" + event_id, max="+", count=limit))
+        return [_event(entry_id, fields) for entry_id, fields in entries]
+
+    async def event_for(self, flash_id: str, version: str) -> Event | None:
+        event_id = await self._call(lambda: self.redis.hget(FLASH + flash_id, f"ev:{version}"))
+        if event_id is None:
+            return None
+        entries = await self._call(lambda: self.redis.xrange(STREAM, min=event_id, max=event_id, count=1))
+        return _event(*entries[0]) if entries else None
+
+    # -- live side ---------------------------------------------------------------------------------------------
+    async def publish(self, event: Event) -> None:
+        await self._call(lambda: self.redis.publish(LIVE_CHANNEL, event.to_message()))
+
+    def subscribe(self, handler: LiveHandler) -> None:
+        self._handlers.append(handler)
+
+    async def _listen(self) -> None:
+        """Hold the pub/sub subscription; reconnect with jittered backoff when Redis goes away."""
+        assert self.settings.redis_url
+        delay = 0.1
+        while True:
+            client = Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(LIVE_CHANNEL)
+                self._subscribed.set()
+                delay = 0.1
+                logger.info("subscribed to %s", LIVE_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        await pubsub.ping()  # a dead socket shows up here rather than as silence
+                    elif message["type"] == "message":
+                        self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure of the subscription: reconnect, never die
+                logger.warning("live subscription lost (%s); reconnecting in %.1fs", exc, delay)
+            finally:
+                self._subscribed.clear()
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:  # closing a broken connection may fail too; nothing to do
+                    pass
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            event = Event.from_message(raw)
+        except (ValueError, KeyError):
+            logger.error("dropping malformed live message: %r", raw[:200])
+            return
+        for handler in self._handlers:
+            handler(event)

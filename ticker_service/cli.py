@@ -1,0 +1,235 @@
+"""``ticker``: run the service, manage editor tokens, publish and follow flashes from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import shlex
+import sys
+from typing import Any
+
+from .settings import Settings
+
+DESCRIPTION = """\
+ticker — live breaking-news push service.
+
+Without REDIS_URL everything runs in one process, in memory (try: ticker run).
+With REDIS_URL set, run any number of `ticker hub` processes and one or more `ticker worker`s.
+"""
+
+
+def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = False) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings, with_worker=with_worker)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_max_size=settings.ws_max_message_bytes,
+        ws_per_message_deflate=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+def _base_url(settings: Settings, host: str, port: int) -> str:
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    base = _base_url(settings, args.host, args.port)
+    if settings.embedded:
+        from .tokens import FileTokenStore
+
+        token = asyncio.run(FileTokenStore(settings.data_dir).create("demo"))
+        mode = "embedded mode (one process, in memory; set REDIS_URL for the distributed path)"
+    else:
+        from redis.asyncio import Redis
+
+        from .tokens import RedisTokenStore
+
+        async def create() -> str:
+            async with Redis.from_url(settings.redis_url or "") as redis:
+                return await RedisTokenStore(redis).create("demo")
+
+        token = asyncio.run(create())
+        mode = f"hub + worker on {settings.redis_url}"
+    body = json.dumps({"headline": "BREAKING: ticker is live", "language": "en", "category": "technology",
+                       "urgency": 1, "regions": ["europe"]})
+    curl = (f"curl -sS -X POST {base}/v1/flashes -H {shlex.quote('Authorization: Bearer ' + token)} "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    print(f"ticker: {mode}\n  demo page:  {base}/\n  demo token: {token}\n  publish:    {curl}\n", flush=True)
+    _serve(settings, args.host, args.port, with_worker=not settings.embedded)
+    return 0
+
+
+def cmd_hub(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.embedded:
+        print("ticker hub needs REDIS_URL (use `ticker run` for the embedded mode)", file=sys.stderr)
+        return 2
+    _serve(settings, args.host, args.port)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.embedded:
+        print("ticker worker needs REDIS_URL (the embedded `ticker run` fans out in-process)", file=sys.stderr)
+        return 2
+    from workers.settings import create_worker
+
+    create_worker(settings).run()
+    return 0
+
+
+def _token_store(settings: Settings) -> Any:
+    if settings.embedded:
+        from .tokens import FileTokenStore
+
+        return FileTokenStore(settings.data_dir)
+    from redis.asyncio import Redis
+
+    from .tokens import RedisTokenStore
+
+    return RedisTokenStore(Redis.from_url(settings.redis_url or ""))
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    store = _token_store(settings)
+    where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({settings.redis_url})"
+    if args.token_command == "create":
+        token = asyncio.run(store.create(args.name))
+        print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")
+        print(token)
+        return 0
+    if asyncio.run(store.revoke(args.name)):
+        print(f"Revoked editor token {args.name!r} {where}.")
+        return 0
+    print(f"No editor token named {args.name!r} {where}.", file=sys.stderr)
+    return 1
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    token = args.token or os.environ.get("TICKER_TOKEN")
+    if not token:
+        print("publish needs an editor token: --token or TICKER_TOKEN (see `ticker token create`)", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {"headline": args.headline, "language": args.lang, "urgency": args.urgency,
+                            "category": args.category, "regions": args.region or []}
+    if args.link:
+        body["url"] = args.link
+    if args.source:
+        body["source"] = args.source
+    headers = {"Authorization": f"Bearer {token}"}
+    if args.idempotency_key:
+        headers["Idempotency-Key"] = args.idempotency_key
+    response = httpx.post(f"{args.server.rstrip('/')}/v1/flashes", json=body, headers=headers, timeout=10)
+    print(json.dumps(response.json(), ensure_ascii=False, indent=2))
+    return 0 if response.status_code == 201 else 1
+
+
+async def _tail(args: argparse.Namespace) -> None:
+    import websockets
+
+    params = {"lang": args.lang, "category": args.category, "region": args.region, "max_urgency": args.max_urgency}
+    query = "&".join(f"{k}={v}" for k, v in params.items() if v)
+    base = args.server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    last: str | None = None
+    delay = 0.5
+    while True:
+        url = f"{base}/v1/stream?{query}" + (f"&last_event_id={last}" if last else "")
+        try:
+            async with websockets.connect(url) as ws:
+                delay = 0.5
+                async for message in ws:
+                    event = json.loads(message)
+                    last = event["event_id"]
+                    flash = event["flash"]
+                    line = f"{event['type']:<8} {last}  [{flash.get('language')}] u{flash.get('urgency')}  "
+                    print(line + flash["headlines"][0]["value"], flush=True)
+        except (OSError, websockets.WebSocketException) as exc:
+            print(f"# disconnected ({exc}); reconnecting", file=sys.stderr, flush=True)
+        await asyncio.sleep(random.uniform(0, delay))
+        delay = min(delay * 2, 20)
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        asyncio.run(_tail(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticker", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def serve_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default=settings.host, help="address to listen on (default: %(default)s)")
+        p.add_argument("--port", type=int, default=settings.port, help="port to listen on (default: %(default)s)")
+
+    p = sub.add_parser("run", help="run everything: embedded in-memory mode, or hub + worker with REDIS_URL")
+    serve_options(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("hub", help="run a hub (API + readers' WebSocket/SSE) on REDIS_URL; run as many as you like")
+    serve_options(p)
+    p.set_defaults(func=cmd_hub)
+    sub.add_parser("worker", help="run the arq fan-out worker on REDIS_URL").set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("token", help="create or revoke editor tokens")
+    tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tokens.add_parser("create", help="create a token and print it once (last line of output)")
+    create.add_argument("--name", required=True, help="who the token is for, e.g. 'sports-desk'")
+    revoke = tokens.add_parser("revoke", help="revoke the token with this name")
+    revoke.add_argument("name")
+    p.set_defaults(func=cmd_token)
+
+    url_help = "the service's base URL (default: %(default)s, or TICKER_URL)"
+    default_url = os.environ.get("TICKER_URL", f"http://127.0.0.1:{settings.port}")
+    p = sub.add_parser("publish", help="publish a flash through the HTTP API")
+    p.add_argument("headline", help="one line of plain text, up to 280 characters")
+    p.add_argument("--lang", required=True, help="BCP 47 language tag: en, ar, es, ...")
+    p.add_argument("--category", required=True, help=f"one of: {', '.join(settings.categories)}")
+    p.add_argument("--urgency", type=int, default=5, help="IPTC urgency 1 (highest) to 9 (default: 5)")
+    p.add_argument("--region", action="append", help="a region (repeat for several): " + ", ".join(settings.regions))
+    p.add_argument("--link", help="link to the full story (http/https)")
+    p.add_argument("--source", help="who the information comes from")
+    p.add_argument("--idempotency-key", help="retry-safe key: the same key publishes at most once")
+    p.add_argument("--token", help="editor token (default: TICKER_TOKEN)")
+    p.add_argument("--server", dest="server", default=default_url, help=url_help)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("tail", help="follow flashes live and print each event as it arrives")
+    p.add_argument("--lang", help="languages, comma-separated (en also matches en-GB)")
+    p.add_argument("--category", help="categories, comma-separated")
+    p.add_argument("--region", help="regions, comma-separated")
+    p.add_argument("--max-urgency", type=int, help="only urgency 1..N")
+    p.add_argument("--server", dest="server", default=default_url, help=url_help)
+    p.set_defaults(func=cmd_tail)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser(settings).parse_args(argv)
+    return int(args.func(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

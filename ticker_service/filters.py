@@ -1,0 +1,88 @@
+"""What a reader asks for: languages, categories, regions and a maximum urgency.
+
+A flash matches when every facet the reader gave matches; an empty facet matches everything. Languages use
+BCP 47 basic filtering (RFC 4647 §3.3.1): the range ``en`` matches ``en`` and ``en-GB``, not ``eng``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .models import Document
+
+MAX_VALUES = 32
+
+
+class FilterError(ValueError):
+    """A reader's filter is malformed; ``field`` names the parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _split(value: Any, field: str) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out = tuple(dict.fromkeys(str(item).strip().lower() for item in items if str(item).strip()))
+    if len(out) > MAX_VALUES:
+        raise FilterError(field, f"{field} takes at most {MAX_VALUES} values")
+    if any(len(item) > 64 for item in out):
+        raise FilterError(field, f"{field} values are at most 64 characters")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    languages: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    max_urgency: int = 9
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> Filter:
+        """Build a filter from query parameters or a ``subscribe`` message (``lang``/``category``/...)."""
+        urgency = params.get("max_urgency")
+        if urgency is None or urgency == "":
+            max_urgency = 9
+        else:
+            try:
+                max_urgency = int(urgency)
+            except (TypeError, ValueError):
+                raise FilterError("max_urgency", "max_urgency must be an integer from 1 to 9") from None
+            if not 1 <= max_urgency <= 9:
+                raise FilterError("max_urgency", "max_urgency must be an integer from 1 to 9")
+        return cls(
+            languages=_split(params.get("lang"), "lang"),
+            categories=_split(params.get("category"), "category"),
+            regions=_split(params.get("region"), "region"),
+            max_urgency=max_urgency,
+        )
+
+    def matches(self, doc: Document) -> bool:
+        if doc.get("urgency", 9) > self.max_urgency:
+            return False
+        if self.languages:
+            tag = str(doc.get("language", "")).lower()
+            if not any(tag == r or tag.startswith(r + "-") for r in self.languages):
+                return False
+        if self.categories:
+            cats = {s.get("literal") for s in doc.get("subjects", ())}
+            if cats.isdisjoint(self.categories):
+                return False
+        if self.regions:
+            regions = {p.get("literal") for p in doc.get("places", ())}
+            if regions.isdisjoint(self.regions):
+                return False
+        return True
+
+    def to_params(self) -> dict[str, str]:
+        params = {"max_urgency": str(self.max_urgency)}
+        for key, values in (("lang", self.languages), ("category", self.categories), ("region", self.regions)):
+            if values:
+                params[key] = ",".join(values)
+        return params

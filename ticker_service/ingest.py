@@ -1,0 +1,216 @@
+"""The editors' HTTP API: publish, correct and withdraw flashes; list the current ones.
+
+``POST /v1/flashes``: authenticate → read a bounded JSON body → validate → claim the ``Idempotency-Key`` →
+``broker.record`` (history + state + fan-out job, atomically) → ``201`` with the ninjs document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .broker import Broker, VersionConflict
+from .filters import Filter, FilterError
+from .models import (
+    Document,
+    EventType,
+    FlashIn,
+    FlashPatch,
+    check_taxonomy,
+    corrected_document,
+    flash_id_of,
+    is_flash_id,
+    new_document,
+    withdrawn_document,
+)
+from .problems import Problem
+from .settings import Settings
+from .tokens import Editor, TokenStore
+
+API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_LIMIT = 200
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status, {**API_HEADERS, **(headers or {})}, media_type="application/json")
+
+
+async def authenticate(request: Request) -> Editor:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    tokens: TokenStore = request.app.state.tokens
+    editor = await tokens.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    if editor is None:
+        raise Problem(401, "A valid editor token is required: Authorization: Bearer <token>.",
+                      headers={"WWW-Authenticate": 'Bearer realm="ticker"'})
+    return editor
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, refusing wrong types (415) and bodies over ``limit`` bytes (413) early."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise Problem(415, "Send the flash as JSON with Content-Type: application/json.")
+    too_large = Problem(413, f"The body is larger than the limit of {limit} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, f"The body is not valid JSON: {exc}") from None
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        errors.append({"field": field, "message": message})
+    return errors
+
+
+def validate(model: type[M], raw: Any, settings: Settings) -> M:
+    if not isinstance(raw, dict):
+        raise Problem(422, "The body must be a JSON object.", errors=[{"field": "body", "message": "not an object"}])
+    try:
+        value = model.model_validate(raw)
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        named = {e["field"] for e in errors}
+        errors += [{"field": f, "message": m} for f, m in check_taxonomy(raw, settings) if f not in named]
+        raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors) from None
+    taxonomy = check_taxonomy(value.model_dump(), settings)
+    if taxonomy:
+        errors = [{"field": field, "message": message} for field, message in taxonomy]
+        raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors)
+    return value
+
+
+def _location(doc: Document) -> dict[str, str]:
+    return {"Location": f"/v1/flashes/{flash_id_of(doc)}"}
+
+
+async def publish(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    broker: Broker = request.app.state.broker
+    editor = await authenticate(request)
+    flash = validate(FlashIn, await read_json(request, settings.max_body_bytes), settings)
+
+    idempotency: tuple[str, str] | None = None
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise Problem(400, "Idempotency-Key must be 1–255 visible ASCII characters.")
+        scope = f"{editor.token_hash[:32]}:{hashlib.sha256(key.encode()).hexdigest()}"
+        fingerprint = hashlib.sha256(orjson.dumps(flash.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
+        idempotency = (scope, fingerprint.hexdigest())
+        claim = await broker.claim(*idempotency)
+        if claim.state == "in_flight":
+            raise Problem(409, "A request with this Idempotency-Key is still in flight; retry shortly.",
+                          headers={"Retry-After": "1"})
+        if claim.state == "mismatch":
+            raise Problem(422, "This Idempotency-Key was already used with a different body.",
+                          errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+        if claim.state == "done" and claim.document is not None:
+            return json_response(claim.document, 201, _location(claim.document))
+
+    doc = new_document(flash, settings)
+    try:
+        await broker.record("flash", doc, expect_version=None, idempotency=idempotency)
+    except BaseException:
+        if idempotency is not None:
+            await broker.release(idempotency[0])
+        raise
+    return json_response(doc, 201, _location(doc))
+
+
+async def _current(broker: Broker, request: Request) -> Document:
+    flash_id = request.path_params["flash_id"]
+    doc = await broker.get_flash(flash_id) if is_flash_id(flash_id) else None
+    if doc is None:
+        raise Problem(404, f"No flash with id {flash_id!r}.")
+    return doc
+
+
+async def _change(request: Request, type: EventType) -> Response:
+    """Correct (``update``) or withdraw a flash, re-reading it if a concurrent change won the race."""
+    settings: Settings = request.app.state.settings
+    broker: Broker = request.app.state.broker
+    await authenticate(request)
+    patch = None
+    if type == "update":
+        patch = validate(FlashPatch, await read_json(request, settings.max_body_bytes), settings)
+    if patch is not None and not patch.model_fields_set:
+        raise Problem(422, "Give at least one field to correct.", errors=[{"field": "body", "message": "empty"}])
+    for _ in range(5):
+        doc = await _current(broker, request)
+        if doc["pubStatus"] == "canceled":
+            if patch is None:
+                return json_response(doc)  # withdrawing twice changes nothing and pushes nothing
+            raise Problem(409, "This flash was withdrawn; it cannot be corrected.")
+        new = corrected_document(doc, patch) if patch is not None else withdrawn_document(doc)
+        try:
+            await broker.record(type, new, expect_version=doc["version"])
+        except VersionConflict:
+            continue
+        return json_response(new)
+    raise Problem(409, "The flash kept changing under this request; retry.")
+
+
+async def correct(request: Request) -> Response:
+    return await _change(request, "update")
+
+
+async def withdraw(request: Request) -> Response:
+    return await _change(request, "withdraw")
+
+
+async def get_flash(request: Request) -> Response:
+    return json_response(await _current(request.app.state.broker, request))
+
+
+async def list_flashes(request: Request) -> Response:
+    """Current, not withdrawn, not expired flashes, newest first, with the event id to subscribe after."""
+    broker: Broker = request.app.state.broker
+    try:
+        flt = Filter.parse(request.query_params)
+    except FilterError as exc:
+        raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
+    raw_limit = request.query_params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise Problem(400, f"limit must be an integer from 1 to {MAX_LIMIT}.",
+                      errors=[{"field": "limit", "message": "out of range"}])
+    limit = int(raw_limit)
+    docs, last_event_id = await broker.recent(1000)
+    now = datetime.now(UTC)
+    flashes = [d for d in docs if flt.matches(d) and not _expired(d, now)][:limit]
+    return json_response({"flashes": flashes, "last_event_id": last_event_id})
+
+
+def _expired(doc: Document, now: datetime) -> bool:
+    return "expires" in doc and datetime.fromisoformat(doc["expires"]) <= now
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/flashes", publish, methods=["POST"]),
+        Route("/v1/flashes", list_flashes, methods=["GET"]),
+        Route("/v1/flashes/{flash_id}", get_flash, methods=["GET"]),
+        Route("/v1/flashes/{flash_id}", correct, methods=["PATCH"]),
+        Route("/v1/flashes/{flash_id}", withdraw, methods=["DELETE"]),
+    ]

@@ -1,0 +1,80 @@
+"""Configuration, read once from the environment (``TICKER_*`` and ``REDIS_URL``) and passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_CATEGORIES = (
+    "politics",
+    "economy",
+    "sports",
+    "arts-culture",
+    "health",
+    "technology",
+    "environment",
+    "miscellaneous",
+)
+DEFAULT_REGIONS = (
+    "africa",
+    "asia",
+    "asia-pacific",
+    "europe",
+    "latin-america",
+    "mena",
+    "palestine",
+    "us-canada",
+)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ticker"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Zero-config gives the embedded, in-memory mode."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKER_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "TICKER_REDIS_URL"),
+        description="Redis to run the distributed path on; unset means the embedded in-memory mode.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded mode: where token hashes live.")
+    public_url: str | None = Field(default=None, description="Base URL printed in hints, e.g. https://ticker.example")
+
+    categories: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CATEGORIES
+    regions: Annotated[tuple[str, ...], NoDecode] = DEFAULT_REGIONS
+    uri_prefix: str = Field(default="urn:ticker:flash:", description="A flash's ninjs uri is this prefix + its id.")
+
+    max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    history_max_events: int = Field(default=10_000, ge=100, description="Events kept for resume (Redis stream MAXLEN).")
+    recent_max_flashes: int = Field(default=10_000, ge=100, description="Flashes whose state is kept for GET/PATCH.")
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=3600)
+    queue_max_messages: int = Field(default=1_000, ge=1, description="Per-reader outgoing queue before disconnect.")
+    replay_max_events: int = Field(default=10_000, ge=1, description="Most events replayed to one resuming reader.")
+    ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    worker_poll_seconds: float = Field(default=0.5, gt=0, description="arq poll interval; ingest also wakes workers.")
+    fanout_job_timeout_seconds: float = Field(default=3.0, gt=0)
+    log_level: str = "info"
+
+    @field_validator("categories", "regions", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url

@@ -1,0 +1,17 @@
+"""What both transports read from a reader's request: the filter and the resume point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..filters import Filter, FilterError
+from ..models import is_event_id
+
+
+def read_subscription(query: Mapping[str, str], last_event_header: str | None = None) -> tuple[Filter, str | None]:
+    """Parse ``lang``/``category``/``region``/``max_urgency`` and ``last_event_id`` (or the SSE header)."""
+    flt = Filter.parse(query)
+    last = query.get("last_event_id") or last_event_header or None
+    if last is not None and not is_event_id(last):
+        raise FilterError("last_event_id", "last_event_id must be an event id as sent in 'event_id' / 'id:'")
+    return flt, last

@@ -1,0 +1,44 @@
+"""``GET /v1/events``: Server-Sent Events. ``id:`` is the event id, ``event:`` its type, ``data:`` the flash."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..filters import FilterError
+from ..hub import Hub, Subscriber
+from ..problems import Problem
+from .resume import read_subscription
+
+HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
+
+
+async def _frames(hub: Hub, sub: Subscriber, heartbeat: float) -> AsyncIterator[bytes]:
+    try:
+        # A comment first, so that proxies and clients see the stream open at once.
+        yield b": ticker stream\nretry: 3000\n\n"
+        while True:
+            try:
+                batch = await asyncio.wait_for(sub.next_batch(), heartbeat)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if batch is None:
+                return
+            yield b"".join(frames.sse for frames in batch)
+    finally:
+        hub.detach(sub)
+
+
+async def events(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    try:
+        flt, last = read_subscription(request.query_params, request.headers.get("last-event-id"))
+    except FilterError as exc:
+        raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
+    sub = await hub.attach(flt, last)
+    heartbeat = request.app.state.settings.heartbeat_seconds
+    return StreamingResponse(_frames(hub, sub, heartbeat), media_type="text/event-stream", headers=HEADERS)

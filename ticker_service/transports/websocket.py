@@ -1,0 +1,71 @@
+"""``GET /v1/stream``: WebSocket. Each event is one JSON text message; readers may send ``subscribe`` messages.
+
+Close codes: 1008 for a bad filter or message, 4008 when the reader fell too far behind (resume with
+``last_event_id``), 1011 when the history could not be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..filters import Filter, FilterError
+from ..hub import Hub, Subscriber
+from ..problems import BrokerUnavailable
+from .resume import read_subscription
+
+logger = logging.getLogger("ticker.ws")
+
+CLOSE_SLOW = 4008
+
+
+async def _receive(websocket: WebSocket, sub: Subscriber) -> None:
+    """Apply in-band ``subscribe`` messages; close the subscriber when the reader leaves or misbehaves."""
+    try:
+        while True:
+            message = await websocket.receive_text()
+            try:
+                data = orjson.loads(message)
+                if not isinstance(data, dict) or data.get("type") != "subscribe":
+                    raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
+                sub.filter = Filter.parse(data)
+            except (orjson.JSONDecodeError, FilterError) as exc:
+                sub.close(f"bad message: {exc}"[:120])
+                return
+    except (WebSocketDisconnect, RuntimeError, KeyError):
+        sub.close("gone")
+
+
+async def stream(websocket: WebSocket) -> None:
+    hub: Hub = websocket.app.state.hub
+    try:
+        flt, last = read_subscription(websocket.query_params)
+    except FilterError as exc:
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    try:
+        sub = await hub.attach(flt, last)
+    except BrokerUnavailable:
+        await websocket.close(code=1011, reason="history unavailable, retry shortly")
+        return
+    await websocket.accept()
+    receiver = asyncio.create_task(_receive(websocket, sub))
+    try:
+        while True:
+            batch = await sub.next_batch()
+            if batch is None:
+                break
+            for frames in batch:
+                await websocket.send_text(frames.ws)
+        if sub.close_reason == "slow":
+            await websocket.close(code=CLOSE_SLOW, reason="reader too slow; resume with last_event_id")
+        elif sub.close_reason.startswith("bad message"):
+            await websocket.close(code=1008, reason=sub.close_reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        receiver.cancel()
+        hub.detach(sub)

@@ -1,0 +1,133 @@
+"""arq worker configuration, and a worker that is woken by ingest instead of waiting for its next poll.
+
+arq polls its queue every ``poll_delay`` (0.5 s by default), which alone would put up to half a second between an
+editor's click and the readers. Ingest publishes on ``ticker:wake`` in the same Lua script that queues the job, and
+:class:`WakeableWorker` polls at once when it hears it; the periodic poll stays as the fallback.
+
+Run with ``ticker worker`` (or ``arq workers.settings.WorkerSettings``, with ``REDIS_URL`` set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from arq import Retry
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+from redis.asyncio import Redis
+
+from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
+from ticker_service.problems import BrokerUnavailable
+from ticker_service.settings import Settings
+
+from .fanout import fan_out
+
+logger = logging.getLogger("ticker.worker")
+
+
+async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
+    try:
+        return await fan_out(ctx["broker"], flash_id, version)
+    except BrokerUnavailable as exc:
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    ctx["broker"] = RedisBroker(ctx.get("settings") or Settings())
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["broker"].close()
+
+
+class WakeableWorker(Worker):
+    """An arq worker that also polls whenever a message arrives on ``ticker:wake``."""
+
+    def __init__(self, *args: Any, wake_url: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake_url = wake_url
+        self._woken = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+
+    async def _poll_iteration(self) -> None:
+        async with self._poll_lock:
+            await super()._poll_iteration()
+
+    async def main(self) -> None:
+        tasks = [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
+        try:
+            await super().main()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _poll_when_woken(self) -> None:
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            if self._pool is not None:
+                try:
+                    await self._poll_iteration()
+                except Exception as exc:  # the regular poll loop reports Redis trouble; keep listening
+                    logger.warning("woken poll failed: %s", exc)
+
+    async def _listen_for_wake(self) -> None:
+        delay = 0.1
+        while True:
+            client = Redis.from_url(self._wake_url, socket_connect_timeout=2)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(WAKE_CHANNEL)
+                delay = 0.1
+                self._woken.set()  # catch anything queued while we were not listening
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._woken.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("wake subscription lost (%s); reconnecting", exc)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+
+def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
+    """A worker for these settings. A job killed with its worker re-runs after its timeout + 10 s (arq's rule)."""
+    assert settings.redis_url, "the worker needs REDIS_URL"
+    options: dict[str, Any] = {
+        "functions": [
+            func(fanout_job, name=FANOUT_JOB, timeout=settings.fanout_job_timeout_seconds, max_tries=50),
+        ],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        "poll_delay": settings.worker_poll_seconds,
+        "keep_result": 60,
+        "health_check_interval": 10,
+        "max_jobs": 50,
+        "wake_url": settings.redis_url,
+    }
+    options.update(overrides)
+    return WakeableWorker(**options)
+
+
+class WorkerSettings:
+    """For ``arq workers.settings.WorkerSettings``; ``ticker worker`` is the same with the wake-up added."""
+
+    functions = [func(fanout_job, name=FANOUT_JOB, timeout=3.0, max_tries=50)]
+    on_startup = startup
+    on_shutdown = shutdown
+    poll_delay = 0.05
+    keep_result = 60
+    health_check_interval = 10
+    redis_settings = RedisSettings.from_dsn(Settings().redis_url or "redis://127.0.0.1:6379")
