@@ -44,9 +44,9 @@ def start_hub(service: Service, tmp: Path, name: str = "hub") -> tuple[str, Proc
     return url, hub
 
 
-def start_distributed(tmp: Path, **extra_env: str) -> Service:
+def start_distributed(tmp: Path, *, persistent: bool = False, **extra_env: str) -> Service:
     """A private Redis, one ``ticker hub`` and one ``ticker worker``: the production path."""
-    redis_server = RedisServer(tmp)
+    redis_server = RedisServer(tmp, persistent=persistent)
     redis_server.start()
     env = base_env(REDIS_URL=redis_server.url, **extra_env)
     created = run_ticker(env, "token", "create", "--name", "tests")

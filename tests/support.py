@@ -48,9 +48,10 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -
 class RedisServer:
     """A private redis-server on a free port, which tests may stop and start again."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.directory = directory
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +63,8 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", str(self.directory), "--protected-mode", "no"],
             stdout=subprocess.DEVNULL,
         )

@@ -1,0 +1,184 @@
+"""Readers over WebSocket and SSE against a real hub, in both modes: filters, event types, resume, keepalive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import start_embedded
+from .schema import assert_ninjs
+from .support import Service, flash_id, next_ws_event, publish, sse_reader, ws_reader
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def test_websocket_and_sse_readers_both_get_the_flash(service: Service, client: httpx.AsyncClient) -> None:
+    """One publish reaches a WebSocket reader and an SSE reader, with the same event id and document."""
+    async with ws_reader(service, "lang=en") as ws, sse_reader(service, "lang=en") as sse:
+        doc = await publish(client, service, "BREAKING: both transports")
+        ws_event = await next_ws_event(ws)
+        sse_event = await sse.next_event()
+    assert set(ws_event) == {"type", "event_id", "flash"}
+    assert ws_event["type"] == "flash"
+    assert ws_event["flash"] == doc
+    assert sse_event["event"] == "flash"
+    assert sse_event["id"] == ws_event["event_id"]
+    assert sse_event["flash"] == doc
+    assert_ninjs(ws_event["flash"])
+    assert_ninjs(sse_event["flash"])
+
+
+async def test_reader_whose_filter_does_not_match_gets_nothing(service: Service, client: httpx.AsyncClient) -> None:
+    """A non-matching flash never arrives: the first event a reader sees is the later matching one."""
+    cases = [
+        ("lang=ar", {"language": "en"}, {"language": "ar"}),
+        ("lang=en", {"language": "eng"}, {"language": "en-GB"}),
+        ("category=sports,health", {"category": "politics"}, {"category": "health"}),
+        ("region=mena", {"regions": ["europe"]}, {"regions": ["europe", "mena"]}),
+        ("max_urgency=2", {"urgency": 3}, {"urgency": 2}),
+        ("lang=es&category=sports", {"language": "es", "category": "economy"},
+         {"language": "es", "category": "sports"}),
+    ]
+    for query, miss, hit in cases:
+        async with ws_reader(service, query) as ws, sse_reader(service, query) as sse:
+            await publish(client, service, "BREAKING: should not arrive", **miss)
+            wanted = await publish(client, service, "BREAKING: should arrive", **hit)
+            assert (await next_ws_event(ws))["flash"]["uri"] == wanted["uri"], query
+            assert (await sse.next_event())["flash"]["uri"] == wanted["uri"], query
+
+
+async def test_update_and_withdraw_reach_readers_as_such(service: Service, client: httpx.AsyncClient) -> None:
+    async with ws_reader(service) as ws, sse_reader(service) as sse:
+        doc = await publish(client, service, "BREAKING: first take")
+        url = f"{service.base_url}/v1/flashes/{flash_id(doc)}"
+        await client.patch(url, json={"headline": "BREAKING: second take", "urgency": 2}, headers=service.headers())
+        await client.delete(url, headers=service.headers())
+        ws_types = [(await next_ws_event(ws)) for _ in range(3)]
+        sse_types = [(await sse.next_event()) for _ in range(3)]
+    assert [e["type"] for e in ws_types] == ["flash", "update", "withdraw"]
+    assert [e["event"] for e in sse_types] == ["flash", "update", "withdraw"]
+    assert [e["flash"]["version"] for e in ws_types] == ["1", "2", "3"]
+    assert ws_types[1]["flash"]["headlines"][0]["value"] == "BREAKING: second take"
+    assert ws_types[2]["flash"]["pubStatus"] == "canceled"
+    ids = [e["event_id"] for e in ws_types]
+    assert ids == [e["id"] for e in sse_types]
+    assert len(set(ids)) == 3
+
+
+async def _missed_five(service: Service, client: httpx.AsyncClient, lang: str) -> tuple[str, list[str]]:
+    """Receive one flash, disconnect, then publish five more (and one in another language) while away."""
+    async with ws_reader(service, f"lang={lang}") as ws:
+        await publish(client, service, "resume: seen", language=lang)
+        seen = (await next_ws_event(ws))["event_id"]
+    missed = []
+    for i in range(5):
+        missed.append((await publish(client, service, f"resume: missed {i}", language=lang))["uri"])
+        await publish(client, service, f"resume: other language {i}", language="fr")
+    return seen, missed
+
+
+async def test_websocket_resume_replays_exactly_the_missed_flashes(service: Service, client: httpx.AsyncClient) -> None:
+    """?last_event_id= replays the 5 missed flashes in order, then goes live, with no duplicate."""
+    seen, missed = await _missed_five(service, client, "de")
+    async with ws_reader(service, f"lang=de&last_event_id={seen}") as ws:
+        replayed = [await next_ws_event(ws) for _ in range(5)]
+        live = await publish(client, service, "resume: live", language="de")
+        after = await next_ws_event(ws)
+        with pytest.raises(TimeoutError):
+            await next_ws_event(ws, timeout=0.3)  # nothing else queued: no duplicate of any replayed event
+    assert [e["flash"]["uri"] for e in replayed] == missed
+    ids = [e["event_id"] for e in replayed] + [after["event_id"]]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert after["flash"]["uri"] == live["uri"]
+
+
+async def test_sse_resume_with_last_event_id_header(service: Service, client: httpx.AsyncClient) -> None:
+    """SSE's Last-Event-ID header resumes the same way, and the seam with the live stream has no duplicate."""
+    seen, missed = await _missed_five(service, client, "it")
+    async with sse_reader(service, "lang=it", headers={"Last-Event-ID": seen}) as sse:
+        replayed = [await sse.next_event() for _ in range(5)]
+        live = await publish(client, service, "resume: live", language="it")
+        after = await sse.next_event()
+    assert [e["flash"]["uri"] for e in replayed] == missed
+    assert after["flash"]["uri"] == live["uri"]
+    assert len({e["id"] for e in replayed} | {after["id"]}) == 6
+
+
+async def test_snapshot_then_subscribe_loses_nothing(service: Service, client: httpx.AsyncClient) -> None:
+    """A page lists the flashes, then subscribes with the list's last_event_id: what came between arrives."""
+    before = await publish(client, service, "snapshot: in the list", language="pt")
+    listing = (await client.get(f"{service.base_url}/v1/flashes?lang=pt")).json()
+    assert listing["flashes"][0]["uri"] == before["uri"]
+    between = await publish(client, service, "snapshot: published in between", language="pt")
+    async with ws_reader(service, f"lang=pt&last_event_id={listing['last_event_id']}") as ws:
+        assert (await next_ws_event(ws))["flash"]["uri"] == between["uri"]
+
+
+async def test_websocket_reader_changes_filter_in_band(service: Service, client: httpx.AsyncClient) -> None:
+    """A {"type": "subscribe"} message replaces the filter on the open connection."""
+    async with ws_reader(service, "lang=en") as ws:
+        await ws.send(json.dumps({"type": "subscribe", "lang": "es", "category": "sports"}))
+        # The message and the publishes travel on different connections: retry until the filter is in place.
+        for _ in range(20):
+            doc = await publish(client, service, "subscribe: probe", language="es", category="sports")
+            try:
+                event = await next_ws_event(ws, timeout=0.5)
+            except TimeoutError:
+                continue
+            if event["flash"]["uri"] == doc["uri"]:
+                break
+        else:
+            pytest.fail("the new filter never took effect")
+        await publish(client, service, "subscribe: old filter", language="en")
+        wanted = await publish(client, service, "subscribe: new filter", language="es", category="sports")
+        assert (await next_ws_event(ws))["flash"]["uri"] == wanted["uri"]
+
+
+async def test_bad_filters_are_refused(service: Service, client: httpx.AsyncClient) -> None:
+    """A malformed filter or resume id is refused before the stream starts."""
+    for query in ("max_urgency=12", "last_event_id=yesterday"):
+        response = await client.get(f"{service.base_url}/v1/events?{query}")
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/problem+json"
+        with pytest.raises(websockets.InvalidStatus):
+            async with ws_reader(service, query):
+                pass
+
+
+async def test_bad_in_band_message_closes_with_1008(service: Service) -> None:
+    async with ws_reader(service) as ws:
+        await ws.send("not json")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+@pytest.fixture(scope="module")
+def fast_heartbeat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_embedded(Path(tmp_path_factory.mktemp("heartbeat")), TICKER_HEARTBEAT_SECONDS="0.2")
+    yield svc
+    svc.stop()
+
+
+async def test_sse_sends_heartbeat_comments_not_events(fast_heartbeat: Service, client: httpx.AsyncClient) -> None:
+    """Keepalive is an SSE comment at the configured interval; the stream carries events only."""
+    async with sse_reader(fast_heartbeat) as sse:
+        task = asyncio.create_task(sse.next_event(timeout=30))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while sse.comments.count("keepalive") < 3 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert sse.comments.count("keepalive") >= 3
+        assert not task.done()  # no data event was produced by the heartbeats
+        doc = await publish(client, fast_heartbeat, "BREAKING: after heartbeats")
+        assert (await task)["flash"]["uri"] == doc["uri"]
