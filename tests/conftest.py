@@ -29,8 +29,8 @@ def start_worker(service: Service, tmp: Path, name: str = "worker") -> Process:
     worker.start()
     service.processes.append(worker)
     assert service.redis is not None
-    client = service.redis.client()
-    wait_until(lambda: bool(client.exists("arq:queue:health-check")), "the worker's first poll")
+    with service.redis.client() as client:
+        wait_until(lambda: bool(client.exists("arq:queue:health-check")), "the worker's first poll")
     return worker
 
 

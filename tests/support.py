@@ -68,7 +68,11 @@ class RedisServer:
              "--dir", str(self.directory), "--protected-mode", "no"],
             stdout=subprocess.DEVNULL,
         )
-        wait_until(lambda: bool(self.client().ping()), f"redis-server on {self.port}")
+        def ping() -> bool:
+            with self.client() as client:
+                return bool(client.ping())
+
+        wait_until(ping, f"redis-server on {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:

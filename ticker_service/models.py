@@ -196,8 +196,9 @@ def _facets(values: dict[str, Any], doc: Document) -> None:
         doc["associations"] = [{"name": "story", "rel": "story", "uri": str(values["url"])}]
     if values.get("source"):
         doc["infoSources"] = [{"name": values["source"], "role": "source"}]
-    if values.get("expires"):
-        doc["expires"] = _iso(values["expires"])
+    expires = values.get("expires")
+    if expires:
+        doc["expires"] = _iso(expires) if isinstance(expires, datetime) else expires
 
 
 def new_document(flash: FlashIn, settings: Settings) -> Document:
@@ -240,8 +241,6 @@ def corrected_document(doc: Document, patch: FlashPatch) -> Document:
     new["version"] = str(int(doc["version"]) + 1)
     new["versionCreated"] = now_iso()
     _facets(values, new)
-    if isinstance(values.get("expires"), str):
-        new["expires"] = values["expires"]
     new["genres"] = [CORRECTION_GENRE]
     new["edNote"] = f"Corrected: version {new['version']} replaces version {doc['version']}."
     return new

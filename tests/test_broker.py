@@ -1,0 +1,130 @@
+"""One contract suite, run against both Broker implementations (in-process memory, and a private Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ticker_service.broker import Broker, VersionConflict, create_broker
+from ticker_service.models import Event, FlashIn, event_key, flash_id_of, new_document, withdrawn_document
+from ticker_service.settings import Settings
+
+from .support import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("broker")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def broker(request: pytest.FixtureRequest, redis_server: RedisServer) -> AsyncIterator[Broker]:
+    if request.param == "redis":
+        with redis_server.client() as client:
+            client.flushall()
+        settings = Settings(redis_url=redis_server.url, history_max_events=100, recent_max_flashes=100)
+    else:
+        settings = Settings(redis_url=None, history_max_events=100, recent_max_flashes=100)
+    broker = create_broker(settings, run_fanout=False)
+    await broker.start()
+    yield broker
+    await broker.close()
+
+
+def doc(headline: str = "contract") -> dict[str, object]:
+    return new_document(FlashIn(headline=headline, language="en", category="politics"), Settings(redis_url=None))
+
+
+async def test_event_ids_increase_and_history_replays_after_an_id(broker: Broker) -> None:
+    """record() hands out increasing ids; events_after() returns exactly the later ones, oldest first."""
+    events = [await broker.record("flash", doc(f"n{i}"), expect_version=None) for i in range(5)]
+    keys = [event_key(e.event_id) for e in events]
+    assert keys == sorted(keys) and len(set(keys)) == 5
+    after = await broker.events_after(events[1].event_id, 100)
+    assert [e.event_id for e in after] == [e.event_id for e in events[2:]]
+    assert [e.flash for e in after] == [e.flash for e in events[2:]]
+    assert await broker.events_after(events[-1].event_id, 100) == []
+    assert len(await broker.events_after("0-0", 2)) == 2
+
+
+async def test_version_guard_rejects_stale_and_duplicate_writes(broker: Broker) -> None:
+    first = doc()
+    await broker.record("flash", first, expect_version=None)
+    with pytest.raises(VersionConflict):
+        await broker.record("flash", first, expect_version=None)  # same uri again
+    withdrawn = withdrawn_document(first)
+    await broker.record("withdraw", withdrawn, expect_version="1")
+    with pytest.raises(VersionConflict):
+        await broker.record("withdraw", withdrawn_document(first), expect_version="1")  # lost the race
+    assert await broker.get_flash(flash_id_of(first)) == withdrawn
+
+
+async def test_recent_is_newest_first_without_withdrawn_and_names_the_last_event(broker: Broker) -> None:
+    a, b, c = doc("a"), doc("b"), doc("c")
+    for d in (a, b, c):
+        await broker.record("flash", d, expect_version=None)
+    last = await broker.record("withdraw", withdrawn_document(b), expect_version="1")
+    docs, last_event_id = await broker.recent(10)
+    assert [d["uri"] for d in docs] == [c["uri"], a["uri"]]
+    assert last_event_id == last.event_id
+
+
+async def test_event_for_finds_the_event_of_each_version(broker: Broker) -> None:
+    first = doc()
+    e1 = await broker.record("flash", first, expect_version=None)
+    e2 = await broker.record("withdraw", withdrawn_document(first), expect_version="1")
+    fid = flash_id_of(first)
+    assert await broker.event_for(fid, "1") == e1
+    assert await broker.event_for(fid, "2") == e2
+    assert await broker.event_for(fid, "3") is None
+
+
+async def test_idempotency_claims(broker: Broker) -> None:
+    """new → in flight → done (with the first document); another body is a mismatch; release frees a claim."""
+    assert (await broker.claim("scope-1", "fp")).state == "new"
+    assert (await broker.claim("scope-1", "fp")).state == "in_flight"
+    assert (await broker.claim("scope-1", "other")).state == "mismatch"
+    first = doc()
+    await broker.record("flash", first, expect_version=None, idempotency=("scope-1", "fp"))
+    done = await broker.claim("scope-1", "fp")
+    assert (done.state, done.document) == ("done", first)
+    assert (await broker.claim("scope-1", "other")).state == "mismatch"
+    assert (await broker.claim("scope-2", "fp")).state == "new"
+    await broker.release("scope-2")
+    assert (await broker.claim("scope-2", "fp")).state == "new"
+
+
+async def test_history_is_bounded(broker: Broker) -> None:
+    """The history keeps about history_max_events (Redis trims approximately, never below the bound)."""
+    for i in range(250):
+        await broker.record("flash", doc(f"bulk {i}"), expect_version=None)
+    kept = await broker.events_after("0-0", 1000)
+    assert 100 <= len(kept) < 250
+    docs, _ = await broker.recent(1000)
+    assert len(docs) == 100
+
+
+async def test_publish_reaches_every_subscribed_process(broker: Broker) -> None:
+    """publish() reaches a handler subscribed through another broker instance (for Redis: over pub/sub)."""
+    from ticker_service.broker.memory import MemoryBroker
+    from ticker_service.broker.redis import RedisBroker
+
+    received: asyncio.Queue[Event] = asyncio.Queue()
+    listener = broker if isinstance(broker, MemoryBroker) else create_broker(broker.settings)  # type: ignore[attr-defined]
+    listener.subscribe(received.put_nowait)
+    await listener.start()
+    try:
+        if isinstance(listener, RedisBroker):
+            await asyncio.wait_for(listener._subscribed.wait(), 5)
+        event = await broker.record("flash", doc(), expect_version=None)
+        await broker.publish(event)
+        assert await asyncio.wait_for(received.get(), 5) == event
+    finally:
+        if listener is not broker:
+            await listener.close()

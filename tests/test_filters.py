@@ -1,0 +1,39 @@
+"""Reader filters: every given facet must match; languages use BCP 47 basic filtering."""
+
+from __future__ import annotations
+
+import pytest
+
+from ticker_service.filters import Filter, FilterError
+from ticker_service.models import FlashIn, new_document
+from ticker_service.settings import Settings
+
+
+def doc(language: str = "en", category: str = "politics", regions: tuple[str, ...] = (), urgency: int = 5) -> dict:
+    flash = FlashIn(headline="x", language=language, category=category, regions=list(regions), urgency=urgency)
+    return new_document(flash, Settings(redis_url=None))
+
+
+@pytest.mark.parametrize(
+    ("lang", "tag", "matches"),
+    [("en", "en", True), ("en", "en-GB", True), ("en", "EN-gb", True), ("en", "eng", False),
+     ("en-gb", "en", False), ("ar,es", "es-MX", True), ("ar,es", "fr", False)],
+)
+def test_language_basic_filtering(lang: str, tag: str, matches: bool) -> None:
+    assert Filter.parse({"lang": lang}).matches(doc(language=tag)) is matches
+
+
+def test_every_facet_must_match_and_empty_matches_all() -> None:
+    flt = Filter.parse({"category": "sports,economy", "region": "mena", "max_urgency": "3"})
+    assert flt.matches(doc(category="economy", regions=("europe", "mena"), urgency=3))
+    assert not flt.matches(doc(category="economy", regions=("europe",), urgency=3))
+    assert not flt.matches(doc(category="politics", regions=("mena",), urgency=1))
+    assert not flt.matches(doc(category="sports", regions=("mena",), urgency=4))
+    assert Filter.parse({}).matches(doc(urgency=9))
+
+
+@pytest.mark.parametrize("params", [{"max_urgency": "0"}, {"max_urgency": "x"}, {"lang": ",".join(f"l{i}" for i in range(40))},
+                                    {"category": "x" * 65}])
+def test_malformed_filters_are_refused(params: dict[str, str]) -> None:
+    with pytest.raises(FilterError):
+        Filter.parse(params)

@@ -1,0 +1,65 @@
+"""Redis going away: every write is refused with 503 and nothing is half-written; the path recovers after."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from .conftest import start_distributed
+from .support import Service, flash_body, flash_id, next_ws_event, publish, wait_ready, ws_reader
+
+
+@pytest.fixture(scope="module")
+def persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The distributed path on a Redis with AOF (appendfsync always), so a restart keeps what was written."""
+    svc = start_distributed(tmp_path_factory.mktemp("outage"), persistent=True)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client
+
+
+async def test_redis_down_is_503_and_nothing_is_written(persistent: Service, client: httpx.AsyncClient) -> None:
+    assert persistent.redis is not None
+    doc = await publish(client, persistent, "outage: before")
+    url = f"{persistent.base_url}/v1/flashes"
+    with persistent.redis.client() as redis:
+        history_before = redis.xlen("ticker:events")
+    persistent.redis.stop()
+    try:
+        attempts = [
+            await client.post(url, json=flash_body("outage: lost?"), headers=persistent.headers()),
+            await client.post(url, json=flash_body("outage: keyed"),
+                              headers=persistent.headers(**{"Idempotency-Key": "during-outage"})),
+            await client.patch(f"{url}/{flash_id(doc)}", json={"headline": "x"}, headers=persistent.headers()),
+            await client.delete(f"{url}/{flash_id(doc)}", headers=persistent.headers()),
+            await client.get(url),
+        ]
+        for response in attempts:
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"]
+        assert (await client.get(f"{persistent.base_url}/readyz")).status_code == 503
+        assert (await client.get(f"{persistent.base_url}/healthz")).status_code == 200
+    finally:
+        persistent.redis.start()
+    with persistent.redis.client() as redis:
+        assert redis.xlen("ticker:events") == history_before
+    assert (await client.get(f"{url}/{flash_id(doc)}")).json() == doc
+    wait_ready(persistent.base_url, persistent.processes[0])
+
+    # The same Idempotency-Key works once Redis is back: the failed attempt did not leave a claim behind.
+    async with ws_reader(persistent) as ws:
+        again = await client.post(url, json=flash_body("outage: keyed"),
+                                  headers=persistent.headers(**{"Idempotency-Key": "during-outage"}))
+        assert again.status_code == 201, again.text
+        event = await next_ws_event(ws, timeout=15)
+    assert event["flash"]["uri"] == again.json()["uri"]
+    with persistent.redis.client() as redis:
+        assert redis.xlen("ticker:events") == history_before + 1
