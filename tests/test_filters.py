@@ -16,8 +16,15 @@ def doc(language: str = "en", category: str = "politics", regions: tuple[str, ..
 
 @pytest.mark.parametrize(
     ("lang", "tag", "matches"),
-    [("en", "en", True), ("en", "en-GB", True), ("en", "EN-gb", True), ("en", "eng", False),
-     ("en-gb", "en", False), ("ar,es", "es-MX", True), ("ar,es", "fr", False)],
+    [
+        ("en", "en", True),
+        ("en", "en-GB", True),
+        ("en", "EN-gb", True),
+        ("en", "eng", False),
+        ("en-gb", "en", False),
+        ("ar,es", "es-MX", True),
+        ("ar,es", "fr", False),
+    ],
 )
 def test_language_basic_filtering(lang: str, tag: str, matches: bool) -> None:
     assert Filter.parse({"lang": lang}).matches(doc(language=tag)) is matches
@@ -32,8 +39,15 @@ def test_every_facet_must_match_and_empty_matches_all() -> None:
     assert Filter.parse({}).matches(doc(urgency=9))
 
 
-@pytest.mark.parametrize("params", [{"max_urgency": "0"}, {"max_urgency": "x"}, {"lang": ",".join(f"l{i}" for i in range(40))},
-                                    {"category": "x" * 65}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_urgency": "0"},
+        {"max_urgency": "x"},
+        {"lang": ",".join(f"l{i}" for i in range(40))},
+        {"category": "x" * 65},
+    ],
+)
 def test_malformed_filters_are_refused(params: dict[str, str]) -> None:
     with pytest.raises(FilterError):
         Filter.parse(params)
