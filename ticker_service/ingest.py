@@ -101,6 +101,16 @@ def validate(model: type[M], raw: Any, settings: Settings) -> M:
     return value
 
 
+def idempotency_scope(editor: Editor, key: str) -> str:
+    """Keys are per editor token: two desks may use the same key without colliding."""
+    return f"{editor.token_hash[:32]}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def fingerprint(flash: BaseModel) -> str:
+    """The validated body, canonicalised: formatting and key order do not make it a different request."""
+    return hashlib.sha256(orjson.dumps(flash.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def _location(doc: Document) -> dict[str, str]:
     return {"Location": f"/v1/flashes/{flash_id_of(doc)}"}
 
@@ -116,9 +126,7 @@ async def publish(request: Request) -> Response:
     if key is not None:
         if not _IDEMPOTENCY_KEY.match(key):
             raise Problem(400, "Idempotency-Key must be 1–255 visible ASCII characters.")
-        scope = f"{editor.token_hash[:32]}:{hashlib.sha256(key.encode()).hexdigest()}"
-        fingerprint = hashlib.sha256(orjson.dumps(flash.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
-        idempotency = (scope, fingerprint.hexdigest())
+        idempotency = (idempotency_scope(editor, key), fingerprint(flash))
         claim = await broker.claim(*idempotency)
         if claim.state == "in_flight":
             raise Problem(409, "A request with this Idempotency-Key is still in flight; retry shortly.",
