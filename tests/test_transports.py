@@ -23,9 +23,12 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_websocket_and_sse_readers_both_get_the_flash(service: Service, client: httpx.AsyncClient) -> None:
-    """One publish reaches a WebSocket reader and an SSE reader, with the same event id and document."""
-    async with ws_reader(service, "lang=en") as ws, sse_reader(service, "lang=en") as sse:
-        doc = await publish(client, service, "BREAKING: both transports")
+    """One publish reaches live-only WebSocket and SSE readers, with the same event id and document."""
+    async with (
+        ws_reader(service, "lang=sv", from_now=False) as ws,
+        sse_reader(service, "lang=sv", from_now=False) as sse,
+    ):
+        doc = await publish(client, service, "BREAKING: both transports", language="sv")
         ws_event = await next_ws_event(ws)
         sse_event = await sse.next_event()
     assert set(ws_event) == {"type", "event_id", "flash"}
@@ -46,8 +49,11 @@ async def test_reader_whose_filter_does_not_match_gets_nothing(service: Service,
         ("category=sports,health", {"category": "politics"}, {"category": "health"}),
         ("region=mena", {"regions": ["europe"]}, {"regions": ["europe", "mena"]}),
         ("max_urgency=2", {"urgency": 3}, {"urgency": 2}),
-        ("lang=es&category=sports", {"language": "es", "category": "economy"},
-         {"language": "es", "category": "sports"}),
+        (
+            "lang=es&category=sports",
+            {"language": "es", "category": "economy"},
+            {"language": "es", "category": "sports"},
+        ),
     ]
     for query, miss, hit in cases:
         async with ws_reader(service, query) as ws, sse_reader(service, query) as sse:
