@@ -14,13 +14,15 @@ let retry = 500;
 
 const idOf = (flash) => flash.uri.split(/[/:]/).pop();
 
-function render(flash) {
+function render(flash, type = "flash") {
   const id = idOf(flash);
   let item = list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
   if (flash.pubStatus === "canceled") {
     if (item) item.remove();
     return;
   }
+  // A correction of a flash no longer shown is not news: it does not jump to the top.
+  if (!item && type !== "flash") return;
   const fresh = !item;
   if (fresh) {
     item = document.createElement("li");
@@ -50,10 +52,19 @@ function render(flash) {
 }
 
 async function start() {
-  const response = await fetch(`/v1/flashes?lang=${encodeURIComponent(lang)}&limit=${MAX_ITEMS}`);
-  const body = await response.json();
-  for (const flash of body.flashes.slice().reverse()) render(flash);
-  lastEventId = body.last_event_id;
+  try {
+    const response = await fetch(`/v1/flashes?lang=${encodeURIComponent(lang)}&limit=${MAX_ITEMS}`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    for (const flash of body.flashes.slice().reverse()) render(flash);
+    lastEventId = body.last_event_id;
+  } catch (error) {
+    status.textContent = `unavailable (${error.message}), retrying…`;
+    setTimeout(start, Math.random() * retry);
+    retry = Math.min(retry * 2, 20000);
+    return;
+  }
+  retry = 500;
   connect();
 }
 
@@ -65,13 +76,17 @@ function connect() {
   ws.onmessage = (message) => {
     const event = JSON.parse(message.data);
     lastEventId = event.event_id;
-    render(event.flash);
+    render(event.flash, event.type);
   };
-  ws.onclose = () => {
+  ws.onclose = (close) => {
+    if (close.code === 1008) {
+      status.textContent = `refused: ${close.reason}`;
+      return; // a bad filter will not get better by retrying
+    }
     status.textContent = "reconnecting…";
     setTimeout(connect, Math.random() * retry);
     retry = Math.min(retry * 2, 20000);
   };
 }
 
-start().catch((error) => { status.textContent = `error: ${error}`; });
+start();
