@@ -128,3 +128,28 @@ async def test_publish_reaches_every_subscribed_process(broker: Broker) -> None:
     finally:
         if listener is not broker:
             await listener.close()
+
+
+async def test_publish_is_in_history_order_and_once_whatever_the_job_order(broker: Broker) -> None:
+    """Fan-out jobs that run late, early or twice still put each event on the live channel once, in order."""
+    from ticker_service.broker.memory import MemoryBroker
+    from ticker_service.broker.redis import RedisBroker
+
+    received: asyncio.Queue[Event] = asyncio.Queue()
+    listener = broker if isinstance(broker, MemoryBroker) else create_broker(broker.settings)  # type: ignore[attr-defined]
+    listener.subscribe(received.put_nowait)
+    await listener.start()
+    try:
+        if isinstance(listener, RedisBroker):
+            await asyncio.wait_for(listener._subscribed.wait(), 5)
+        events = [await broker.record("flash", doc(f"o{i}"), expect_version=None) for i in range(4)]
+        assert await broker.publish(events[2]) == 3  # the job of the third event ran first
+        assert await broker.publish(events[0]) == 0  # the jobs of earlier events find them sent
+        assert await broker.publish(events[2]) == 0  # a re-run job sends nothing
+        assert await broker.publish(events[3]) == 1
+        got = [await asyncio.wait_for(received.get(), 5) for _ in range(4)]
+        assert got == events
+        assert received.empty()
+    finally:
+        if listener is not broker:
+            await listener.close()

@@ -188,3 +188,18 @@ async def test_sse_sends_heartbeat_comments_not_events(fast_heartbeat: Service, 
         assert not task.done()  # no data event was produced by the heartbeats
         doc = await publish(client, fast_heartbeat, "BREAKING: after heartbeats")
         assert (await task)["flash"]["uri"] == doc["uri"]
+
+
+async def test_burst_of_concurrent_publishes_arrives_complete_and_in_order(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    """40 concurrent publishes reach WS and SSE readers once each, in event-id (history) order."""
+    async with ws_reader(service, "lang=nl") as ws, sse_reader(service, "lang=nl") as sse:
+        docs = await asyncio.gather(*(publish(client, service, f"burst {i}", language="nl") for i in range(40)))
+        ws_events = [await next_ws_event(ws) for _ in range(40)]
+        sse_events = [await sse.next_event() for _ in range(40)]
+    ids = [e["event_id"] for e in ws_events]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert len(set(ids)) == 40
+    assert {e["flash"]["uri"] for e in ws_events} == {d["uri"] for d in docs}
+    assert [e["id"] for e in sse_events] == ids

@@ -10,9 +10,15 @@ import os
 import random
 import shlex
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .tokens import TokenStore
+
+T = TypeVar("T")
 
 DESCRIPTION = """\
 ticker — live breaking-news push service.
@@ -50,26 +56,24 @@ def _base_url(settings: Settings, host: str, port: int) -> str:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     base = _base_url(settings, args.host, args.port)
+    token = asyncio.run(_with_tokens(settings, lambda store: store.create("demo")))
     if settings.embedded:
-        from .tokens import FileTokenStore
-
-        token = asyncio.run(FileTokenStore(settings.data_dir).create("demo"))
         mode = "embedded mode (one process, in memory; set REDIS_URL for the distributed path)"
     else:
-        from redis.asyncio import Redis
-
-        from .tokens import RedisTokenStore
-
-        async def create() -> str:
-            async with Redis.from_url(settings.redis_url or "") as redis:
-                return await RedisTokenStore(redis).create("demo")
-
-        token = asyncio.run(create())
         mode = f"hub + worker on {settings.redis_url}"
-    body = json.dumps({"headline": "BREAKING: ticker is live", "language": "en", "category": "technology",
-                       "urgency": 1, "regions": ["europe"]})
-    curl = (f"curl -sS -X POST {base}/v1/flashes -H {shlex.quote('Authorization: Bearer ' + token)} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    body = json.dumps(
+        {
+            "headline": "BREAKING: ticker is live",
+            "language": "en",
+            "category": "technology",
+            "urgency": 1,
+            "regions": ["europe"],
+        }
+    )
+    curl = (
+        f"curl -sS -X POST {base}/v1/flashes -H {shlex.quote('Authorization: Bearer ' + token)} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
     print(f"ticker: {mode}\n  demo page:  {base}/\n  demo token: {token}\n  publish:    {curl}\n", flush=True)
     _serve(settings, args.host, args.port, with_worker=not settings.embedded)
     return 0
@@ -93,27 +97,26 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _token_store(settings: Settings) -> Any:
-    if settings.embedded:
-        from .tokens import FileTokenStore
+async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaitable[T]]) -> T:
+    """Run ``action`` on the token store of this mode: the data directory's file, or Redis."""
+    from .tokens import FileTokenStore, RedisTokenStore
 
-        return FileTokenStore(settings.data_dir)
+    if settings.embedded:
+        return await action(FileTokenStore(settings.data_dir))
     from redis.asyncio import Redis
 
-    from .tokens import RedisTokenStore
-
-    return RedisTokenStore(Redis.from_url(settings.redis_url or ""))
+    async with Redis.from_url(settings.redis_url or "") as redis:
+        return await action(RedisTokenStore(redis))
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    store = _token_store(settings)
     where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({settings.redis_url})"
     if args.token_command == "create":
-        token = asyncio.run(store.create(args.name))
+        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name)))
         print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")
         print(token)
         return 0
-    if asyncio.run(store.revoke(args.name)):
+    if asyncio.run(_with_tokens(settings, lambda store: store.revoke(args.name))):
         print(f"Revoked editor token {args.name!r} {where}.")
         return 0
     print(f"No editor token named {args.name!r} {where}.", file=sys.stderr)
@@ -127,8 +130,13 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     if not token:
         print("publish needs an editor token: --token or TICKER_TOKEN (see `ticker token create`)", file=sys.stderr)
         return 2
-    body: dict[str, Any] = {"headline": args.headline, "language": args.lang, "urgency": args.urgency,
-                            "category": args.category, "regions": args.region or []}
+    body: dict[str, Any] = {
+        "headline": args.headline,
+        "language": args.lang,
+        "urgency": args.urgency,
+        "category": args.category,
+        "regions": args.region or [],
+    }
     if args.link:
         body["url"] = args.link
     if args.source:
@@ -174,34 +182,41 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _command(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line text shows both in the parent's list and in its own --help."""
+    parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
+    return parser
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ticker", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ticker", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def serve_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", default=settings.host, help="address to listen on (default: %(default)s)")
         p.add_argument("--port", type=int, default=settings.port, help="port to listen on (default: %(default)s)")
 
-    p = sub.add_parser("run", help="run everything: embedded in-memory mode, or hub + worker with REDIS_URL")
+    p = _command(sub, "run", "run everything: embedded in-memory mode, or hub + worker with REDIS_URL")
     serve_options(p)
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("hub", help="run a hub (API + readers' WebSocket/SSE) on REDIS_URL; run as many as you like")
+    p = _command(sub, "hub", "run a hub (API + readers' WebSocket/SSE) on REDIS_URL; run as many as you like")
     serve_options(p)
     p.set_defaults(func=cmd_hub)
-    sub.add_parser("worker", help="run the arq fan-out worker on REDIS_URL").set_defaults(func=cmd_worker)
+    _command(sub, "worker", "run the arq fan-out worker on REDIS_URL").set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("token", help="create or revoke editor tokens")
+    p = _command(sub, "token", "create or revoke editor tokens")
     tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    create = tokens.add_parser("create", help="create a token and print it once (last line of output)")
+    create = _command(tokens, "create", "create a token and print it once (last line of output)")
     create.add_argument("--name", required=True, help="who the token is for, e.g. 'sports-desk'")
-    revoke = tokens.add_parser("revoke", help="revoke the token with this name")
+    revoke = _command(tokens, "revoke", "revoke the token with this name")
     revoke.add_argument("name")
     p.set_defaults(func=cmd_token)
 
     url_help = "the service's base URL (default: %(default)s, or TICKER_URL)"
     default_url = os.environ.get("TICKER_URL", f"http://127.0.0.1:{settings.port}")
-    p = sub.add_parser("publish", help="publish a flash through the HTTP API")
+    p = _command(sub, "publish", "publish a flash through the HTTP API")
     p.add_argument("headline", help="one line of plain text, up to 280 characters")
     p.add_argument("--lang", required=True, help="BCP 47 language tag: en, ar, es, ...")
     p.add_argument("--category", required=True, help=f"one of: {', '.join(settings.categories)}")
@@ -214,7 +229,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--server", dest="server", default=default_url, help=url_help)
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser("tail", help="follow flashes live and print each event as it arrives")
+    p = _command(sub, "tail", "follow flashes live and print each event as it arrives")
     p.add_argument("--lang", help="languages, comma-separated (en also matches en-GB)")
     p.add_argument("--category", help="categories, comma-separated")
     p.add_argument("--region", help="regions, comma-separated")

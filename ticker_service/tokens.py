@@ -7,6 +7,8 @@ mode's data directory, and a Redis hash in the distributed mode.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -14,9 +16,10 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -64,43 +67,47 @@ class TokenStore(Protocol):
 
 
 class FileTokenStore:
-    """Token hashes in ``<data_dir>/tokens.json``, re-read on each check so CLI changes apply at once."""
+    """Token hashes in ``<data_dir>/tokens.json``, re-read on each check so CLI changes apply at once.
+
+    Changes take an exclusive lock on ``tokens.lock`` and replace the file atomically, so two ``ticker token``
+    commands at once cannot lose each other's token.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "tokens.json"
 
-    def _load(self) -> dict[str, str]:
+    def _records(self) -> dict[str, dict[str, Any]]:
         try:
-            data = json.loads(self.path.read_text())
+            data: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
-        return {name: rec["sha256"] for name, rec in data.items()}
+        return data
 
-    def _save(self, records: dict[str, str]) -> None:
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, dict[str, Any]]]:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = {name: {"sha256": sha, "created": int(time.time())} for name, sha in records.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens.")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        with open(self.path.parent / "tokens.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            records = self._records()
+            yield records
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens.")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(records, fh, indent=2)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
 
     async def create(self, name: str) -> str:
         token = new_token()
-        records = self._load()
-        records[name] = digest(token)
-        self._save(records)
+        with self._changing() as records:
+            records[name] = {"sha256": digest(token), "created": int(time.time())}
         return token
 
     async def revoke(self, name: str) -> bool:
-        records = self._load()
-        if records.pop(name, None) is None:
-            return False
-        self._save(records)
-        return True
+        with self._changing() as records:
+            return records.pop(name, None) is not None
 
     async def authenticate(self, token: str) -> Editor | None:
-        return _find(self._load(), token)
+        return _find({name: rec["sha256"] for name, rec in self._records().items()}, token)
 
 
 class RedisTokenStore:

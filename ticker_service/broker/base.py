@@ -6,9 +6,10 @@ Contract (both implementations):
   state is updated, the idempotency result is stored and a fan-out is scheduled — all of it, or none of it.
   It raises :class:`~ticker_service.problems.BrokerUnavailable` when the backend cannot be reached.
 * Event ids increase strictly: a later ``record`` gets a larger id, so readers can resume "after id X".
-* ``publish`` is at most once (Redis pub/sub): a hub that is not subscribed misses the event. Readers close that
-  gap by resuming from the history. A fan-out may run more than once (arq is at least once), so subscribers
-  must tolerate the same event id twice.
+* ``publish(event)`` sends every recorded event up to and including ``event`` that no earlier call has sent, in
+  event-id order, each once. Fan-out jobs may run concurrently, out of order or twice (arq is at least once):
+  readers still see events in history order. Delivery to hubs is at most once (Redis pub/sub): a hub that is not
+  subscribed misses the event, and readers close that gap by resuming from the history.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ class Broker(Protocol):
         ...
 
     # -- live side ---------------------------------------------------------------------------------------------
-    async def publish(self, event: Event) -> None:
-        """Send an event to every hub (at most once)."""
+    async def publish(self, event: Event) -> int:
+        """Send to every hub, in order, the events up to ``event`` not sent yet; return how many were sent."""
         ...
 
     def subscribe(self, handler: LiveHandler) -> None:

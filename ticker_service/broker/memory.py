@@ -21,6 +21,7 @@ class MemoryBroker:
         self._claims: dict[str, tuple[float, str, Document | None]] = {}
         self._handlers: list[LiveHandler] = []
         self._last = (0, 0)
+        self._published = (0, 0)
         self._tasks: set[asyncio.Task[str | None]] = set()
 
     async def start(self) -> None:
@@ -117,9 +118,16 @@ class MemoryBroker:
                 return event
         return None
 
-    async def publish(self, event: Event) -> None:
-        for handler in self._handlers:
-            handler(event)
+    async def publish(self, event: Event) -> int:
+        target = event_key(event.event_id)
+        if target <= self._published:
+            return 0
+        due = [e for e in self._history if self._published < event_key(e.event_id) <= target]
+        self._published = target
+        for pending in due:
+            for handler in self._handlers:
+                handler(pending)
+        return len(due)
 
     def subscribe(self, handler: LiveHandler) -> None:
         self._handlers.append(handler)

@@ -8,6 +8,7 @@ next poll. Keys (all under ``ticker:``, plus arq's own):
 * ``ticker:flash:<id>`` hash: ``doc``, ``version``, ``ev:<version>`` (event id of each version)
 * ``ticker:recent`` zset of not-withdrawn flash ids and ``ticker:index`` zset of all kept flash ids, by creation
 * ``ticker:idem:<scope>`` the idempotency record; ``ticker:live`` and ``ticker:wake`` pub/sub channels
+* ``ticker:published`` the id of the last event published on ``ticker:live`` (keeps live delivery in order)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ IDEMPOTENCY = "ticker:idem:"
 LIVE_CHANNEL = "ticker:live"
 WAKE_CHANNEL = "ticker:wake"
 FANOUT_JOB = "fanout"
+PUBLISHED = "ticker:published"
 PENDING_TTL_MS = 60_000
 
 _RECORD = """
@@ -48,6 +50,13 @@ if ARGV[5] == '' then
   if cur then return {'conflict'} end
 elseif cur ~= ARGV[5] then
   return {'conflict'}
+end
+if redis.call('EXISTS', KEYS[8]) == 0 then
+  -- No publish cursor yet: everything before this event counts as published.
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  local previous = '0-0'
+  if #top > 0 then previous = top[1][1] end
+  redis.call('SET', KEYS[8], previous)
 end
 local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
   't', ARGV[1], 'f', ARGV[2], 'v', ARGV[4], 'd', ARGV[3])
@@ -83,6 +92,37 @@ if #top > 0 then last = top[1][1] end
 return {last, docs}
 """
 
+# Publish, in stream order, every entry after the ``published`` cursor up to the target id, then move the cursor.
+# One script, so concurrent or repeated fan-out jobs can neither reorder nor repeat events on the live channel.
+_PUBLISH = """
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local target = ARGV[1]
+local cursor = redis.call('GET', KEYS[2])
+if cursor and not after(target, cursor) then return 0 end
+local start = target
+if cursor then start = '(' .. cursor end
+local sent = 0
+while true do
+  local entries = redis.call('XRANGE', KEYS[1], start, target, 'COUNT', 500)
+  if #entries == 0 then break end
+  for _, entry in ipairs(entries) do
+    local f = {}
+    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+    local message = '{"type":"' .. f['t'] .. '","event_id":"' .. entry[1] .. '","flash":' .. f['d'] .. '}'
+    redis.call('PUBLISH', ARGV[2], message)
+    sent = sent + 1
+    start = '(' .. entry[1]
+  end
+end
+redis.call('SET', KEYS[2], target)
+return sent
+"""
+
 _RELEASE = """
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, 2) == 'P:' then redis.call('DEL', KEYS[1]) end
@@ -106,6 +146,7 @@ class RedisBroker:
         self._record = self.redis.register_script(_RECORD)
         self._recent = self.redis.register_script(_RECENT)
         self._release = self.redis.register_script(_RELEASE)
+        self._publish = self.redis.register_script(_PUBLISH)
         self._handlers: list[LiveHandler] = []
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -184,7 +225,16 @@ class RedisBroker:
             scope, fingerprint = idempotency
             idem_key = IDEMPOTENCY + scope
             idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
-        keys = [STREAM, FLASH + flash_id, RECENT, INDEX, idem_key, job_key_prefix + job_id, default_queue_name]
+        keys = [
+            STREAM,
+            FLASH + flash_id,
+            RECENT,
+            INDEX,
+            idem_key,
+            job_key_prefix + job_id,
+            default_queue_name,
+            PUBLISHED,
+        ]
         args: list[Any] = [
             type,
             flash_id,
@@ -229,8 +279,9 @@ class RedisBroker:
         return _event(*entries[0]) if entries else None
 
     # -- live side ---------------------------------------------------------------------------------------------
-    async def publish(self, event: Event) -> None:
-        await self._call(lambda: self.redis.publish(LIVE_CHANNEL, event.to_message()))
+    async def publish(self, event: Event) -> int:
+        sent = await self._call(lambda: self._publish(keys=[STREAM, PUBLISHED], args=[event.event_id, LIVE_CHANNEL]))
+        return int(sent)
 
     def subscribe(self, handler: LiveHandler) -> None:
         self._handlers.append(handler)

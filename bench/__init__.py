@@ -1,0 +1,1 @@
+"""Benchmarks of the real service: ``python -m bench latency`` (see bench/latency.py)."""
