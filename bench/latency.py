@@ -137,10 +137,10 @@ def embedded_stack() -> Iterator[Stack]:
 
 
 @contextlib.contextmanager
-def redis_stack() -> Iterator[Stack]:
+def redis_stack(**extra_env: str) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="ticker-bench-") as tmp:
         port = free_port()
-        stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{port}/0"))
+        stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{port}/0", **extra_env))
         try:
             stack.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                   "--appendonly", "no", "--dir", tmp, "--protected-mode", "no"])
@@ -161,7 +161,12 @@ def redis_stack() -> Iterator[Stack]:
             stack.close()
 
 
-STACKS = {"embedded": embedded_stack, "redis": redis_stack}
+def redis_poll_stack() -> contextlib.AbstractContextManager[Stack]:
+    """The distributed path with the worker's wake-up turned off: what arq's polling alone costs."""
+    return redis_stack(TICKER_WORKER_WAKE="false")
+
+
+STACKS = {"embedded": embedded_stack, "redis": redis_stack, "redis-poll": redis_poll_stack}
 
 
 # -- measurement ---------------------------------------------------------------------------------------------------
@@ -286,14 +291,14 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         f"python {platform.python_version()}, redis-server {redis_version()}, {os.cpu_count()} CPUs, "
         f"{platform.system()} {platform.release()}",
         "",
-        f"{'mode':<9} {'e2e median':>10} {'p90':>8} {'p99':>8} {'max':>8}   {'POST median':>11} {'p99':>8}"
+        f"{'mode':<10} {'e2e median':>10} {'p90':>8} {'p99':>8} {'max':>8}   {'POST median':>11} {'p99':>8}"
         f"   {'lost':>4} {'out-of-order':>12}",
     ]
     for r in results:
         e = r.e2e_ms
         worst = max(e, default=math.nan)
         lines.append(
-            f"{r.mode:<9} {median(e):>10.2f} {percentile(e, 90):>8.2f} {percentile(e, 99):>8.2f} {worst:>8.2f}"
+            f"{r.mode:<10} {median(e):>10.2f} {percentile(e, 90):>8.2f} {percentile(e, 99):>8.2f} {worst:>8.2f}"
             f"   {median(r.post_ms):>11.2f} {percentile(r.post_ms, 99):>8.2f}   {r.lost:>4} {r.out_of_order:>12}"
         )
     lines.append("(all times in ms; e2e = just before the POST is sent → the reader has the flash)")
@@ -301,13 +306,17 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     if "embedded" in by_mode and "redis" in by_mode:
         ratio = median(by_mode["redis"].e2e_ms) / median(by_mode["embedded"].e2e_ms)
         lines.append(f"redis/embedded e2e median ratio: {ratio:.2f}x")
+    if "redis" in by_mode and "redis-poll" in by_mode:
+        ratio = median(by_mode["redis-poll"].e2e_ms) / median(by_mode["redis"].e2e_ms)
+        lines.append(f"redis-poll/redis e2e median ratio: {ratio:.2f}x (what waking the worker saves)")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["embedded", "redis", "both"], default="both",
-                        help="which deployment to measure (default: %(default)s)")
+    parser.add_argument("--mode", choices=["embedded", "redis", "redis-poll", "both", "all"], default="both",
+                        help="which deployment to measure: both = embedded + redis; all adds redis-poll, the worker "
+                        "without its wake-up (default: %(default)s)")
     parser.add_argument("--flashes", type=int, default=200, help="flashes timed per mode (default: %(default)s)")
     parser.add_argument("--pace-ms", type=float, default=20.0,
                         help="time from one POST's start to the next's (default: %(default)s)")
@@ -320,7 +329,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    modes = ["embedded", "redis"] if args.mode == "both" else [args.mode]
+    modes = {"both": ["embedded", "redis"], "all": ["embedded", "redis", "redis-poll"]}.get(args.mode, [args.mode])
     results = []
     for mode in modes:
         with STACKS[mode]() as stack:

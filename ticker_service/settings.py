@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
 
     worker_poll_seconds: float = Field(default=0.5, gt=0, description="arq poll interval; ingest also wakes workers.")
+    worker_wake: bool = Field(default=True, description="Workers listen for ingest's wake-up (off: poll only).")
     fanout_job_timeout_seconds: float = Field(default=3.0, gt=0)
     log_level: str = "info"
 

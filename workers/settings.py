@@ -46,7 +46,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WakeableWorker(Worker):
     """An arq worker that also polls whenever a message arrives on ``ticker:wake``."""
 
-    def __init__(self, *args: Any, wake_url: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_url: str | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake_url = wake_url
         self._woken = asyncio.Event()
@@ -57,7 +57,9 @@ class WakeableWorker(Worker):
             await super()._poll_iteration()
 
     async def main(self) -> None:
-        tasks = [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
+        tasks = []
+        if self._wake_url:
+            tasks = [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
         try:
             await super().main()
         finally:
@@ -75,6 +77,7 @@ class WakeableWorker(Worker):
                     logger.warning("woken poll failed: %s", exc)
 
     async def _listen_for_wake(self) -> None:
+        assert self._wake_url
         delay = 0.1
         while True:
             client = Redis.from_url(self._wake_url, socket_connect_timeout=2)
@@ -115,7 +118,7 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
         "keep_result": 60,
         "health_check_interval": 10,
         "max_jobs": 50,
-        "wake_url": settings.redis_url,
+        "wake_url": settings.redis_url if settings.worker_wake else None,
     }
     options.update(overrides)
     return WakeableWorker(**options)
