@@ -1,4 +1,4 @@
-"""The hub without sockets: matching, duplicate suppression, the replay/live seam and slow readers."""
+"""The hub without sockets: filter index, duplicate suppression, batching, the replay/live seam, slow readers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 
 from ticker_service.broker.memory import MemoryBroker
 from ticker_service.filters import Filter
-from ticker_service.hub import Hub, Subscriber
+from ticker_service.frames import ws_frame
+from ticker_service.hub import Batch, Frames, Hub, QueueReader, TransportReader
 from ticker_service.models import Event, FlashIn, new_document
 from ticker_service.settings import Settings
 
@@ -18,11 +19,37 @@ def event(n: int, language: str = "en") -> Event:
     return Event(f"1000-{n}", "flash", doc)
 
 
-def hub(max_queue: int = 100) -> Hub:
-    return Hub(MemoryBroker(SETTINGS, run_fanout=False), max_queue=max_queue, replay_limit=1000)
+def hub() -> Hub:
+    return Hub(MemoryBroker(SETTINGS, run_fanout=False), max_queue=3, replay_limit=1000, write_buffer_limit=100)
 
 
-async def drain(sub: Subscriber) -> list[str]:
+class FakeSocket:
+    """Records writes like an asyncio transport; ``buffered`` plays a reader that stopped reading."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+        self.closed: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def socket_reader(h: Hub, flt: Filter, *, websocket: bool = True) -> tuple[TransportReader, FakeSocket]:
+    sock = FakeSocket()
+    reader = TransportReader(flt, h.write_buffer_limit, sock, websocket=websocket, closer=sock.closed.append)
+    h.add(reader)
+    return reader, sock
+
+
+async def tick() -> None:
+    await asyncio.sleep(0)  # the hub flushes what arrived in one loop iteration on the next
+
+
+async def drain(sub: QueueReader) -> list[str]:
     batch = await asyncio.wait_for(sub.next_batch(), 1)
     assert batch is not None
     return [frames.event.event_id for frames in batch]
@@ -30,54 +57,80 @@ async def drain(sub: Subscriber) -> list[str]:
 
 async def test_dispatch_reaches_matching_readers_once_per_event_id() -> None:
     h = hub()
-    en = await h.attach(Filter.parse({"lang": "en"}), None)
-    ar = await h.attach(Filter.parse({"lang": "ar"}), None)
+    en = QueueReader(Filter.parse({"lang": "en"}), 10)
+    ar = QueueReader(Filter.parse({"lang": "ar"}), 10)
+    await h.attach(en, None)
+    await h.attach(ar, None)
     h.dispatch(event(1))
     h.dispatch(event(1))  # a re-run fan-out job
     h.dispatch(event(2, "ar"))
+    await tick()
     assert await drain(en) == ["1000-1"]
     assert await drain(ar) == ["1000-2"]
 
 
-async def test_frames_are_encoded_once_and_shared() -> None:
+async def test_readers_are_grouped_by_filter() -> None:
     h = hub()
-    a = await h.attach(Filter(), None)
-    b = await h.attach(Filter(), None)
-    h.dispatch(event(1))
-    batch_a, batch_b = await a.next_batch(), await b.next_batch()
-    assert batch_a is not None and batch_b is not None
-    assert batch_a[0] is batch_b[0]
-    assert batch_a[0].ws is batch_b[0].ws
-    assert batch_a[0].sse.startswith(b"id: 1000-1\nevent: flash\ndata: {")
+    for _ in range(3):
+        socket_reader(h, Filter.parse({"lang": "en"}))
+    socket_reader(h, Filter.parse({"lang": "ar"}))
+    assert h.count == 4
+    assert sorted(len(g) for g in h.groups.values()) == [1, 3]
+
+
+async def test_one_write_per_reader_per_iteration_with_shared_bytes() -> None:
+    """Events of one loop iteration go out as one write, the same bytes object for every reader of a filter."""
+    h = hub()
+    (a, sock_a), (b, sock_b) = socket_reader(h, Filter()), socket_reader(h, Filter())
+    _, sse = socket_reader(h, Filter(), websocket=False)
+    for n in (1, 2, 3):
+        h.dispatch(event(n))
+    await tick()
+    assert len(sock_a.writes) == len(sock_b.writes) == len(sse.writes) == 1
+    assert sock_a.writes[0] is sock_b.writes[0]
+    expected = b"".join(ws_frame(event(n).to_message()) for n in (1, 2, 3))
+    assert len(sock_a.writes[0]) == len(expected)
+    assert sse.writes[0].split(b"\r\n", 1)[0] == b"%x" % (len(sse.writes[0].split(b"\r\n", 1)[1]) - 2)
+    assert sse.writes[0].count(b"\nevent: flash\n") == 3
 
 
 async def test_replay_then_held_live_events_without_duplicates() -> None:
     """Live events that arrive during the replay wait, and those the replay already had are dropped."""
-    sub = Subscriber(Filter(), 100)
+    sub = QueueReader(Filter(), 100)
     sub.hold()
-    sub.offer(hub_frames(3))  # arrived live while the history was read, and is also in the history
-    sub.offer(hub_frames(5))  # arrived live after the history read
+    sub.offer(Batch([Frames(event(3))]))  # arrived live while the history was read, and is also in the history
+    sub.offer(Batch([Frames(event(5))]))  # arrived live after the history read
     sub.release("1000-1", [event(2), event(3), event(4)])
     assert await drain(sub) == ["1000-2", "1000-3", "1000-4", "1000-5"]
-    sub.offer(hub_frames(4))  # a late duplicate of a replayed event
-    sub.offer(hub_frames(6))
-    assert await drain(sub) == ["1000-6"]
+    sub.offer(Batch([Frames(event(4)), Frames(event(6))]))  # a late duplicate of a replayed event, and a new one
+    sub.offer(Batch([Frames(event(7))]))
+    assert await drain(sub) == ["1000-6", "1000-7"]
 
 
 async def test_slow_reader_is_closed_not_awaited() -> None:
-    h = hub(max_queue=3)
-    slow = await h.attach(Filter(), None)
-    fast = await h.attach(Filter(), None)
+    h = hub()
+    slow = QueueReader(Filter(), 3)
+    fast = QueueReader(Filter(), 10)
+    await h.attach(slow, None)
+    await h.attach(fast, None)
     for n in range(3):
         h.dispatch(event(n))
+    await tick()
     assert await drain(fast) == ["1000-0", "1000-1", "1000-2"]
     h.dispatch(event(3))
+    await tick()
     assert slow.closed and slow.close_reason == "slow"
     assert await slow.next_batch() is None
     assert await drain(fast) == ["1000-3"]
 
 
-def hub_frames(n: int):  # type: ignore[no-untyped-def]
-    from ticker_service.hub import Frames
-
-    return Frames(event(n))
+async def test_socket_reader_over_its_write_buffer_limit_is_cut_off() -> None:
+    h = hub()
+    stalled, stalled_sock = socket_reader(h, Filter())
+    _, ok_sock = socket_reader(h, Filter())
+    stalled_sock.buffered = 101
+    h.dispatch(event(1))
+    await tick()
+    assert stalled.closed and stalled_sock.closed == ["slow"]
+    assert stalled_sock.writes == []
+    assert len(ok_sock.writes) == 1

@@ -47,7 +47,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     ready = await request.app.state.broker.ready()
-    body = {"status": "ready" if ready else "not ready", "readers": len(request.app.state.hub.subscribers)}
+    body = {"status": "ready" if ready else "not ready", "readers": request.app.state.hub.count}
     return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 
@@ -61,11 +61,16 @@ def create_app(
     """The whole service for ``settings``. ``with_worker`` also runs an arq worker in this process (Redis mode)."""
     settings = settings or Settings()
     broker = broker or create_broker(settings)
-    hub = Hub(broker, max_queue=settings.queue_max_messages, replay_limit=settings.replay_max_events)
+    hub = Hub(
+        broker,
+        max_queue=settings.queue_max_messages,
+        replay_limit=settings.replay_max_events,
+        write_buffer_limit=settings.write_buffer_limit_bytes,
+    )
     broker.subscribe(hub.dispatch)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
@@ -74,11 +79,11 @@ def create_app(
             worker = create_worker(settings, handle_signals=False)
             worker_task = asyncio.create_task(worker.main())
         try:
-            yield
+            # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
+            yield {"ticker_hub": hub, "ticker_settings": settings}
         finally:
             # Stop the readers' streams first so that open connections end, then the broker.
-            for sub in list(hub.subscribers):
-                sub.close("shutdown")
+            hub.close_all("shutdown")
             if worker_task is not None:
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

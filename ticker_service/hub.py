@@ -1,8 +1,12 @@
-"""This process's readers, and the step that hands each live event to the ones whose filter it matches.
+"""This process's readers, indexed by filter, and the fan-out that hands each live event to the matching ones.
 
-The hub never awaits a reader: ``dispatch`` encodes an event once per transport and appends it to each matching
-reader's bounded queue; a reader whose queue overflows is closed (it can resume by event id). Each transport
-drains its reader's queue at its own pace.
+The fan-out never awaits a reader. Events that arrive in the same loop iteration are flushed together: for each
+distinct filter (not each reader) the matching events are joined once per transport, and each reader of that
+filter gets those bytes in one write. A reader that cannot keep up (its socket's write buffer or its queue is over
+the limit) is closed and resumes by event id.
+
+Two kinds of reader share the replay/live logic of :class:`Reader`: :class:`TransportReader`, written to directly
+by the fan-out (the native WebSocket/SSE protocols), and :class:`QueueReader`, drained by an ASGI endpoint's task.
 """
 
 from __future__ import annotations
@@ -10,30 +14,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Protocol
 
 from .broker import Broker
 from .filters import Filter
+from .frames import http_chunk, ws_frame
 from .models import Event, event_key
 
 logger = logging.getLogger("ticker.hub")
 
 SEEN_WINDOW = 10_000
+HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
 
 
 class Frames:
     """One event, encoded at most once per transport however many readers get it."""
 
-    __slots__ = ("_sse", "_ws", "event")
+    __slots__ = ("_sse", "_ws", "event", "key")
 
     def __init__(self, event: Event) -> None:
         self.event = event
-        self._ws: str | None = None
+        self.key = event_key(event.event_id)
+        self._ws: bytes | None = None
         self._sse: bytes | None = None
 
     @property
-    def ws(self) -> str:
+    def ws_text(self) -> bytes:
+        """The JSON message (the payload of the WebSocket text frame)."""
         if self._ws is None:
-            self._ws = self.event.to_message().decode()
+            self._ws = self.event.to_message()
         return self._ws
 
     @property
@@ -43,62 +53,140 @@ class Frames:
         return self._sse
 
 
-class Subscriber:
-    """A reader's filter and outgoing queue. While it replays history, live events wait in ``_held``."""
+class Batch:
+    """Events for the readers of one filter, joined into wire bytes once per transport."""
 
-    __slots__ = ("_held", "_max", "_queue", "_replay_top", "_wakeup", "close_reason", "closed", "filter")
+    __slots__ = ("_sse_chunk", "_ws_frames", "frames")
 
-    def __init__(self, flt: Filter, max_queue: int) -> None:
+    def __init__(self, frames: list[Frames]) -> None:
+        self.frames = frames
+        self._ws_frames: bytes | None = None
+        self._sse_chunk: bytes | None = None
+
+    @property
+    def ws_frames(self) -> bytes:
+        if self._ws_frames is None:
+            self._ws_frames = b"".join(ws_frame(f.ws_text) for f in self.frames)
+        return self._ws_frames
+
+    @property
+    def sse_chunk(self) -> bytes:
+        if self._sse_chunk is None:
+            self._sse_chunk = http_chunk(b"".join(f.sse for f in self.frames))
+        return self._sse_chunk
+
+
+class Reader:
+    """A reader's filter and its replay/live seam. While it replays history, live batches wait in ``_held``."""
+
+    __slots__ = ("_held", "_replay_top", "close_reason", "closed", "filter", "limit")
+
+    def __init__(self, flt: Filter, limit: int) -> None:
         self.filter = flt
+        self.limit = limit
         self.closed = False
         self.close_reason = ""
-        self._max = max_queue
-        self._queue: deque[Frames] = deque()
-        self._wakeup = asyncio.Event()
-        self._held: list[Frames] | None = None
+        self._held: list[Batch] | None = None
         self._replay_top: tuple[int, int] | None = None
 
-    def offer(self, frames: Frames) -> None:
+    def offer(self, batch: Batch, *, live: bool = True) -> None:
         if self.closed:
             return
         if self._held is not None:
-            self._held.append(frames)
-            if len(self._held) > self._max:
+            self._held.append(batch)
+            if len(self._held) > HELD_LIMIT:
                 self.close("slow")
             return
-        if self._replay_top is not None and event_key(frames.event.event_id) <= self._replay_top:
-            return  # already sent by the replay
-        self._queue.append(frames)
-        if len(self._queue) > self._max:
-            self.close("slow")
-            return
-        self._wakeup.set()
+        top = self._replay_top
+        if top is not None:
+            fresh = [f for f in batch.frames if f.key > top]
+            if not fresh:
+                return  # already sent by the replay
+            if len(fresh) == len(batch.frames):
+                if live:
+                    self._replay_top = None  # past the seam for good: live events come in history order
+            else:
+                batch = Batch(fresh)
+        self.emit(batch)
+
+    def emit(self, batch: Batch) -> None:
+        raise NotImplementedError
 
     def hold(self) -> None:
-        """Start buffering live events (call before reading the history to replay)."""
+        """Start holding live events back (call before reading the history to replay)."""
         self._held = []
 
     def release(self, after: str, replayed: list[Event]) -> None:
-        """Queue the replayed events, then the live events held meanwhile that the replay did not contain."""
+        """Send the replayed events, then the live events held meanwhile that the replay did not contain."""
         held, self._held = self._held or [], None
         self._replay_top = event_key(replayed[-1].event_id if replayed else after)
-        for event in replayed:
-            if self.filter.matches(event.flash):
-                self._queue.append(Frames(event))
-        for frames in held:
-            self.offer(frames)
-        if len(self._queue) > self._max:
-            self.close("slow")
-        self._wakeup.set()
+        matching = [Frames(e) for e in replayed if self.filter.matches(e.flash)]
+        if matching and not self.closed:
+            self.emit(Batch(matching))
+        for batch in held:
+            self.offer(batch, live=False)
 
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
-            self._wakeup.set()
+            self.on_close(reason)
+
+    def on_close(self, reason: str) -> None:
+        """What the transport does when the reader is closed (slow, shutdown, gone)."""
+
+
+class Sink(Protocol):
+    """The part of an asyncio transport a :class:`TransportReader` needs."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+class TransportReader(Reader):
+    """A reader whose socket the fan-out writes to directly: WebSocket frames or SSE chunks."""
+
+    __slots__ = ("_closer", "sink", "websocket")
+
+    def __init__(self, flt: Filter, limit: int, sink: Sink, *, websocket: bool, closer: Callable[[str], None]) -> None:
+        super().__init__(flt, limit)
+        self.sink = sink
+        self.websocket = websocket
+        self._closer = closer
+
+    def emit(self, batch: Batch) -> None:
+        if self.sink.get_write_buffer_size() > self.limit:
+            self.close("slow")
+            return
+        self.sink.write(batch.ws_frames if self.websocket else batch.sse_chunk)
+
+    def on_close(self, reason: str) -> None:
+        self._closer(reason)
+
+
+class QueueReader(Reader):
+    """A reader drained by a task (the ASGI endpoints): a bounded queue, closed when it overflows."""
+
+    __slots__ = ("_queue", "_wakeup")
+
+    def __init__(self, flt: Filter, limit: int) -> None:
+        super().__init__(flt, limit)
+        self._queue: deque[Frames] = deque()
+        self._wakeup = asyncio.Event()
+
+    def emit(self, batch: Batch) -> None:
+        self._queue.extend(batch.frames)
+        if len(self._queue) > self.limit:
+            self.close("slow")
+            return
+        self._wakeup.set()
+
+    def on_close(self, reason: str) -> None:
+        self._wakeup.set()
 
     async def next_batch(self) -> list[Frames] | None:
-        """Wait for queued events and take them all; ``None`` once the subscriber is closed."""
+        """Wait for queued events and take them all; ``None`` once the reader is closed."""
         while not self._queue:
             if self.closed:
                 return None
@@ -112,40 +200,75 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, broker: Broker, *, max_queue: int, replay_limit: int) -> None:
+    def __init__(self, broker: Broker, *, max_queue: int, replay_limit: int, write_buffer_limit: int) -> None:
         self.broker = broker
-        self.subscribers: set[Subscriber] = set()
         self.max_queue = max_queue
         self.replay_limit = replay_limit
+        self.write_buffer_limit = write_buffer_limit
+        self.groups: dict[Filter, set[Reader]] = {}
+        self.count = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._pending: list[Frames] = []
 
+    # -- fan-out -----------------------------------------------------------------------------------------------
     def dispatch(self, event: Event) -> None:
-        """Hand a live event to every matching reader. Called by the broker; never awaits."""
+        """Take a live event from the broker; it goes out with the others of this loop iteration."""
         if event.event_id in self._seen:
             return  # a re-run fan-out job: already delivered
         self._seen[event.event_id] = None
         if len(self._seen) > SEEN_WINDOW:
             self._seen.popitem(last=False)
-        frames = Frames(event)
-        for sub in self.subscribers:
-            if sub.filter.matches(event.flash):
-                sub.offer(frames)
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(Frames(event))
 
-    async def attach(self, flt: Filter, last_event_id: str | None) -> Subscriber:
-        """Register a reader; with ``last_event_id``, queue the history after it first, with no gap at the seam."""
-        sub = Subscriber(flt, self.max_queue)
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for flt, readers in list(self.groups.items()):
+            matching = [f for f in pending if flt.matches(f.event.flash)]
+            if matching:
+                batch = Batch(matching)
+                for reader in tuple(readers):
+                    reader.offer(batch)
+
+    # -- readers -----------------------------------------------------------------------------------------------
+    def add(self, reader: Reader) -> None:
+        self.groups.setdefault(reader.filter, set()).add(reader)
+        self.count += 1
+
+    def remove(self, reader: Reader) -> None:
+        group = self.groups.get(reader.filter)
+        if group is not None and reader in group:
+            group.discard(reader)
+            self.count -= 1
+            if not group:
+                del self.groups[reader.filter]
+
+    def refilter(self, reader: Reader, flt: Filter) -> None:
+        """Change a connected reader's filter (a WebSocket ``subscribe`` message)."""
+        self.remove(reader)
+        reader.filter = flt
+        if not reader.closed:
+            self.add(reader)
+
+    async def attach(self, reader: Reader, last_event_id: str | None) -> None:
+        """Add a reader; with ``last_event_id``, send the history after it first, with no gap at the seam."""
         if last_event_id is not None:
-            sub.hold()
-        self.subscribers.add(sub)
+            reader.hold()
+        self.add(reader)
         if last_event_id is not None:
             try:
                 replayed = await self.broker.events_after(last_event_id, self.replay_limit)
             except BaseException:
-                self.subscribers.discard(sub)
+                self.remove(reader)
                 raise
-            sub.release(last_event_id, replayed)
-        return sub
+            reader.release(last_event_id, replayed)
 
-    def detach(self, sub: Subscriber) -> None:
-        sub.close("gone")
-        self.subscribers.discard(sub)
+    def detach(self, reader: Reader) -> None:
+        self.remove(reader)
+        reader.close("gone")
+
+    def close_all(self, reason: str) -> None:
+        for readers in list(self.groups.values()):
+            for reader in tuple(readers):
+                reader.close(reason)

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     recent_max_flashes: int = Field(default=10_000, ge=100, description="Flashes whose state is kept for GET/PATCH.")
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=3600)
     queue_max_messages: int = Field(default=1_000, ge=1, description="Per-reader outgoing queue before disconnect.")
+    write_buffer_limit_bytes: int = Field(
+        default=256 * 1024, ge=4096, description="Unsent bytes a reader's socket may hold before it is cut off."
+    )
     replay_max_events: int = Field(default=10_000, ge=1, description="Most events replayed to one resuming reader.")
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
 

@@ -9,14 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..filters import FilterError
-from ..hub import Hub, Subscriber
+from ..hub import Hub, QueueReader
 from ..problems import Problem
 from .resume import read_subscription
 
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
 
 
-async def _frames(hub: Hub, sub: Subscriber, heartbeat: float) -> AsyncIterator[bytes]:
+async def _frames(hub: Hub, sub: QueueReader, heartbeat: float) -> AsyncIterator[bytes]:
     try:
         # A comment first, so that proxies and clients see the stream open at once.
         yield b": ticker stream\nretry: 3000\n\n"
@@ -39,6 +39,7 @@ async def events(request: Request) -> Response:
         flt, last = read_subscription(request.query_params, request.headers.get("last-event-id"))
     except FilterError as exc:
         raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
-    sub = await hub.attach(flt, last)
+    sub = QueueReader(flt, hub.max_queue)
+    await hub.attach(sub, last)
     heartbeat = request.app.state.settings.heartbeat_seconds
     return StreamingResponse(_frames(hub, sub, heartbeat), media_type="text/event-stream", headers=HEADERS)

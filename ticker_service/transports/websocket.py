@@ -1,4 +1,7 @@
-"""``GET /v1/stream``: WebSocket. Each event is one JSON text message; readers may send ``subscribe`` messages.
+"""``GET /v1/stream`` over ASGI: WebSocket. Each event is one JSON text message; readers may send ``subscribe``.
+
+``ticker hub``/``run`` serve this path with the native protocol (``native_ws.py``) instead; this endpoint serves it
+under any other ASGI server.
 
 Close codes: 1008 for a bad filter or message, 4008 when the reader fell too far behind (resume with
 ``last_event_id``), 1011 when the history could not be read.
@@ -13,7 +16,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..filters import Filter, FilterError
-from ..hub import Hub, Subscriber
+from ..hub import Hub, QueueReader
 from ..problems import BrokerUnavailable
 from .resume import read_subscription
 
@@ -22,7 +25,7 @@ logger = logging.getLogger("ticker.ws")
 CLOSE_SLOW = 4008
 
 
-async def _receive(websocket: WebSocket, sub: Subscriber) -> None:
+async def _receive(websocket: WebSocket, hub: Hub, sub: QueueReader) -> None:
     """Apply in-band ``subscribe`` messages; close the subscriber when the reader leaves or misbehaves."""
     try:
         while True:
@@ -31,7 +34,7 @@ async def _receive(websocket: WebSocket, sub: Subscriber) -> None:
                 data = orjson.loads(message)
                 if not isinstance(data, dict) or data.get("type") != "subscribe":
                     raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
-                sub.filter = Filter.parse(data)
+                hub.refilter(sub, Filter.parse(data))
             except (orjson.JSONDecodeError, FilterError) as exc:
                 sub.close(f"bad message: {exc}"[:120])
                 return
@@ -46,20 +49,21 @@ async def stream(websocket: WebSocket) -> None:
     except FilterError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
         return
+    sub = QueueReader(flt, hub.max_queue)
     try:
-        sub = await hub.attach(flt, last)
+        await hub.attach(sub, last)
     except BrokerUnavailable:
         await websocket.close(code=1011, reason="history unavailable, retry shortly")
         return
     await websocket.accept()
-    receiver = asyncio.create_task(_receive(websocket, sub))
+    receiver = asyncio.create_task(_receive(websocket, hub, sub))
     try:
         while True:
             batch = await sub.next_batch()
             if batch is None:
                 break
             for frames in batch:
-                await websocket.send_text(frames.ws)
+                await websocket.send_text(frames.ws_text.decode())
         if sub.close_reason == "slow":
             await websocket.close(code=CLOSE_SLOW, reason="reader too slow; resume with last_event_id")
         elif sub.close_reason.startswith("bad message"):

@@ -1,0 +1,38 @@
+"""Wire bytes of an event, built once and written to every reader as they are.
+
+Server-to-client WebSocket frames are not masked (RFC 6455 §5.1), so one text frame serves every WebSocket reader.
+An SSE event is the same bytes for every SSE reader; on a native HTTP/1.1 stream it is also wrapped as one chunk
+of the chunked transfer coding (RFC 9112 §7.1), which is again the same for everyone.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_TEXT_FIN = 0x81
+_CLOSE_FIN = 0x88
+
+
+def ws_frame(payload: bytes, opcode_byte: int = _TEXT_FIN) -> bytes:
+    """One unfragmented, unmasked WebSocket frame (a text frame unless told otherwise)."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", opcode_byte, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", opcode_byte, 126, size)
+    else:
+        header = struct.pack("!BBQ", opcode_byte, 127, size)
+    return header + payload
+
+
+def ws_close_frame(code: int, reason: str = "") -> bytes:
+    """An unmasked close frame; the reason is cut to fit the 123 bytes a control frame allows."""
+    return ws_frame(struct.pack("!H", code) + reason.encode()[:123], _CLOSE_FIN)
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+SSE_HEARTBEAT = b": keepalive\n\n"
