@@ -81,7 +81,7 @@ async def test_readers_are_grouped_by_filter() -> None:
 async def test_one_write_per_reader_per_iteration_with_shared_bytes() -> None:
     """Events of one loop iteration go out as one write, the same bytes object for every reader of a filter."""
     h = hub()
-    (a, sock_a), (b, sock_b) = socket_reader(h, Filter()), socket_reader(h, Filter())
+    (_, sock_a), (_, sock_b) = socket_reader(h, Filter()), socket_reader(h, Filter())
     _, sse = socket_reader(h, Filter(), websocket=False)
     for n in (1, 2, 3):
         h.dispatch(event(n))

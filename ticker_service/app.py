@@ -72,6 +72,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
+        hub.start_heartbeat(settings.heartbeat_seconds)
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
             from workers.settings import create_worker
@@ -83,6 +84,7 @@ def create_app(
             yield {"ticker_hub": hub, "ticker_settings": settings}
         finally:
             # Stop the readers' streams first so that open connections end, then the broker.
+            hub.stop_heartbeat()
             hub.close_all("shutdown")
             if worker_task is not None:
                 worker_task.cancel()

@@ -32,13 +32,16 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
     import uvicorn
 
     from .app import create_app
+    from .transports.native_sse import ReaderHttpProtocol
+    from .transports.native_ws import ReaderWebSocketProtocol
 
     app = create_app(settings, with_worker=with_worker)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        ws="websockets-sansio",
+        http=ReaderHttpProtocol,
+        ws=ReaderWebSocketProtocol,
         ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
         log_level=settings.log_level,

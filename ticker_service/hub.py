@@ -19,12 +19,13 @@ from typing import Protocol
 
 from .broker import Broker
 from .filters import Filter
-from .frames import http_chunk, ws_frame
+from .frames import SSE_HEARTBEAT, http_chunk, ws_frame
 from .models import Event, event_key
 
 logger = logging.getLogger("ticker.hub")
 
 SEEN_WINDOW = 10_000
+HEARTBEAT_CHUNK = http_chunk(SSE_HEARTBEAT)
 HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
 
 
@@ -209,6 +210,7 @@ class Hub:
         self.count = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pending: list[Frames] = []
+        self._heartbeat: asyncio.TimerHandle | None = None
 
     # -- fan-out -----------------------------------------------------------------------------------------------
     def dispatch(self, event: Event) -> None:
@@ -267,6 +269,23 @@ class Hub:
     def detach(self, reader: Reader) -> None:
         self.remove(reader)
         reader.close("gone")
+
+    # -- keepalive for native SSE readers ------------------------------------------------------------------------
+    def start_heartbeat(self, interval: float) -> None:
+        """Every ``interval`` seconds, one SSE comment to each native SSE reader (one timer for all of them)."""
+        self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat, interval)
+
+    def _beat(self, interval: float) -> None:
+        for readers in self.groups.values():
+            for reader in readers:
+                if isinstance(reader, TransportReader) and not reader.websocket:
+                    reader.sink.write(HEARTBEAT_CHUNK)
+        self.start_heartbeat(interval)
+
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
 
     def close_all(self, reason: str) -> None:
         for readers in list(self.groups.values()):
