@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ticker_service.broker.memory import MemoryBroker
 from ticker_service.filters import Filter
@@ -134,3 +138,69 @@ async def test_socket_reader_over_its_write_buffer_limit_is_cut_off() -> None:
     assert stalled.closed and stalled_sock.closed == ["slow"]
     assert stalled_sock.writes == []
     assert len(ok_sock.writes) == 1
+
+
+LANGS = ["en", "en-GB", "ar", "es", "es-MX", "fr"]
+CATEGORIES = ["politics", "economy", "sports", "health"]
+REGIONS = ["europe", "mena", "asia", "africa"]
+
+filters = st.builds(
+    Filter,
+    languages=st.lists(st.sampled_from(["en", "ar", "es", "es-mx", "fr", "en-gb"]), max_size=2, unique=True).map(tuple),
+    categories=st.lists(st.sampled_from(CATEGORIES), max_size=2, unique=True).map(tuple),
+    regions=st.lists(st.sampled_from(REGIONS), max_size=2, unique=True).map(tuple),
+    max_urgency=st.integers(1, 9),
+)
+flashes = st.builds(
+    lambda lang, cat, regions, urgency: new_document(
+        FlashIn(headline="p", language=lang, category=cat, regions=regions, urgency=urgency), SETTINGS
+    ),
+    st.sampled_from(LANGS),
+    st.sampled_from(CATEGORIES),
+    st.lists(st.sampled_from(REGIONS), max_size=3, unique=True),
+    st.integers(1, 9),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(filters, min_size=1, max_size=30), st.lists(flashes, min_size=1, max_size=5))
+def test_filter_index_delivers_to_exactly_the_brute_force_set(subs: list[Filter], docs: list[dict]) -> None:
+    """Whatever the subscriptions, each reader gets exactly the events its own filter matches, in order."""
+
+    async def run() -> None:
+        h = hub()
+        readers = [socket_reader(h, flt) for flt in subs]
+        events = [Event(f"2000-{i}", "flash", doc) for i, doc in enumerate(docs)]
+        for e in events:
+            h.dispatch(e)
+        await tick()
+        for flt, (_, sock) in zip(subs, readers, strict=True):
+            expected = b"".join(ws_frame(e.to_message()) for e in events if flt.matches(e.flash))
+            assert b"".join(sock.writes) == expected
+
+    asyncio.run(run())
+
+
+async def test_real_socket_that_stops_reading_is_cut_off() -> None:
+    """A reader whose kernel buffers are full: the transport's buffer passes the limit and the reader is closed."""
+    loop = asyncio.get_running_loop()
+    server_sock, client_sock = socket.socketpair()
+    for sock in (server_sock, client_sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, server_sock)
+    try:
+        h = Hub(MemoryBroker(SETTINGS, run_fanout=False), max_queue=10, replay_limit=10, write_buffer_limit=16_384)
+        closed: list[str] = []
+        reader = TransportReader(Filter(), h.write_buffer_limit, transport, websocket=True, closer=closed.append)
+        h.add(reader)
+        for n in range(500):  # bounded: ~300 KB, far past kernel buffers of a few KB plus the 16 KB limit
+            h.dispatch(event(n))
+            await tick()
+            if closed:
+                break
+        assert closed == ["slow"]
+        assert 16_384 < transport.get_write_buffer_size() < 16_384 + 2_000
+    finally:
+        transport.abort()
+        client_sock.close()
