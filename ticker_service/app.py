@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -47,7 +48,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     ready = await request.app.state.broker.ready()
-    body = {"status": "ready" if ready else "not ready", "readers": request.app.state.hub.count}
+    body = {"status": "ready" if ready else "not ready", "readers": request.app.state.hub.count, "pid": os.getpid()}
     return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 

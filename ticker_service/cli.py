@@ -28,26 +28,29 @@ With REDIS_URL set, run any number of `ticker hub` processes and one or more `ti
 """
 
 
-def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = False) -> None:
+def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = False, processes: int = 1) -> None:
+    """Serve with uvicorn and the native reader protocols; ``processes`` > 1 forks hubs sharing the socket."""
     import uvicorn
 
     from .app import create_app
     from .transports.native_sse import ReaderHttpProtocol
     from .transports.native_ws import ReaderWebSocketProtocol
 
-    app = create_app(settings, with_worker=with_worker)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=ReaderHttpProtocol,
-        ws=ReaderWebSocketProtocol,
-        ws_max_size=settings.ws_max_message_bytes,
-        ws_per_message_deflate=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "http": ReaderHttpProtocol,
+        "ws": ReaderWebSocketProtocol,
+        "ws_max_size": settings.ws_max_message_bytes,
+        "ws_per_message_deflate": False,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": 10,
+    }
+    if processes > 1:
+        # Each process builds its own app from the same environment: its own hub and Redis subscription.
+        uvicorn.run("ticker_service.app:create_app", factory=True, workers=processes, **options)
+    else:
+        uvicorn.Server(uvicorn.Config(create_app(settings, with_worker=with_worker), **options)).run()
 
 
 def _base_url(settings: Settings, host: str, port: int) -> str:
@@ -86,7 +89,10 @@ def cmd_hub(args: argparse.Namespace, settings: Settings) -> int:
     if settings.embedded:
         print("ticker hub needs REDIS_URL (use `ticker run` for the embedded mode)", file=sys.stderr)
         return 2
-    _serve(settings, args.host, args.port)
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    _serve(settings, args.host, args.port, processes=args.workers)
     return 0
 
 
@@ -206,6 +212,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = _command(sub, "hub", "run a hub (API + readers' WebSocket/SSE) on REDIS_URL; run as many as you like")
     serve_options(p)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="hub processes sharing the port, each with its own Redis subscription (default: 1; one per core)",
+    )
     p.set_defaults(func=cmd_hub)
     _command(sub, "worker", "run the arq fan-out worker on REDIS_URL").set_defaults(func=cmd_worker)
 

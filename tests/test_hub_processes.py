@@ -1,0 +1,48 @@
+"""``ticker hub --workers N``: several hub processes share one port, each with its own Redis subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import start_distributed
+from .support import Process, Service, free_port, next_ws_event, publish, ticker, wait_ready, ws_reader
+
+
+@pytest.fixture(scope="module")
+def two_process_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    tmp = Path(tmp_path_factory.mktemp("hub-workers"))
+    service = start_distributed(tmp)
+    port = free_port()
+    hub = Process(ticker("hub", "--port", str(port), "--workers", "2"), service.env, tmp / "hub2.log")
+    hub.start()
+    service.processes.append(hub)
+    service.base_url = f"http://127.0.0.1:{port}"
+    wait_ready(service.base_url, hub)
+    yield service
+    service.stop()
+
+
+async def test_every_process_serves_and_every_reader_gets_the_flash(two_process_hub: Service) -> None:
+    service = two_process_hub
+    async with httpx.AsyncClient() as client:
+        pids: set[int] = set()
+        for _ in range(200):  # bounded: the kernel spreads new connections over both processes
+            async with httpx.AsyncClient() as fresh:  # a new connection each time
+                body = (await fresh.get(f"{service.base_url}/readyz")).json()
+            assert body["status"] == "ready"
+            pids.add(body["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        async with contextlib.AsyncExitStack() as stack:
+            # Separate connections, so that the kernel hands them to both processes.
+            readers = [await stack.enter_async_context(ws_reader(service)) for _ in range(12)]
+            doc = await publish(client, service, "BREAKING: every process")
+            events = await asyncio.gather(*(next_ws_event(ws) for ws in readers))
+    assert all(e["flash"]["uri"] == doc["uri"] for e in events)
