@@ -34,13 +34,12 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
 
     from .app import create_app
     from .transports.native_sse import ReaderHttpProtocol
-    from .transports.native_ws import ReaderWebSocketProtocol
 
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "http": ReaderHttpProtocol,
-        "ws": ReaderWebSocketProtocol,
+        "ws": "websockets-sansio",  # for WebSocket paths other than /v1/stream
         "ws_max_size": settings.ws_max_message_bytes,
         "ws_per_message_deflate": False,
         "log_level": settings.log_level,

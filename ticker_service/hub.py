@@ -19,13 +19,12 @@ from typing import Protocol
 
 from .broker import Broker
 from .filters import Filter
-from .frames import SSE_HEARTBEAT, http_chunk, ws_frame
+from .frames import http_chunk, ws_frame
 from .models import Event, event_key
 
 logger = logging.getLogger("ticker.hub")
 
 SEEN_WINDOW = 10_000
-HEARTBEAT_CHUNK = http_chunk(SSE_HEARTBEAT)
 HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
 
 
@@ -148,13 +147,23 @@ class Sink(Protocol):
 class TransportReader(Reader):
     """A reader whose socket the fan-out writes to directly: WebSocket frames or SSE chunks."""
 
-    __slots__ = ("_closer", "sink", "websocket")
+    __slots__ = ("_closer", "beat", "sink", "websocket")
 
-    def __init__(self, flt: Filter, limit: int, sink: Sink, *, websocket: bool, closer: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        flt: Filter,
+        limit: int,
+        sink: Sink,
+        *,
+        websocket: bool,
+        closer: Callable[[str], None],
+        beat: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(flt, limit)
         self.sink = sink
         self.websocket = websocket
         self._closer = closer
+        self.beat = beat  # keepalive, called by the hub's one timer: a ping, or an SSE comment
 
     def emit(self, batch: Batch) -> None:
         if self.sink.get_write_buffer_size() > self.limit:
@@ -270,16 +279,16 @@ class Hub:
         self.remove(reader)
         reader.close("gone")
 
-    # -- keepalive for native SSE readers ------------------------------------------------------------------------
+    # -- keepalive for native readers ------------------------------------------------------------------------
     def start_heartbeat(self, interval: float) -> None:
-        """Every ``interval`` seconds, one SSE comment to each native SSE reader (one timer for all of them)."""
+        """Every ``interval`` seconds, each native reader's keepalive (one timer for all of them, not one each)."""
         self._heartbeat = asyncio.get_running_loop().call_later(interval, self._beat, interval)
 
     def _beat(self, interval: float) -> None:
-        for readers in self.groups.values():
-            for reader in readers:
-                if isinstance(reader, TransportReader) and not reader.websocket:
-                    reader.sink.write(HEARTBEAT_CHUNK)
+        for readers in list(self.groups.values()):
+            for reader in tuple(readers):
+                if isinstance(reader, TransportReader) and reader.beat is not None:
+                    reader.beat()
         self.start_heartbeat(interval)
 
     def stop_heartbeat(self) -> None:

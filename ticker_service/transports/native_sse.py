@@ -1,5 +1,7 @@
 """``GET /v1/events`` served natively in uvicorn: the fan-out writes SSE chunks to the socket itself.
 
+This HTTP protocol is also where ``/v1/stream`` WebSocket upgrades are handed to ``native_ws.StreamProtocol``.
+
 The HTTP/1.1 response is chunked; each batch of events is one pre-built chunk shared by all SSE readers of a filter.
 Keepalive comments come from one hub-wide timer, not a task per reader. Every other request (and SSE over HTTP/1.0)
 goes to the ASGI app as usual.
@@ -16,9 +18,10 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..filters import FilterError
-from ..frames import http_chunk
+from ..frames import SSE_HEARTBEAT, http_chunk
 from ..hub import Hub, TransportReader
 from ..problems import TITLES, BrokerUnavailable
+from .native_ws import StreamProtocol
 from .resume import read_subscription
 
 logger = logging.getLogger("ticker.sse")
@@ -33,6 +36,7 @@ HEAD = (
 )
 OPENING = http_chunk(b": ticker stream\nretry: 3000\n\n")
 END = b"0\r\n\r\n"
+HEARTBEAT = http_chunk(SSE_HEARTBEAT)
 CLOSE_AFTER_SECONDS = 10.0
 
 
@@ -65,7 +69,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             return
         self.hub = hub
         self.reader = TransportReader(flt, hub.write_buffer_limit, self.transport, websocket=False,
-                                      closer=self._close_reader)
+                                      closer=self._close_reader, beat=self._beat)
         head = [HEAD]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
@@ -76,6 +80,25 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             task = self.loop.create_task(self._attach(hub, self.reader, last))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    def _beat(self) -> None:
+        self.transport.write(HEARTBEAT)
+
+    def handle_websocket_upgrade(self) -> None:
+        """Hand ``/v1/stream`` upgrades to the native reader protocol; other paths go to uvicorn's."""
+        hub = self.app_state.get("ticker_hub")
+        if not isinstance(hub, Hub) or httptools.parse_url(self.url).path != b"/v1/stream":
+            super().handle_websocket_upgrade()
+            return
+        self.connections.discard(self)
+        request = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.scope["headers"]:
+            request += [name, b": ", value, b"\r\n"]
+        request.append(b"\r\n")
+        protocol = StreamProtocol(hub, max_size=self.config.ws_max_size, connections=self.connections)
+        protocol.connection_made(self.transport)
+        protocol.data_received(b"".join(request))
+        self.transport.set_protocol(protocol)
 
     async def _attach(self, hub: Hub, reader: TransportReader, last: str) -> None:
         try:

@@ -1,22 +1,29 @@
-"""``/v1/stream`` served natively in uvicorn: after the handshake the fan-out writes frames to the socket itself.
+"""``/v1/stream`` served natively: a small asyncio protocol per reader; the fan-out writes frames to its socket.
 
-Going through ASGI costs a task per connection and, per message, a coroutine step, an ASGI message dict and a frame
-serialisation. Here the hub writes the pre-built frame bytes (the same for every reader) with one
-``transport.write``; the websockets sans-I/O protocol under uvicorn still parses what the reader sends (pings,
-``subscribe`` messages, close) and answers pings. Any other WebSocket path goes to the ASGI app as usual.
+Going through ASGI costs a task per connection and, per message, a coroutine step, an ASGI message dict and a
+frame serialisation. Here the hub writes the pre-built frame bytes (the same for every reader) with one
+``transport.write``. The websockets library's sans-I/O ``ServerProtocol`` does the handshake and parses what the
+reader sends (``subscribe`` messages, pongs, pings, close); keepalive pings come from the hub's one timer.
+
+The HTTP protocol (``native_sse.ReaderHttpProtocol``) hands a WebSocket upgrade for ``/v1/stream`` to this class;
+any other WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
-from urllib.parse import parse_qsl, unquote
+from typing import Any, cast
+from urllib.parse import parse_qsl
 
 import orjson
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from ..filters import Filter, FilterError
+from ..frames import ws_frame
 from ..hub import Hub, TransportReader
 from ..problems import BrokerUnavailable
 from .resume import read_subscription
@@ -24,88 +31,114 @@ from .websocket import CLOSE_SLOW
 
 logger = logging.getLogger("ticker.ws")
 
+PING = ws_frame(b"", 0x89)
+CLOSE_TIMEOUT = 10.0
 CLOSE_CODES = {
     "slow": (CLOSE_SLOW, "reader too slow; resume with last_event_id"),
     "shutdown": (1012, "service restart; reconnect with last_event_id"),
     "history": (1011, "history unavailable, retry shortly"),
+    "keepalive": (1011, "keepalive ping timeout"),
 }
 
 
-class ReaderWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, with ``/v1/stream`` readers attached to the hub directly."""
+class StreamProtocol(asyncio.Protocol):
+    """One WebSocket reader of ``/v1/stream``: handshake, inbound frames, close; outbound data comes from the hub."""
 
-    reader: TransportReader | None = None
-    hub: Hub | None = None
+    __slots__ = ("_awaiting_pong", "_close_timer", "conn", "connections", "hub", "reader", "transport")
 
-    def handle_connect(self, event: Request) -> None:
-        hub = self.app_state.get("ticker_hub")
-        path, _, query = event.path.partition("?")
-        if not isinstance(hub, Hub) or unquote(path) != "/v1/stream":
-            super().handle_connect(event)
-            return
-        self.handshake_initiated = True
+    def __init__(self, hub: Hub, *, max_size: int, connections: set[Any]) -> None:
+        self.hub = hub
+        self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
+        self.conn = ServerProtocol(max_size=max_size)
+        self.transport: asyncio.Transport | None = None
+        self.reader: TransportReader | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._awaiting_pong = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        for event in self.conn.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._frame(event)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if self.reader is not None:
+            self.hub.detach(self.reader)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
+        if self.reader is not None and self.conn.state is State.OPEN:
+            self.reader.close("shutdown")
+        elif self.transport is not None:
+            self.transport.close()
+
+    # -- protocol ----------------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.conn.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:
+                self.transport.close()  # the sans-I/O protocol says the exchange is over
+                return
+        if self.conn.close_expected() and self.conn.state is State.CLOSED:
+            self.transport.close()
+
+    def _handshake(self, request: Request) -> None:
+        assert self.transport is not None
+        _, _, query = request.path.partition("?")
         try:
             flt, last = read_subscription(dict(parse_qsl(query, keep_blank_values=True)))
         except FilterError as exc:
-            self._respond(self.conn.reject(400, exc.message + "\n"))
+            self.conn.send_response(self.conn.reject(400, exc.message + "\n"))
             return
-        response = self.conn.accept(event)
-        if response.status_code != 101:
-            self._respond(response)
-            return
-        self.handshake_complete = True
+        response = self.conn.accept(request)
         self.conn.send_response(response)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.start_keepalive()
-        self.hub = hub
-        self.reader = TransportReader(flt, hub.write_buffer_limit, self.transport, websocket=True,
-                                      closer=self._close_reader)
+        if response.status_code != 101:
+            return
+        reader = TransportReader(flt, self.hub.write_buffer_limit, self.transport, websocket=True,
+                                 closer=self._close, beat=self._beat)
+        self.reader = reader
         if last is None:
-            hub.add(self.reader)
+            self.hub.add(reader)
         else:
-            task = self.loop.create_task(self._attach(hub, self.reader, last))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            asyncio.get_running_loop().create_task(self._attach(reader, last))
 
-    async def _attach(self, hub: Hub, reader: TransportReader, last: str) -> None:
+    async def _attach(self, reader: TransportReader, last: str) -> None:
         try:
-            await hub.attach(reader, last)
+            await self.hub.attach(reader, last)
         except BrokerUnavailable:
             reader.close("history")
 
-    def _respond(self, response: Any) -> None:
-        self.handshake_complete = True
-        self.close_sent = True
-        self.conn.send_response(response)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.transport.close()
+    def _frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            self._awaiting_pong = False
+        elif frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT) and self.reader is not None:
+            self._message(frame)
 
-    def _close_reader(self, reason: str) -> None:
-        """Close the connection for the hub: slow reader, shutdown, history unreadable or a bad message."""
-        if self.hub is not None and self.reader is not None:
-            self.hub.remove(self.reader)
-        if self.close_sent or self.transport.is_closing():
-            return
-        code, text = CLOSE_CODES.get(reason, (1008, reason[:120]))
-        self.conn.send_close(code, text)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        if self.read_paused:
-            self.read_paused = False
-            self.transport.resume_reading()
-        # A slow reader may never drain its buffer, so the close handshake gets a deadline.
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
-
-    def send_receive_event_to_app(self) -> None:
-        if self.reader is None:
-            super().send_receive_event_to_app()
-            return
-        data = b"".join(self.frames)
-        self.frames = []
-        if self.close_sent or self.hub is None:
-            return
+    def _message(self, frame: Frame) -> None:
+        assert self.reader is not None
         try:
-            message = orjson.loads(data)
+            if frame.opcode is not Opcode.TEXT or not frame.fin:
+                raise FilterError("type", "send subscribe messages as single text frames")
+            message = orjson.loads(frame.data)
             if not isinstance(message, dict) or message.get("type") != "subscribe":
                 raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
             flt = Filter.parse(message)
@@ -114,18 +147,23 @@ class ReaderWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.hub.refilter(self.reader, flt)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.hub is not None and self.reader is not None:
-            self.hub.detach(self.reader)
-        if self.close_timer is not None:
-            self.close_timer.cancel()
-            self.close_timer = None
-
-    def shutdown(self) -> None:
-        if self.reader is not None and not self.close_sent and not self.transport.is_closing():
-            self.stop_keepalive()
-            self.reader.close("shutdown")
+    def _beat(self) -> None:
+        """Called by the hub's keepalive timer: a reader that did not answer the last ping is gone."""
+        assert self.reader is not None and self.transport is not None
+        if self._awaiting_pong:
+            self.reader.close("keepalive")
             return
-        super().shutdown()
+        self._awaiting_pong = True
+        self.transport.write(PING)
 
+    def _close(self, reason: str) -> None:
+        """Close for the hub: slow reader, shutdown, history unreadable, keepalive or a bad message."""
+        assert self.reader is not None and self.transport is not None
+        self.hub.remove(self.reader)
+        if self.conn.state is not State.OPEN or self.transport.is_closing():
+            return
+        code, text = CLOSE_CODES.get(reason, (1008, reason[:120]))
+        self.conn.send_close(code, text)
+        self._flush()
+        # A slow reader may never drain its buffer, so the closing handshake gets a deadline.
+        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
