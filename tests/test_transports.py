@@ -203,3 +203,28 @@ async def test_burst_of_concurrent_publishes_arrives_complete_and_in_order(
     assert len(set(ids)) == 40
     assert {e["flash"]["uri"] for e in ws_events} == {d["uri"] for d in docs}
     assert [e["id"] for e in sse_events] == ids
+
+
+async def test_websocket_keepalive_pings_and_cuts_off_a_silent_reader(fast_heartbeat: Service) -> None:
+    """The hub pings every heartbeat; a reader that answers stays, one that never answers is closed with 1011."""
+    async with ws_reader(fast_heartbeat, "lang=en") as answering:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(fast_heartbeat.base_url.rsplit(":", 1)[1]))
+        writer.write(
+            b"GET /v1/stream?lang=en HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        received = b""
+        while b"\x88" not in received:  # read (never answer) until the close frame arrives
+            chunk = await asyncio.wait_for(reader.read(4096), 5)
+            assert chunk, "connection ended without a close frame"
+            received += chunk
+        assert received.startswith(b"\x89\x00")  # a ping first
+        close = received[received.index(b"\x88") :]
+        assert int.from_bytes(close[2:4], "big") == 1011
+        writer.close()
+        # The reader that answers pings is still there and still gets flashes.
+        async with httpx.AsyncClient() as client:
+            doc = await publish(client, fast_heartbeat, "BREAKING: still here")
+        assert (await next_ws_event(answering))["flash"]["uri"] == doc["uri"]
