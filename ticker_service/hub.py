@@ -24,7 +24,7 @@ from .models import Event, event_key
 
 logger = logging.getLogger("ticker.hub")
 
-SEEN_WINDOW = 10_000
+WINDOW = 10_000  # recent events kept in memory: duplicate suppression, and replay without a Redis read
 HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
 
 
@@ -217,18 +217,18 @@ class Hub:
         self.write_buffer_limit = write_buffer_limit
         self.groups: dict[Filter, set[Reader]] = {}
         self.count = 0
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._window: OrderedDict[str, Event] = OrderedDict()
         self._pending: list[Frames] = []
         self._heartbeat: asyncio.TimerHandle | None = None
 
     # -- fan-out -----------------------------------------------------------------------------------------------
     def dispatch(self, event: Event) -> None:
         """Take a live event from the broker; it goes out with the others of this loop iteration."""
-        if event.event_id in self._seen:
-            return  # a re-run fan-out job: already delivered
-        self._seen[event.event_id] = None
-        if len(self._seen) > SEEN_WINDOW:
-            self._seen.popitem(last=False)
+        if event.event_id in self._window:
+            return  # a re-run fan-out job, or an event the hub's catch-up already delivered
+        self._window[event.event_id] = event
+        if len(self._window) > WINDOW:
+            self._window.popitem(last=False)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(Frames(event))
@@ -268,12 +268,33 @@ class Hub:
             reader.hold()
         self.add(reader)
         if last_event_id is not None:
-            try:
-                replayed = await self.broker.events_after(last_event_id, self.replay_limit)
-            except BaseException:
-                self.remove(reader)
-                raise
+            replayed = self.recent_after(last_event_id)
+            if replayed is None:
+                try:
+                    replayed = await self.broker.events_after(last_event_id, self.replay_limit)
+                except BaseException:
+                    self.remove(reader)
+                    raise
             reader.release(last_event_id, replayed)
+
+    def recent_after(self, event_id: str) -> list[Event] | None:
+        """The events after ``event_id`` from the in-memory window, or ``None`` if it does not reach back that far.
+
+        The window holds every event since its oldest one, in order (the broker delivers in history order and
+        catches up after a lost subscription), so a reconnect storm is served without a Redis read per reader.
+        """
+        if not self._window:
+            return None
+        after = event_key(event_id)
+        if after < event_key(next(iter(self._window))):
+            return None
+        newer: list[Event] = []
+        for event in reversed(self._window.values()):
+            if event_key(event.event_id) <= after:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer[: self.replay_limit]
 
     def detach(self, reader: Reader) -> None:
         self.remove(reader)

@@ -26,7 +26,7 @@ from arq.jobs import serialize_job
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..models import Document, Event, EventType, flash_id_of
+from ..models import Document, Event, EventType, event_key, flash_id_of
 from ..problems import BrokerUnavailable
 from ..settings import Settings
 from .base import Claim, LiveHandler, VersionConflict
@@ -150,6 +150,7 @@ class RedisBroker:
         self._handlers: list[LiveHandler] = []
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._position: str | None = None  # the last event handed to the handlers, live or by catch-up
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -295,6 +296,8 @@ class RedisBroker:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(LIVE_CHANNEL)
+                # Messages published from now on wait in the subscription while the history fills the gap.
+                await self._catch_up(client)
                 self._subscribed.set()
                 delay = 0.1
                 logger.info("subscribed to %s", LIVE_CHANNEL)
@@ -318,11 +321,37 @@ class RedisBroker:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
 
+    async def _catch_up(self, client: Redis) -> None:
+        """Hand the handlers what the history recorded since the last event they got (or, at start, its tail).
+
+        Pub/sub is at most once: whatever was published while this process was not subscribed is only in the
+        stream. Handlers drop event ids they already have, so overlap with the live messages is harmless.
+        """
+        if self._position is None:
+            tail = await client.xrevrange(STREAM, count=self.settings.replay_max_events)
+            for entry_id, fields in reversed(tail):
+                self._deliver(_event(entry_id, fields))
+            if not tail:
+                self._position = "0-0"
+            return
+        while True:
+            entries = await client.xrange(STREAM, min="(" + self._position, count=500)
+            if not entries:
+                return
+            logger.info("catching up %d events after %s", len(entries), self._position)
+            for entry_id, fields in entries:
+                self._deliver(_event(entry_id, fields))
+
     def _dispatch(self, raw: bytes) -> None:
         try:
             event = Event.from_message(raw)
         except (ValueError, KeyError):
             logger.error("dropping malformed live message: %r", raw[:200])
             return
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        if self._position is None or event_key(event.event_id) > event_key(self._position):
+            self._position = event.event_id
         for handler in self._handlers:
             handler(event)
