@@ -55,3 +55,27 @@ async def test_reconnect_storm_is_served_from_the_hubs_memory(distributed: Servi
     after = command_calls(distributed, "xrange")
     assert all(r == [d["uri"] for d in missed] for r in results)
     assert after - before == 0, f"{after - before} XRANGE calls for 200 resuming readers"
+
+
+async def test_a_duplicate_fanout_job_delivers_nothing_twice(distributed: Service) -> None:
+    """arq runs jobs at least once: the same fan-out queued again (another job id) reaches no reader twice."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from arq.jobs import JobStatus
+
+    from .support import flash_id
+
+    assert distributed.redis is not None
+    async with httpx.AsyncClient() as client, ws_reader(distributed, "lang=fi") as ws:
+        doc = await publish(client, distributed, "duplicate job", language="fi")
+        assert (await next_ws_event(ws))["flash"]["uri"] == doc["uri"]
+        pool = await create_pool(RedisSettings.from_dsn(distributed.redis.url))
+        try:
+            job = await pool.enqueue_job("fanout", flash_id(doc), "1", _job_id="duplicate-of-the-first")
+            assert job is not None
+            assert await job.result(timeout=10) is not None  # it ran, and found the event already published
+            assert await job.status() == JobStatus.complete
+        finally:
+            await pool.aclose()
+        marker = await publish(client, distributed, "after the duplicate", language="fi")
+        assert (await next_ws_event(ws))["flash"]["uri"] == marker["uri"]
