@@ -182,8 +182,9 @@ class Result:
 
 
 def event_key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
+    """``<epoch>-<ms>-<seq>``: order within one epoch."""
+    _, ms, seq = event_id.rsplit("-", 2)
+    return int(ms), int(seq)
 
 
 def body(n: int) -> dict[str, object]:

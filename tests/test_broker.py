@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ticker_service.broker import Broker, VersionConflict, create_broker
+from ticker_service.broker import Broker, HistoryGap, VersionConflict, create_broker
 from ticker_service.models import Event, FlashIn, event_key, flash_id_of, new_document, withdrawn_document
 from ticker_service.settings import Settings
 
@@ -43,6 +43,7 @@ def doc(headline: str = "contract") -> dict[str, object]:
 
 async def test_event_ids_increase_and_history_replays_after_an_id(broker: Broker) -> None:
     """record() hands out increasing ids; events_after() returns exactly the later ones, oldest first."""
+    _, start = await broker.recent(1)  # the position before anything was recorded
     events = [await broker.record("flash", doc(f"n{i}"), expect_version=None) for i in range(5)]
     keys = [event_key(e.event_id) for e in events]
     assert keys == sorted(keys) and len(set(keys)) == 5
@@ -50,7 +51,7 @@ async def test_event_ids_increase_and_history_replays_after_an_id(broker: Broker
     assert [e.event_id for e in after] == [e.event_id for e in events[2:]]
     assert [e.flash for e in after] == [e.flash for e in events[2:]]
     assert await broker.events_after(events[-1].event_id, 100) == []
-    assert len(await broker.events_after("0-0", 2)) == 2
+    assert [e.event_id for e in await broker.events_after(start, 2)] == [e.event_id for e in events[:2]]
 
 
 async def test_version_guard_rejects_stale_and_duplicate_writes(broker: Broker) -> None:
@@ -102,10 +103,12 @@ async def test_idempotency_claims(broker: Broker) -> None:
 
 async def test_history_is_bounded(broker: Broker) -> None:
     """The history keeps about history_max_events (Redis trims approximately, never below the bound)."""
-    for i in range(250):
-        await broker.record("flash", doc(f"bulk {i}"), expect_version=None)
-    kept = await broker.events_after("0-0", 1000)
-    assert 100 <= len(kept) < 250
+    _, start = await broker.recent(1)
+    events = [await broker.record("flash", doc(f"bulk {i}"), expect_version=None) for i in range(250)]
+    with pytest.raises(HistoryGap):
+        await broker.events_after(start, 1000)  # the reader's next event was trimmed away
+    kept = await broker.events_after(events[-100].event_id, 1000)
+    assert [e.event_id for e in kept] == [e.event_id for e in events[-99:]]
     docs, _ = await broker.recent(1000)
     assert len(docs) == 100
 
@@ -153,3 +156,21 @@ async def test_publish_is_in_history_order_and_once_whatever_the_job_order(broke
     finally:
         if listener is not broker:
             await listener.close()
+
+
+async def test_a_lost_history_has_a_new_epoch(broker: Broker, redis_server: RedisServer) -> None:
+    """Ids from before the history was lost (Redis emptied; a new embedded process) are a gap, not a resume point."""
+    from ticker_service.broker.memory import MemoryBroker
+    from ticker_service.models import split_event_id
+
+    old = await broker.record("flash", doc("before"), expect_version=None)
+    if isinstance(broker, MemoryBroker):
+        broker = create_broker(broker.settings, run_fanout=False)
+    else:
+        with redis_server.client() as client:
+            client.flushall()  # what a restart without persistence leaves
+    new = await broker.record("flash", doc("after"), expect_version=None)
+    assert split_event_id(new.event_id)[0] != split_event_id(old.event_id)[0]
+    with pytest.raises(HistoryGap):
+        await broker.events_after(old.event_id, 10)
+    assert await broker.events_after(new.event_id, 10) == []

@@ -20,7 +20,7 @@ SETTINGS = Settings(redis_url=None)
 
 def event(n: int, language: str = "en") -> Event:
     doc = new_document(FlashIn(headline=f"n{n}", language=language, category="politics"), SETTINGS)
-    return Event(f"1000-{n}", "flash", doc)
+    return Event(f"e1-1000-{n}", "flash", doc)
 
 
 def hub() -> Hub:
@@ -69,8 +69,8 @@ async def test_dispatch_reaches_matching_readers_once_per_event_id() -> None:
     h.dispatch(event(1))  # a re-run fan-out job
     h.dispatch(event(2, "ar"))
     await tick()
-    assert await drain(en) == ["1000-1"]
-    assert await drain(ar) == ["1000-2"]
+    assert await drain(en) == ["e1-1000-1"]
+    assert await drain(ar) == ["e1-1000-2"]
 
 
 async def test_readers_are_grouped_by_filter() -> None:
@@ -104,11 +104,11 @@ async def test_replay_then_held_live_events_without_duplicates() -> None:
     sub.hold()
     sub.offer(Batch([Frames(event(3))]))  # arrived live while the history was read, and is also in the history
     sub.offer(Batch([Frames(event(5))]))  # arrived live after the history read
-    sub.release("1000-1", [event(2), event(3), event(4)])
-    assert await drain(sub) == ["1000-2", "1000-3", "1000-4", "1000-5"]
+    sub.release("e1-1000-1", [event(2), event(3), event(4)])
+    assert await drain(sub) == ["e1-1000-2", "e1-1000-3", "e1-1000-4", "e1-1000-5"]
     sub.offer(Batch([Frames(event(4)), Frames(event(6))]))  # a late duplicate of a replayed event, and a new one
     sub.offer(Batch([Frames(event(7))]))
-    assert await drain(sub) == ["1000-6", "1000-7"]
+    assert await drain(sub) == ["e1-1000-6", "e1-1000-7"]
 
 
 async def test_slow_reader_is_closed_not_awaited() -> None:
@@ -120,12 +120,12 @@ async def test_slow_reader_is_closed_not_awaited() -> None:
     for n in range(3):
         h.dispatch(event(n))
     await tick()
-    assert await drain(fast) == ["1000-0", "1000-1", "1000-2"]
+    assert await drain(fast) == ["e1-1000-0", "e1-1000-1", "e1-1000-2"]
     h.dispatch(event(3))
     await tick()
     assert slow.closed and slow.close_reason == "slow"
     assert await slow.next_batch() is None
-    assert await drain(fast) == ["1000-3"]
+    assert await drain(fast) == ["e1-1000-3"]
 
 
 async def test_socket_reader_over_its_write_buffer_limit_is_cut_off() -> None:
@@ -170,7 +170,7 @@ def test_filter_index_delivers_to_exactly_the_brute_force_set(subs: list[Filter]
     async def run() -> None:
         h = hub()
         readers = [socket_reader(h, flt) for flt in subs]
-        events = [Event(f"2000-{i}", "flash", doc) for i, doc in enumerate(docs)]
+        events = [Event(f"e1-2000-{i}", "flash", doc) for i, doc in enumerate(docs)]
         for e in events:
             h.dispatch(e)
         await tick()

@@ -12,6 +12,7 @@ from ticker_service.models import (
     editor_values,
     event_key,
     flash_id_of,
+    is_event_id,
     is_flash_id,
     new_document,
     withdrawn_document,
@@ -83,5 +84,12 @@ def test_flash_id_is_the_last_uri_segment_and_url_safe() -> None:
 
 
 def test_event_ids_sort_numerically() -> None:
-    ids = ["1700000000000-10", "1700000000000-9", "999-0", "1700000000001-0"]
-    assert sorted(ids, key=event_key) == ["999-0", "1700000000000-9", "1700000000000-10", "1700000000001-0"]
+    ids = ["ab-1700000000000-10", "ab-1700000000000-9", "ab-999-0", "ab-1700000000001-0"]
+    assert sorted(ids, key=event_key) == [
+        "ab-999-0",
+        "ab-1700000000000-9",
+        "ab-1700000000000-10",
+        "ab-1700000000001-0",
+    ]
+    assert is_event_id("3f9a01c2-1700000000000-10")
+    assert not is_event_id("1700000000000-10") and not is_event_id("x-1-2\nid: 3")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 
-from .support import Service, next_ws_event, publish, sse_reader, ws_reader
+from ticker_service.models import split_event_id
+
+from .conftest import start_distributed, start_embedded
+from .support import Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
 
 
 def command_calls(service: Service, command: str) -> int:
@@ -79,3 +83,48 @@ async def test_a_duplicate_fanout_job_delivers_nothing_twice(distributed: Servic
             await pool.aclose()
         marker = await publish(client, distributed, "after the duplicate", language="fi")
         assert (await next_ws_event(ws))["flash"]["uri"] == marker["uri"]
+
+
+async def test_resuming_across_a_lost_history_gets_a_reset(tmp_path: Path) -> None:
+    """Redis lost its history (emptied, as by a restart without persistence): a resuming reader gets ``reset``
+    with the current flashes instead of a silent gap, then goes on live."""
+    service = start_distributed(tmp_path)
+    try:
+        assert service.redis is not None
+        async with httpx.AsyncClient() as client:
+            await publish(client, service, "before the loss", language="is")
+            old = (await client.get(f"{service.base_url}/v1/flashes?lang=is")).json()["last_event_id"]
+            with service.redis.client() as redis:
+                redis.flushall()
+            created = run_ticker(service.env, "token", "create", "--name", "again")
+            service.token = created.stdout.strip().splitlines()[-1]
+            now = await publish(client, service, "after the loss", language="is")
+            async with ws_reader(service, f"lang=is&last_event_id={old}") as ws, sse_reader(
+                service, "lang=is", headers={"Last-Event-ID": old}
+            ) as sse:
+                reset = await next_ws_event(ws)
+                sse_reset = await sse.next_event()
+                live = await publish(client, service, "live after the reset", language="is")
+                assert (await next_ws_event(ws))["flash"]["uri"] == live["uri"]
+                assert (await sse.next_event())["flash"]["uri"] == live["uri"]
+        assert reset["type"] == "reset"
+        assert [f["uri"] for f in reset["flashes"]] == [now["uri"]]
+        assert split_event_id(reset["event_id"])[0] != split_event_id(old)[0]
+        assert sse_reset["event"] == "reset" and sse_reset["id"] == reset["event_id"]
+        assert [f["uri"] for f in sse_reset["flash"]["flashes"]] == [now["uri"]]
+    finally:
+        service.stop()
+
+
+async def test_resuming_from_before_the_retained_history_gets_a_reset(tmp_path: Path) -> None:
+    service = start_embedded(tmp_path, TICKER_HISTORY_MAX_EVENTS="100")
+    try:
+        async with httpx.AsyncClient() as client:
+            start = (await client.get(f"{service.base_url}/v1/flashes")).json()["last_event_id"]
+            docs = [await publish(client, service, f"retention {i}", language="lt") for i in range(110)]
+            async with ws_reader(service, f"lang=lt&last_event_id={start}") as ws:
+                reset = await next_ws_event(ws)
+        assert reset["type"] == "reset"
+        assert [f["uri"] for f in reset["flashes"]] == [d["uri"] for d in reversed(docs)][:20]
+    finally:
+        service.stop()

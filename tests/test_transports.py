@@ -11,6 +11,8 @@ import httpx
 import pytest
 import websockets
 
+from ticker_service.models import event_key
+
 from .conftest import start_embedded
 from .schema import assert_ninjs
 from .support import Service, flash_id, next_ws_event, publish, sse_reader, ws_reader
@@ -104,7 +106,7 @@ async def test_websocket_resume_replays_exactly_the_missed_flashes(service: Serv
             await next_ws_event(ws, timeout=0.3)  # nothing else queued: no duplicate of any replayed event
     assert [e["flash"]["uri"] for e in replayed] == missed
     ids = [e["event_id"] for e in replayed] + [after["event_id"]]
-    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert ids == sorted(ids, key=event_key)
     assert after["flash"]["uri"] == live["uri"]
 
 
@@ -199,7 +201,7 @@ async def test_burst_of_concurrent_publishes_arrives_complete_and_in_order(
         ws_events = [await next_ws_event(ws) for _ in range(40)]
         sse_events = [await sse.next_event() for _ in range(40)]
     ids = [e["event_id"] for e in ws_events]
-    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert ids == sorted(ids, key=event_key)
     assert len(set(ids)) == 40
     assert {e["flash"]["uri"] for e in ws_events} == {d["uri"] for d in docs}
     assert [e["id"] for e in sse_events] == ids

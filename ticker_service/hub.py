@@ -17,13 +17,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .broker import Broker
+from .broker import Broker, HistoryGap
 from .filters import Filter
 from .frames import http_chunk, ws_frame
-from .models import Event, event_key
+from .models import Event, event_key, split_event_id
 
 logger = logging.getLogger("ticker.hub")
 
+RESET_FLASHES = 20  # current flashes sent in a ``reset``
 WINDOW = 10_000  # recent events kept in memory: duplicate suppression, and replay without a Redis read
 HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
 
@@ -117,10 +118,13 @@ class Reader:
         self._held = []
 
     def release(self, after: str, replayed: list[Event]) -> None:
-        """Send the replayed events, then the live events held meanwhile that the replay did not contain."""
+        """Send the replayed events, then the live events held meanwhile that the replay did not contain.
+
+        ``replayed`` may instead be a single ``reset`` event, which goes out as it is.
+        """
         held, self._held = self._held or [], None
         self._replay_top = event_key(replayed[-1].event_id if replayed else after)
-        matching = [Frames(e) for e in replayed if self.filter.matches(e.flash)]
+        matching = [Frames(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
         if matching and not self.closed:
             self.emit(Batch(matching))
         for batch in held:
@@ -226,6 +230,8 @@ class Hub:
         """Take a live event from the broker; it goes out with the others of this loop iteration."""
         if event.event_id in self._window:
             return  # a re-run fan-out job, or an event the hub's catch-up already delivered
+        if self._window and split_event_id(next(reversed(self._window)))[0] != split_event_id(event.event_id)[0]:
+            self._window.clear()  # a new epoch: the history was lost, and the window must not bridge the gap
         self._window[event.event_id] = event
         if len(self._window) > WINDOW:
             self._window.popitem(last=False)
@@ -268,14 +274,24 @@ class Hub:
             reader.hold()
         self.add(reader)
         if last_event_id is not None:
-            replayed = self.recent_after(last_event_id)
-            if replayed is None:
-                try:
-                    replayed = await self.broker.events_after(last_event_id, self.replay_limit)
-                except BaseException:
-                    self.remove(reader)
-                    raise
+            try:
+                replayed = self.recent_after(last_event_id)
+                if replayed is None:
+                    replayed = await self._history_after(reader, last_event_id)
+            except BaseException:
+                self.remove(reader)
+                raise
             reader.release(last_event_id, replayed)
+
+    async def _history_after(self, reader: Reader, last_event_id: str) -> list[Event]:
+        """The history after ``last_event_id``; if it cannot say (lost or trimmed), a ``reset`` with the current
+        flashes that match the reader, and the event id to go on from."""
+        try:
+            return await self.broker.events_after(last_event_id, self.replay_limit)
+        except HistoryGap:
+            docs, last = await self.broker.recent(1000)
+            flashes = [doc for doc in docs if reader.filter.matches(doc)][:RESET_FLASHES]
+            return [Event(last, "reset", {"flashes": flashes})]
 
     def recent_after(self, event_id: str) -> list[Event] | None:
         """The events after ``event_id`` from the in-memory window, or ``None`` if it does not reach back that far.
@@ -285,8 +301,9 @@ class Hub:
         """
         if not self._window:
             return None
+        oldest = next(iter(self._window))
         after = event_key(event_id)
-        if after < event_key(next(iter(self._window))):
+        if split_event_id(event_id)[0] != split_event_id(oldest)[0] or after < event_key(oldest):
             return None
         newer: list[Event] = []
         for event in reversed(self._window.values()):

@@ -20,13 +20,13 @@ from pydantic import AnyUrl, BaseModel, ConfigDict, Field, field_validator
 
 from .settings import Settings
 
-EventType = Literal["flash", "update", "withdraw"]
+EventType = Literal["flash", "update", "withdraw", "reset"]
 Document = dict[str, Any]
 
 # A small, permissive BCP 47 shape check: language subtag, then up to 8-character subtags.
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 _FLASH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^[a-z0-9]{1,16}-\d{1,20}-\d{1,20}$")
 
 # IPTC Media Topics for the default taxonomy; a configured category outside it gets a literal only.
 MEDIA_TOPICS = {
@@ -255,14 +255,29 @@ def withdrawn_document(doc: Document) -> Document:
     return new
 
 
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
 def is_event_id(value: str) -> bool:
     return bool(_EVENT_ID.match(value))
 
 
+def make_event_id(epoch: str, position: str) -> str:
+    """``<epoch>-<ms>-<seq>``: the history's epoch, then the position in it (a Redis stream id)."""
+    return f"{epoch}-{position}"
+
+
+def split_event_id(event_id: str) -> tuple[str, str]:
+    """``(epoch, position)`` of an event id."""
+    epoch, _, position = event_id.partition("-")
+    return epoch, position
+
+
 def event_key(event_id: str) -> tuple[int, int]:
-    """Sort key of an event id (a Redis stream id, ``<ms>-<seq>``): ids are globally ordered."""
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
+    """Sort key of an event id within its epoch: ids of one history are globally ordered."""
+    _, ms, seq = event_id.rsplit("-", 2)
+    return int(ms), int(seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +289,13 @@ class Event:
     flash: Document
 
     def to_message(self) -> bytes:
-        """The WebSocket message (and pub/sub payload): ``{"type", "event_id", "flash"}``."""
+        """The WebSocket message (and pub/sub payload): ``{"type", "event_id", "flash"}``.
+
+        A ``reset`` carries ``{"type": "reset", "event_id", "flashes": [...]}`` instead: the history could not fill
+        the reader's gap, so here is the current state, and ``event_id`` to resume from.
+        """
+        if self.type == "reset":
+            return orjson.dumps({"type": "reset", "event_id": self.event_id, "flashes": self.flash["flashes"]})
         return orjson.dumps({"type": self.type, "event_id": self.event_id, "flash": self.flash})
 
     def to_sse(self) -> bytes:

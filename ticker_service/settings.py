@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     history_max_events: int = Field(default=10_000, ge=100, description="Events kept for resume (Redis stream MAXLEN).")
+    history_max_age_seconds: int = Field(default=48 * 3600, ge=60, description="Events older than this are trimmed.")
     recent_max_flashes: int = Field(default=10_000, ge=100, description="Flashes whose state is kept for GET/PATCH.")
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=3600)
     queue_max_messages: int = Field(default=1_000, ge=1, description="Per-reader outgoing queue before disconnect.")

@@ -5,7 +5,9 @@ Contract (both implementations):
 * ``record`` is atomic: the event is appended to the history (its id is the global event id), the flash's current
   state is updated, the idempotency result is stored and a fan-out is scheduled — all of it, or none of it.
   It raises :class:`~ticker_service.problems.BrokerUnavailable` when the backend cannot be reached.
-* Event ids increase strictly: a later ``record`` gets a larger id, so readers can resume "after id X".
+* Event ids are ``<epoch>-<position>`` and increase strictly within an epoch, so readers can resume "after id X".
+  The epoch changes when the history is lost (e.g. Redis restarted without persistence; a new embedded process).
+* History is retained by count (``history_max_events``) and age (``history_max_age_seconds``).
 * ``publish(event)`` sends every recorded event up to and including ``event`` that no earlier call has sent, in
   event-id order, each once. Fan-out jobs may run concurrently, out of order or twice (arq is at least once):
   readers still see events in history order. Delivery to hubs is at most once (Redis pub/sub): a hub that is not
@@ -29,6 +31,10 @@ class Claim:
 
     state: Literal["new", "in_flight", "mismatch", "done"]
     document: Document | None = None  # the first response's flash, when ``done``
+
+
+class HistoryGap(Exception):
+    """The history cannot continue from this event id: another epoch (the history was lost), or trimmed away."""
 
 
 class VersionConflict(Exception):
@@ -75,7 +81,10 @@ class Broker(Protocol):
         ...
 
     async def events_after(self, event_id: str, limit: int) -> list[Event]:
-        """Events with an id greater than ``event_id``, oldest first."""
+        """Events with an id greater than ``event_id``, oldest first.
+
+        Raises :class:`HistoryGap` when ``event_id`` is from another epoch or older than what is retained.
+        """
         ...
 
     async def event_for(self, flash_id: str, version: str) -> Event | None:

@@ -6,16 +6,18 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 
-from ..models import Document, Event, EventType, event_key, flash_id_of
+from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
 from ..settings import Settings
-from .base import Claim, LiveHandler, VersionConflict
+from .base import Claim, HistoryGap, LiveHandler, VersionConflict
 
 
 class MemoryBroker:
     def __init__(self, settings: Settings, *, run_fanout: bool = True) -> None:
         self.settings = settings
         self.run_fanout = run_fanout
-        self._history: deque[Event] = deque(maxlen=settings.history_max_events)
+        self.epoch = new_epoch()  # the history lives and dies with this process
+        self._history: deque[Event] = deque()
+        self._trimmed = (0, 0)  # the largest position trimmed from the history
         self._flashes: OrderedDict[str, Document] = OrderedDict()  # by first creation, oldest first
         self._event_ids: dict[tuple[str, str], str] = {}  # (flash id, version) -> event id
         self._claims: dict[str, tuple[float, str, Document | None]] = {}
@@ -38,7 +40,15 @@ class MemoryBroker:
         ms = int(time.time() * 1000)
         last_ms, last_seq = self._last
         self._last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
-        return f"{self._last[0]}-{self._last[1]}"
+        return make_event_id(self.epoch, f"{self._last[0]}-{self._last[1]}")
+
+    def _trim(self) -> None:
+        oldest_ms = int(time.time() * 1000) - self.settings.history_max_age_seconds * 1000
+        history = self._history
+        while history and (
+            len(history) > self.settings.history_max_events or event_key(history[0].event_id)[0] < oldest_ms
+        ):
+            self._trimmed = max(self._trimmed, event_key(history.popleft().event_id))
 
     async def claim(self, scope: str, fingerprint: str) -> Claim:
         now = time.monotonic()
@@ -70,6 +80,7 @@ class MemoryBroker:
             raise VersionConflict(flash_id)
         event = Event(self._next_event_id(), type, doc)
         self._history.append(event)
+        self._trim()
         self._flashes[flash_id] = doc
         self._event_ids[(flash_id, doc["version"])] = event.event_id
         while len(self._flashes) > self.settings.recent_max_flashes:
@@ -97,10 +108,12 @@ class MemoryBroker:
                 docs.append(doc)
                 if len(docs) >= scan:
                     break
-        return docs, self._history[-1].event_id if self._history else "0-0"
+        return docs, make_event_id(self.epoch, f"{self._last[0]}-{self._last[1]}")
 
     async def events_after(self, event_id: str, limit: int) -> list[Event]:
         after = event_key(event_id)
+        if split_event_id(event_id)[0] != self.epoch or after < self._trimmed:
+            raise HistoryGap(event_id)
         out: list[Event] = []
         for event in reversed(self._history):
             if event_key(event.event_id) <= after:

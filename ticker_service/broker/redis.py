@@ -9,6 +9,9 @@ next poll. Keys (all under ``ticker:``, plus arq's own):
 * ``ticker:recent`` zset of not-withdrawn flash ids and ``ticker:index`` zset of all kept flash ids, by creation
 * ``ticker:idem:<scope>`` the idempotency record; ``ticker:live`` and ``ticker:wake`` pub/sub channels
 * ``ticker:published`` the id of the last event published on ``ticker:live`` (keeps live delivery in order)
+* ``ticker:epoch`` the history's epoch: created with the history, so it changes when Redis loses the history
+
+Event ids are ``<epoch>-<stream id>``; the stream itself holds plain stream ids.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from arq.jobs import serialize_job
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..models import Document, Event, EventType, event_key, flash_id_of
+from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
 from ..problems import BrokerUnavailable
 from ..settings import Settings
-from .base import Claim, LiveHandler, VersionConflict
+from .base import Claim, HistoryGap, LiveHandler, VersionConflict
 
 logger = logging.getLogger("ticker.broker")
 
@@ -42,6 +45,7 @@ LIVE_CHANNEL = "ticker:live"
 WAKE_CHANNEL = "ticker:wake"
 FANOUT_JOB = "fanout"
 PUBLISHED = "ticker:published"
+EPOCH = "ticker:epoch"
 PENDING_TTL_MS = 60_000
 
 _RECORD = """
@@ -58,8 +62,14 @@ if redis.call('EXISTS', KEYS[8]) == 0 then
   if #top > 0 then previous = top[1][1] end
   redis.call('SET', KEYS[8], previous)
 end
+local epoch = redis.call('GET', KEYS[9])
+if not epoch then
+  epoch = ARGV[18]
+  redis.call('SET', KEYS[9], epoch)
+end
 local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
   't', ARGV[1], 'f', ARGV[2], 'v', ARGV[4], 'd', ARGV[3])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[19])
 redis.call('HSET', KEYS[2], 'doc', ARGV[3], 'version', ARGV[4], 'ev:' .. ARGV[4], eid)
 if ARGV[5] == '' then
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
@@ -79,7 +89,7 @@ if extra > 0 then
   end
 end
 redis.call('PUBLISH', ARGV[16], '1')
-return {'ok', eid}
+return {'ok', eid, epoch}
 """
 
 _RECENT = """
@@ -89,7 +99,12 @@ for i, id in ipairs(ids) do docs[i] = redis.call('HGET', ARGV[2] .. id, 'doc') o
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local last = '0-0'
 if #top > 0 then last = top[1][1] end
-return {last, docs}
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[3], epoch)
+end
+return {last, docs, epoch}
 """
 
 # Publish, in stream order, every entry after the ``published`` cursor up to the target id, then move the cursor.
@@ -102,6 +117,7 @@ local function after(a, b)
   return am > bm or (am == bm and as > bs)
 end
 local target = ARGV[1]
+local epoch = redis.call('GET', KEYS[3]) or ''
 local cursor = redis.call('GET', KEYS[2])
 if cursor and not after(target, cursor) then return 0 end
 local start = target
@@ -113,7 +129,8 @@ while true do
   for _, entry in ipairs(entries) do
     local f = {}
     for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-    local message = '{"type":"' .. f['t'] .. '","event_id":"' .. entry[1] .. '","flash":' .. f['d'] .. '}'
+    local id = epoch .. '-' .. entry[1]
+    local message = '{"type":"' .. f['t'] .. '","event_id":"' .. id .. '","flash":' .. f['d'] .. '}'
     redis.call('PUBLISH', ARGV[2], message)
     sent = sent + 1
     start = '(' .. entry[1]
@@ -121,6 +138,25 @@ while true do
 end
 redis.call('SET', KEYS[2], target)
 return sent
+"""
+
+# The events after a position, unless the reader is from another epoch or the history was trimmed past it.
+_REPLAY = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch or epoch ~= ARGV[1] then return {'gap'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  -- Entries were trimmed, and the reader is from before the first one kept: what it missed may be gone.
+  if fields['entries-added'] > fields['length'] then
+    local fm, fs = string.match(fields['recorded-first-entry-id'], '^(%d+)-(%d+)$')
+    local rm, rs = string.match(ARGV[2], '^(%d+)-(%d+)$')
+    fm, fs, rm, rs = tonumber(fm), tonumber(fs), tonumber(rm), tonumber(rs)
+    if rm < fm or (rm == fm and rs < fs) then return {'gap'} end
+  end
+end
+return {'ok', redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
 """
 
 _RELEASE = """
@@ -133,9 +169,9 @@ T = TypeVar("T")
 _UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
-def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
-    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Event(event_id, fields[b"t"].decode(), orjson.loads(fields[b"d"]))  # type: ignore[arg-type]
+def _event(epoch: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+    position = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Event(make_event_id(epoch, position), fields[b"t"].decode(), orjson.loads(fields[b"d"]))  # type: ignore[arg-type]
 
 
 class RedisBroker:
@@ -147,6 +183,7 @@ class RedisBroker:
         self._recent = self.redis.register_script(_RECENT)
         self._release = self.redis.register_script(_RELEASE)
         self._publish = self.redis.register_script(_PUBLISH)
+        self._replay = self.redis.register_script(_REPLAY)
         self._handlers: list[LiveHandler] = []
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -235,6 +272,7 @@ class RedisBroker:
             job_key_prefix + job_id,
             default_queue_name,
             PUBLISHED,
+            EPOCH,
         ]
         args: list[Any] = [
             type,
@@ -254,34 +292,45 @@ class RedisBroker:
             self.settings.recent_max_flashes,
             WAKE_CHANNEL,
             FLASH,
+            new_epoch(),
+            f"{now_ms - self.settings.history_max_age_seconds * 1000}-0",
         ]
         result = await self._call(lambda: self._record(keys=keys, args=args))
         if result[0] == b"conflict":
             raise VersionConflict(flash_id)
-        return Event(result[1].decode(), type, doc)
+        return Event(make_event_id(result[2].decode(), result[1].decode()), type, doc)
 
     async def get_flash(self, flash_id: str) -> Document | None:
         raw = await self._call(lambda: self.redis.hget(FLASH + flash_id, "doc"))
         return None if raw is None else orjson.loads(raw)
 
     async def recent(self, scan: int) -> tuple[list[Document], str]:
-        last, docs = await self._call(lambda: self._recent(keys=[RECENT, STREAM], args=[scan, FLASH]))
-        return [orjson.loads(raw) for raw in docs if raw], last.decode()
+        last, docs, epoch = await self._call(
+            lambda: self._recent(keys=[RECENT, STREAM, EPOCH], args=[scan, FLASH, new_epoch()])
+        )
+        return [orjson.loads(raw) for raw in docs if raw], make_event_id(epoch.decode(), last.decode())
 
     async def events_after(self, event_id: str, limit: int) -> list[Event]:
-        entries = await self._call(lambda: self.redis.xrange(STREAM, min="(" + event_id, max="+", count=limit))
-        return [_event(entry_id, fields) for entry_id, fields in entries]
+        epoch, position = split_event_id(event_id)
+        result = await self._call(lambda: self._replay(keys=[STREAM, EPOCH], args=[epoch, position, limit]))
+        if result[0] == b"gap":
+            raise HistoryGap(event_id)
+        return [_event(epoch, entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in result[1]]
 
     async def event_for(self, flash_id: str, version: str) -> Event | None:
-        event_id = await self._call(lambda: self.redis.hget(FLASH + flash_id, f"ev:{version}"))
-        if event_id is None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(FLASH + flash_id, f"ev:{version}")
+            pipe.get(EPOCH)
+            position, epoch = await self._call(pipe.execute)
+        if position is None or epoch is None:
             return None
-        entries = await self._call(lambda: self.redis.xrange(STREAM, min=event_id, max=event_id, count=1))
-        return _event(*entries[0]) if entries else None
+        entries = await self._call(lambda: self.redis.xrange(STREAM, min=position, max=position, count=1))
+        return _event(epoch.decode(), *entries[0]) if entries else None
 
     # -- live side ---------------------------------------------------------------------------------------------
     async def publish(self, event: Event) -> int:
-        sent = await self._call(lambda: self._publish(keys=[STREAM, PUBLISHED], args=[event.event_id, LIVE_CHANNEL]))
+        position = split_event_id(event.event_id)[1]
+        sent = await self._call(lambda: self._publish(keys=[STREAM, PUBLISHED, EPOCH], args=[position, LIVE_CHANNEL]))
         return int(sent)
 
     def subscribe(self, handler: LiveHandler) -> None:
@@ -327,20 +376,27 @@ class RedisBroker:
         Pub/sub is at most once: whatever was published while this process was not subscribed is only in the
         stream. Handlers drop event ids they already have, so overlap with the live messages is harmless.
         """
+        raw_epoch = await client.get(EPOCH)
+        epoch = raw_epoch.decode() if raw_epoch else ""
         if self._position is None:
             tail = await client.xrevrange(STREAM, count=self.settings.replay_max_events)
             for entry_id, fields in reversed(tail):
-                self._deliver(_event(entry_id, fields))
+                self._deliver(_event(epoch, entry_id, fields))
             if not tail:
-                self._position = "0-0"
+                self._position = make_event_id(epoch or "0", "0-0")
             return
+        seen_epoch, position = split_event_id(self._position)
+        if seen_epoch != epoch:
+            logger.warning("history epoch changed (%s → %s): the history was lost", seen_epoch, epoch)
+            position = "0-0"
         while True:
-            entries = await client.xrange(STREAM, min="(" + self._position, count=500)
+            entries = await client.xrange(STREAM, min="(" + position, count=500)
             if not entries:
                 return
-            logger.info("catching up %d events after %s", len(entries), self._position)
+            logger.info("catching up %d events after %s", len(entries), position)
             for entry_id, fields in entries:
-                self._deliver(_event(entry_id, fields))
+                self._deliver(_event(epoch, entry_id, fields))
+            position = split_event_id(self._position)[1]
 
     def _dispatch(self, raw: bytes) -> None:
         try:
@@ -351,7 +407,11 @@ class RedisBroker:
         self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
-        if self._position is None or event_key(event.event_id) > event_key(self._position):
+        if (
+            self._position is None
+            or split_event_id(event.event_id)[0] != split_event_id(self._position)[0]
+            or event_key(event.event_id) > event_key(self._position)
+        ):
             self._position = event.event_id
         for handler in self._handlers:
             handler(event)
