@@ -173,9 +173,14 @@ async def _tail(args: argparse.Namespace) -> None:
                 async for message in ws:
                     event = json.loads(message)
                     last = event["event_id"]
-                    flash = event["flash"]
-                    line = f"{event['type']:<8} {last}  [{flash.get('language')}] u{flash.get('urgency')}  "
-                    print(line + flash["headlines"][0]["value"], flush=True)
+                    if event["type"] == "reset":
+                        print(f"reset    {last}  (history gap: {len(event['flashes'])} current flashes follow)")
+                        flashes = list(reversed(event["flashes"]))
+                    else:
+                        flashes = [event["flash"]]
+                    for flash in flashes:
+                        line = f"{event['type']:<8} {last}  [{flash.get('language')}] u{flash.get('urgency')}  "
+                        print(line + flash["headlines"][0]["value"], flush=True)
         except (OSError, websockets.WebSocketException) as exc:
             print(f"# disconnected ({exc}); reconnecting", file=sys.stderr, flush=True)
         await asyncio.sleep(random.uniform(0, delay))

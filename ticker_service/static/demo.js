@@ -76,6 +76,12 @@ function connect() {
   ws.onmessage = (message) => {
     const event = JSON.parse(message.data);
     lastEventId = event.event_id;
+    if (event.type === "reset") {
+      // The history could not fill our gap: start again from the current flashes.
+      list.replaceChildren();
+      for (const flash of event.flashes.slice(0, MAX_ITEMS).reverse()) render(flash);
+      return;
+    }
     render(event.flash, event.type);
   };
   ws.onclose = (close) => {
