@@ -35,8 +35,11 @@ async def test_redis_down_is_503_and_nothing_is_written(persistent: Service, cli
     try:
         attempts = [
             await client.post(url, json=flash_body("outage: lost?"), headers=persistent.headers()),
-            await client.post(url, json=flash_body("outage: keyed"),
-                              headers=persistent.headers(**{"Idempotency-Key": "during-outage"})),
+            await client.post(
+                url,
+                json=flash_body("outage: keyed"),
+                headers=persistent.headers(**{"Idempotency-Key": "during-outage"}),
+            ),
             await client.patch(f"{url}/{flash_id(doc)}", json={"headline": "x"}, headers=persistent.headers()),
             await client.delete(f"{url}/{flash_id(doc)}", headers=persistent.headers()),
             await client.get(url),
@@ -56,10 +59,54 @@ async def test_redis_down_is_503_and_nothing_is_written(persistent: Service, cli
 
     # The same Idempotency-Key works once Redis is back: the failed attempt did not leave a claim behind.
     async with ws_reader(persistent) as ws:
-        again = await client.post(url, json=flash_body("outage: keyed"),
-                                  headers=persistent.headers(**{"Idempotency-Key": "during-outage"}))
+        again = await client.post(
+            url, json=flash_body("outage: keyed"), headers=persistent.headers(**{"Idempotency-Key": "during-outage"})
+        )
         assert again.status_code == 201, again.text
         event = await next_ws_event(ws, timeout=15)
     assert event["flash"]["uri"] == again.json()["uri"]
     with persistent.redis.client() as redis:
         assert redis.xlen("ticker:events") == history_before + 1
+
+
+def test_cli_publish_retries_through_an_outage_and_publishes_once(persistent: Service) -> None:
+    """`ticker publish` retries on 503 with one Idempotency-Key: Redis comes back, the flash exists once."""
+    import subprocess
+
+    from .support import ROOT, ticker
+
+    assert persistent.redis is not None
+    headline = "BREAKING: published through an outage"
+    persistent.redis.stop()
+    try:
+        proc = subprocess.Popen(
+            ticker(
+                "publish",
+                headline,
+                "--lang",
+                "en",
+                "--category",
+                "politics",
+                "--token",
+                persistent.token,
+                "--server",
+                persistent.base_url,
+                "--retries",
+                "8",
+            ),
+            env=persistent.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # blocks until the first failed attempt is reported
+        assert "retrying" in first and "503" in first
+    finally:
+        persistent.redis.start()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    with persistent.redis.client() as redis:
+        entries = redis.xrange("ticker:events")
+    assert sum(1 for _, fields in entries if headline.encode() in fields[b"d"]) == 1

@@ -28,6 +28,7 @@ async def test_sigterm_closes_readers_so_they_reconnect_elsewhere(tmp_path: Path
                 await sse.next_event(timeout=10)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1012
+        assert "retry=" in closed.value.rcvd.reason  # a jittered reconnect hint
         # uvicorn finishes its graceful shutdown, then re-raises the signal it caught.
         assert await asyncio.to_thread(process.wait, 10) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 10

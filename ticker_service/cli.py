@@ -10,6 +10,8 @@ import os
 import random
 import shlex
 import sys
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -149,12 +151,30 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         body["url"] = args.link
     if args.source:
         body["source"] = args.source
-    headers = {"Authorization": f"Bearer {token}"}
-    if args.idempotency_key:
-        headers["Idempotency-Key"] = args.idempotency_key
-    response = httpx.post(f"{args.server.rstrip('/')}/v1/flashes", json=body, headers=headers, timeout=10)
-    print(json.dumps(response.json(), ensure_ascii=False, indent=2))
-    return 0 if response.status_code == 201 else 1
+    # Every publish carries an Idempotency-Key, so retrying after a 503, 409 or a dropped connection is safe:
+    # the flash is published once whatever happened to the earlier attempts.
+    key = args.idempotency_key or f"cli-{uuid.uuid4()}"
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+    url = f"{args.server.rstrip('/')}/v1/flashes"
+    delay = 0.5
+    for attempt in range(1, args.retries + 2):
+        try:
+            response = httpx.post(url, json=body, headers=headers, timeout=10)
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code not in (409, 503):
+                print(json.dumps(response.json(), ensure_ascii=False, indent=2))
+                return 0 if response.status_code == 201 else 1
+            problem = f"HTTP {response.status_code}"
+        if attempt > args.retries:
+            print(f"publish failed after {attempt} attempts ({problem})", file=sys.stderr)
+            return 1
+        wait = delay * (0.5 + random.random())
+        print(f"# {problem}; retrying in {wait:.1f}s with Idempotency-Key {key}", file=sys.stderr, flush=True)
+        time.sleep(wait)
+        delay = min(delay * 2, 10)
+    return 1
 
 
 async def _tail(args: argparse.Namespace) -> None:
@@ -243,7 +263,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--region", action="append", help="a region (repeat for several): " + ", ".join(settings.regions))
     p.add_argument("--link", help="link to the full story (http/https)")
     p.add_argument("--source", help="who the information comes from")
-    p.add_argument("--idempotency-key", help="retry-safe key: the same key publishes at most once")
+    p.add_argument("--idempotency-key", help="retry-safe key: the same key publishes at most once (default: a new one)")
+    p.add_argument("--retries", type=int, default=5, help="retries on 503 or a dropped connection (default: 5)")
     p.add_argument("--token", help="editor token (default: TICKER_TOKEN)")
     p.add_argument("--server", dest="server", default=default_url, help=url_help)
     p.set_defaults(func=cmd_publish)

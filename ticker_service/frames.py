@@ -7,6 +7,7 @@ of the chunked transfer coding (RFC 9112 §7.1), which is again the same for eve
 
 from __future__ import annotations
 
+import random
 import struct
 
 _TEXT_FIN = 0x81
@@ -36,3 +37,13 @@ def http_chunk(data: bytes) -> bytes:
 
 
 SSE_HEARTBEAT = b": keepalive\n\n"
+
+
+def retry_ms(base: int = 1000, spread: int = 4000) -> int:
+    """A reconnect delay with jitter, so that readers cut off together do not come back together."""
+    return base + random.randrange(spread)
+
+
+def sse_opening() -> bytes:
+    """The first bytes of an event stream: a comment (so the stream shows as open) and a jittered ``retry:``."""
+    return b": ticker stream\nretry: %d\n\n" % retry_ms()

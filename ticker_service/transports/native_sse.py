@@ -18,7 +18,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..filters import FilterError
-from ..frames import SSE_HEARTBEAT, http_chunk
+from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
 from ..hub import Hub, TransportReader
 from ..problems import TITLES, BrokerUnavailable
 from .native_ws import StreamProtocol
@@ -34,7 +34,6 @@ HEAD = (
     b"x-content-type-options: nosniff\r\n"
     b"transfer-encoding: chunked\r\n"
 )
-OPENING = http_chunk(b": ticker stream\nretry: 3000\n\n")
 END = b"0\r\n\r\n"
 HEARTBEAT = http_chunk(SSE_HEARTBEAT)
 CLOSE_AFTER_SECONDS = 10.0
@@ -73,7 +72,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         head = [HEAD]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
-        self.transport.write(b"".join([*head, b"\r\n", OPENING]))
+        self.transport.write(b"".join([*head, b"\r\n", http_chunk(sse_opening())]))
         if last is None:
             hub.add(self.reader)
         else:

@@ -23,7 +23,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..filters import Filter, FilterError
-from ..frames import ws_frame
+from ..frames import retry_ms, ws_frame
 from ..hub import Hub, TransportReader
 from ..problems import BrokerUnavailable
 from .resume import read_subscription
@@ -33,10 +33,11 @@ logger = logging.getLogger("ticker.ws")
 
 PING = ws_frame(b"", 0x89)
 CLOSE_TIMEOUT = 10.0
+# Reasons end with a reconnect hint, "retry=<ms>", jittered per reader (clients add their own jitter too).
 CLOSE_CODES = {
     "slow": (CLOSE_SLOW, "reader too slow; resume with last_event_id"),
-    "shutdown": (1012, "service restart; reconnect with last_event_id"),
-    "history": (1011, "history unavailable, retry shortly"),
+    "shutdown": (1012, "service restart; resume with last_event_id"),
+    "history": (1011, "history unavailable"),
     "keepalive": (1011, "keepalive ping timeout"),
 }
 
@@ -162,7 +163,9 @@ class StreamProtocol(asyncio.Protocol):
         self.hub.remove(self.reader)
         if self.conn.state is not State.OPEN or self.transport.is_closing():
             return
-        code, text = CLOSE_CODES.get(reason, (1008, reason[:120]))
+        code, text = CLOSE_CODES.get(reason, (1008, reason[:100]))
+        if code != 1008:  # a bad filter or message will not get better by retrying
+            text = f"{text}; retry={retry_ms()}"
         self.conn.send_close(code, text)
         self._flush()
         # A slow reader may never drain its buffer, so the closing handshake gets a deadline.

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..filters import FilterError
+from ..frames import sse_opening
 from ..hub import Hub, QueueReader
 from ..problems import Problem
 from .resume import read_subscription
@@ -19,7 +20,7 @@ HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Ty
 async def _frames(hub: Hub, sub: QueueReader, heartbeat: float) -> AsyncIterator[bytes]:
     try:
         # A comment first, so that proxies and clients see the stream open at once.
-        yield b": ticker stream\nretry: 3000\n\n"
+        yield sse_opening()
         while True:
             try:
                 batch = await asyncio.wait_for(sub.next_batch(), heartbeat)
