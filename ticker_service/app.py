@@ -67,6 +67,7 @@ def create_app(
         max_queue=settings.queue_max_messages,
         replay_limit=settings.replay_max_events,
         write_buffer_limit=settings.write_buffer_limit_bytes,
+        send_buffer=settings.socket_send_buffer_bytes,
     )
     broker.subscribe(hub.dispatch)
 

@@ -214,8 +214,11 @@ class QueueReader(Reader):
 
 
 class Hub:
-    def __init__(self, broker: Broker, *, max_queue: int, replay_limit: int, write_buffer_limit: int) -> None:
+    def __init__(
+        self, broker: Broker, *, max_queue: int, replay_limit: int, write_buffer_limit: int, send_buffer: int = 0
+    ) -> None:
         self.broker = broker
+        self.send_buffer = send_buffer  # SO_SNDBUF for native readers' sockets (0: the kernel's default)
         self.max_queue = max_queue
         self.replay_limit = replay_limit
         self.write_buffer_limit = write_buffer_limit

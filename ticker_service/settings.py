@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     write_buffer_limit_bytes: int = Field(
         default=256 * 1024, ge=4096, description="Unsent bytes a reader's socket may hold before it is cut off."
     )
+    socket_send_buffer_bytes: int = Field(
+        default=0, ge=0, description="SO_SNDBUF for readers' sockets; 0 keeps the kernel's (auto-tuned) default."
+    )
     replay_max_events: int = Field(default=10_000, ge=1, description="Most events replayed to one resuming reader.")
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
 

@@ -21,7 +21,7 @@ from ..filters import FilterError
 from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
 from ..hub import Hub, TransportReader
 from ..problems import TITLES, BrokerUnavailable
-from .native_ws import StreamProtocol
+from .native_ws import StreamProtocol, limit_send_buffer
 from .resume import read_subscription
 
 logger = logging.getLogger("ticker.sse")
@@ -69,6 +69,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         self.hub = hub
         self.reader = TransportReader(flt, hub.write_buffer_limit, self.transport, websocket=False,
                                       closer=self._close_reader, beat=self._beat)
+        limit_send_buffer(self.transport, hub.send_buffer)
         head = [HEAD]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -40,6 +41,13 @@ CLOSE_CODES = {
     "history": (1011, "history unavailable"),
     "keepalive": (1011, "keepalive ping timeout"),
 }
+
+
+def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
+    """Bound the kernel's send buffer, so that a reader that stops reading shows in the transport's buffer soon."""
+    sock = transport.get_extra_info("socket")
+    if size and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -116,6 +124,7 @@ class StreamProtocol(asyncio.Protocol):
             return
         reader = TransportReader(flt, self.hub.write_buffer_limit, self.transport, websocket=True,
                                  closer=self._close, beat=self._beat)
+        limit_send_buffer(self.transport, self.hub.send_buffer)
         self.reader = reader
         if last is None:
             self.hub.add(reader)

@@ -1,0 +1,107 @@
+"""Readers that stop reading are cut off, and never slow down the others."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import start_embedded
+from .support import Service, publish
+
+READERS = 500
+STALLED = 50
+FLASHES = 100
+HEADLINE = "BREAKING: " + "s" * 240
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """Small socket and write buffers, so that a stalled reader shows within a hundred flashes."""
+    svc = start_embedded(
+        Path(tmp_path_factory.mktemp("slow")),
+        TICKER_WRITE_BUFFER_LIMIT_BYTES="16384",
+        TICKER_SOCKET_SEND_BUFFER_BYTES="16384",
+    )
+    yield svc
+    svc.stop()
+
+
+async def stalled_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket reader that completes the handshake, then never reads again (tiny receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(
+        b"GET /v1/stream?lang=en HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 101")
+    writer.transport.pause_reading()
+    return reader, writer
+
+
+async def fan_out_run(service: Service, stalled: int) -> tuple[list[float], int]:
+    """Fan-out completion per flash (publish → the last of the reading readers has it), in ms; and how many of
+    the stalled readers the hub still counts at the end."""
+    port = int(service.base_url.rsplit(":", 1)[1])
+    async with contextlib.AsyncExitStack() as stack:
+        readers = [
+            await stack.enter_async_context(websockets.connect(f"{service.ws_url}/v1/stream?lang=en", max_queue=None))
+            for _ in range(READERS)
+        ]
+        stuck = [await stalled_reader(port) for _ in range(stalled)]
+        arrivals: dict[str, list[float]] = {}
+
+        async def read(ws: websockets.ClientConnection) -> None:
+            for _ in range(FLASHES):
+                uri = (await ws.recv())[60:200]  # enough of the message to tell flashes apart
+                arrivals.setdefault(uri, []).append(time.perf_counter())
+
+        tasks = [asyncio.create_task(read(ws)) for ws in readers]
+        sent: dict[str, float] = {}
+        async with httpx.AsyncClient() as client:
+            for _ in range(FLASHES):
+                start = time.perf_counter()
+                doc = await publish(client, service, HEADLINE, language="en")
+                sent[doc["uri"]] = start
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            readers_left = (await client.get(f"{service.base_url}/readyz")).json()["readers"]
+        for _, writer in stuck:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    completion = []
+    for uri, start in sent.items():
+        times = next(v for k, v in arrivals.items() if uri in k)
+        assert len(times) == READERS
+        completion.append((max(times) - start) * 1000)
+    return completion, readers_left - READERS
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+async def test_stalled_readers_are_cut_off_and_do_not_delay_the_rest(tight: Service) -> None:
+    baseline, _ = await fan_out_run(tight, stalled=0)
+    loaded, stalled_left = await fan_out_run(tight, stalled=STALLED)
+    print(
+        f"\nfan-out completion p99 for {READERS} readers: {p99(baseline):.1f} ms alone, "
+        f"{p99(loaded):.1f} ms with {STALLED} stalled readers (ratio {p99(loaded) / p99(baseline):.2f}); "
+        f"stalled readers still connected at the end: {stalled_left}"
+    )
+    assert stalled_left == 0
+    # A noisy shared machine: the ratio is the goal, with a few ms of slack for scheduling noise.
+    assert p99(loaded) <= 1.5 * p99(baseline) + 10
