@@ -178,33 +178,17 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _tail(args: argparse.Namespace) -> None:
-    import websockets
+    from ticker_client import TickerClient
 
-    params = {"lang": args.lang, "category": args.category, "region": args.region, "max_urgency": args.max_urgency}
-    query = "&".join(f"{k}={v}" for k, v in params.items() if v)
-    base = args.server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    last: str | None = None
-    delay = 0.5
-    while True:
-        url = f"{base}/v1/stream?{query}" + (f"&last_event_id={last}" if last else "")
-        try:
-            async with websockets.connect(url) as ws:
-                delay = 0.5
-                async for message in ws:
-                    event = json.loads(message)
-                    last = event["event_id"]
-                    if event["type"] == "reset":
-                        print(f"reset    {last}  (history gap: {len(event['flashes'])} current flashes follow)")
-                        flashes = list(reversed(event["flashes"]))
-                    else:
-                        flashes = [event["flash"]]
-                    for flash in flashes:
-                        line = f"{event['type']:<8} {last}  [{flash.get('language')}] u{flash.get('urgency')}  "
-                        print(line + flash["headlines"][0]["value"], flush=True)
-        except (OSError, websockets.WebSocketException) as exc:
-            print(f"# disconnected ({exc}); reconnecting", file=sys.stderr, flush=True)
-        await asyncio.sleep(random.uniform(0, delay))
-        delay = min(delay * 2, 20)
+    async with TickerClient(
+        args.server, lang=args.lang, category=args.category, region=args.region, max_urgency=args.max_urgency
+    ) as client:
+        async for event in client:
+            if event.type == "reset":
+                print(f"reset    {event.event_id}  (history gap: {len(event.flashes)} current flashes follow)")
+            for flash in reversed(event.flashes) if event.type == "reset" else [event.flash or {}]:
+                line = f"{event.type:<8} {event.event_id}  [{flash.get('language')}] u{flash.get('urgency')}  "
+                print(line + flash["headlines"][0]["value"], flush=True)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,156 @@
+"""``TickerClient``: an async iterator of events that survives disconnects, hub restarts and failover."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import httpx
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .backoff import delay, hint_from_reason
+from .events import Event
+
+# WebSocket close codes after which retrying the same request cannot help.
+TERMINAL_CODES = {1008, 1003, 1007, 1009}
+
+
+class TerminalError(Exception):
+    """The service refused this subscription for good (a bad filter, say): reconnecting would not help."""
+
+
+class TickerClient:
+    """Follow flashes. Give several base URLs to fail over between hubs; the client resumes by event id.
+
+    ``transport`` is ``"ws"`` (WebSocket) or ``"sse"`` (Server-Sent Events). ``last_event_id`` resumes from a
+    known point (e.g. the ``last_event_id`` of ``GET /v1/flashes``). ``reconnects`` counts reconnections.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        lang: str | None = None,
+        category: str | None = None,
+        region: str | None = None,
+        max_urgency: int | None = None,
+        transport: Literal["ws", "sse"] = "ws",
+        last_event_id: str | None = None,
+        max_delay: float = 20.0,
+    ) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("give at least one URL")
+        params = {"lang": lang, "category": category, "region": region, "max_urgency": max_urgency}
+        self.query = {k: str(v) for k, v in params.items() if v is not None}
+        self.transport = transport
+        self.last_event_id = last_event_id
+        self.max_delay = max_delay
+        self.reconnects = 0
+        self._http: httpx.AsyncClient | None = None
+        self._iterators: list[AsyncGenerator[Event, None]] = []
+
+    async def __aenter__(self) -> TickerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Close the connection of an iteration that was left early (``break``, a timeout).
+        for iterator in self._iterators:
+            await iterator.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        iterator = self._events()
+        self._iterators.append(iterator)
+        return iterator
+
+    async def _events(self) -> AsyncGenerator[Event, None]:
+        attempt = 0
+        turn = 0
+        while True:
+            base = self.urls[turn % len(self.urls)].rstrip("/")
+            hint: float | None = None
+            try:
+                stream = self._websocket(base) if self.transport == "ws" else self._sse(base)
+                async with contextlib.aclosing(stream):  # closes the connection even if the caller stops early
+                    async for event in stream:
+                        attempt = 0
+                        self.last_event_id = event.event_id
+                        yield event
+            except ConnectionClosed as exc:
+                code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
+                if code in TERMINAL_CODES:
+                    raise TerminalError(f"closed with {code}: {reason}") from exc
+                hint = hint_from_reason(reason)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if 400 <= status < 500 and status != 429:
+                    raise TerminalError(f"refused with HTTP {status}") from exc
+            except _HintedEnd as end:
+                hint = end.hint
+            except (TimeoutError, OSError, websockets.WebSocketException, httpx.HTTPError):
+                pass
+            attempt += 1
+            turn += 1  # try the next hub
+            self.reconnects += 1
+            await asyncio.sleep(delay(attempt, cap=self.max_delay, hint=hint))
+
+    def _params(self) -> dict[str, str]:
+        params = dict(self.query)
+        if self.last_event_id:
+            params["last_event_id"] = self.last_event_id
+        return params
+
+    async def _websocket(self, base: str) -> AsyncGenerator[Event, None]:
+        url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        async with websockets.connect(f"{url}/v1/stream?{urlencode(self._params())}", open_timeout=10) as ws:
+            async for message in ws:
+                yield Event.from_json(json.loads(message))
+
+    async def _sse(self, base: str) -> AsyncGenerator[Event, None]:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
+        headers = {"Accept": "text/event-stream"}
+        if self.last_event_id:
+            headers["Last-Event-ID"] = self.last_event_id
+        async with self._http.stream("GET", f"{base}/v1/events", params=self.query, headers=headers) as response:
+            if 400 <= response.status_code < 500 and response.status_code != 429:
+                raise TerminalError(f"refused with HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+            response.raise_for_status()
+            retry: float | None = None
+            fields: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line == "":
+                    if "data" in fields:
+                        yield _sse_event(fields)
+                    fields = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "retry" and value.isdigit():
+                        retry = int(value) / 1000
+                    elif name in ("id", "event", "data"):
+                        fields[name] = fields[name] + "\n" + value if name == "data" and name in fields else value
+            raise _HintedEnd(retry)
+
+
+class _HintedEnd(Exception):
+    """The server ended the event stream (restart, slow reader); reconnect after its ``retry:`` hint."""
+
+    def __init__(self, hint: float | None) -> None:
+        super().__init__("stream ended")
+        self.hint = hint
+
+
+def _sse_event(fields: dict[str, str]) -> Event:
+    data: dict[str, Any] = json.loads(fields["data"])
+    kind = fields.get("event", "message")
+    if kind == "reset":
+        return Event(type="reset", event_id=fields.get("id", ""), flashes=data.get("flashes", []))
+    return Event(type=kind, event_id=fields.get("id", ""), flash=data)  # type: ignore[arg-type]
