@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ticker_service.broker import Broker, HistoryGap, VersionConflict, create_broker
+from ticker_service.broker import Broker, ClaimLost, HistoryGap, VersionConflict, create_broker
 from ticker_service.models import Event, FlashIn, event_key, flash_id_of, new_document, withdrawn_document
 from ticker_service.settings import Settings
 
@@ -88,16 +88,22 @@ async def test_event_for_finds_the_event_of_each_version(broker: Broker) -> None
 
 async def test_idempotency_claims(broker: Broker) -> None:
     """new → in flight → done (with the first document); another body is a mismatch; release frees a claim."""
-    assert (await broker.claim("scope-1", "fp")).state == "new"
+    claim = await broker.claim("scope-1", "fp")
+    assert claim.state == "new" and claim.token
     assert (await broker.claim("scope-1", "fp")).state == "in_flight"
     assert (await broker.claim("scope-1", "other")).state == "mismatch"
     first = doc()
-    await broker.record("flash", first, expect_version=None, idempotency=("scope-1", "fp"))
+    with pytest.raises(ClaimLost):  # another request's token: not ours to record under
+        await broker.record("flash", first, expect_version=None, idempotency=("scope-1", "fp", "not-the-token"))
+    await broker.record("flash", first, expect_version=None, idempotency=("scope-1", "fp", claim.token))
     done = await broker.claim("scope-1", "fp")
     assert (done.state, done.document) == ("done", first)
     assert (await broker.claim("scope-1", "other")).state == "mismatch"
-    assert (await broker.claim("scope-2", "fp")).state == "new"
-    await broker.release("scope-2")
+    second = await broker.claim("scope-2", "fp")
+    assert second.state == "new"
+    await broker.release("scope-2", "someone-else")  # not this claim: kept
+    assert (await broker.claim("scope-2", "fp")).state == "in_flight"
+    await broker.release("scope-2", second.token)
     assert (await broker.claim("scope-2", "fp")).state == "new"
 
 

@@ -41,12 +41,13 @@ async def test_in_flight_key_is_409_then_released_key_publishes(app_client: tupl
     body = flash_body("BREAKING: in flight")
     scope = idempotency_scope(Editor("editor", digest(token)), "slow-key")
     # Another request with this key and body has claimed it and not finished yet.
-    assert (await broker.claim(scope, fingerprint(FlashIn.model_validate(body)))).state == "new"
+    claim = await broker.claim(scope, fingerprint(FlashIn.model_validate(body)))
+    assert claim.state == "new"
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "slow-key"}
     response = await client.post("/v1/flashes", json=body, headers=headers)
     assert response.status_code == 409
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"] == "1"
     # The first request failed and let go of its claim: the key can be used.
-    await broker.release(scope)
+    await broker.release(scope, claim.token)
     assert (await client.post("/v1/flashes", json=body, headers=headers)).status_code == 201

@@ -98,7 +98,9 @@ async def test_resuming_across_a_lost_history_gets_a_reset(tmp_path: Path) -> No
                 redis.flushall()
             created = run_ticker(service.env, "token", "create", "--name", "again")
             service.token = created.stdout.strip().splitlines()[-1]
-            now = await publish(client, service, "after the loss", language="is")
+            async with ws_reader(service, "lang=is", from_now=False) as live_reader:
+                now = await publish(client, service, "after the loss", language="is")
+                assert (await next_ws_event(live_reader))["flash"]["uri"] == now["uri"]  # the hub saw the new epoch
             async with ws_reader(service, f"lang=is&last_event_id={old}") as ws, sse_reader(
                 service, "lang=is", headers={"Last-Event-ID": old}
             ) as sse:

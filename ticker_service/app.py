@@ -70,6 +70,7 @@ def create_app(
         send_buffer=settings.socket_send_buffer_bytes,
     )
     broker.subscribe(hub.dispatch)
+    broker.on_history_lost(hub.forget)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -251,6 +251,10 @@ class Hub:
                 for reader in tuple(readers):
                     reader.offer(batch)
 
+    def forget(self) -> None:
+        """The history was lost: the window must not answer resumes from before the loss."""
+        self._window.clear()
+
     # -- readers -----------------------------------------------------------------------------------------------
     def add(self, reader: Reader) -> None:
         self.groups.setdefault(reader.filter, set()).add(reader)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .broker import Broker, VersionConflict
+from .broker import Broker, ClaimLost, VersionConflict
 from .filters import Filter, FilterError
 from .models import (
     Document,
@@ -121,13 +121,13 @@ async def publish(request: Request) -> Response:
     editor = await authenticate(request)
     flash = validate(FlashIn, await read_json(request, settings.max_body_bytes), settings)
 
-    idempotency: tuple[str, str] | None = None
+    idempotency: tuple[str, str, str] | None = None
     key = request.headers.get("idempotency-key")
     if key is not None:
         if not _IDEMPOTENCY_KEY.match(key):
             raise Problem(400, "Idempotency-Key must be 1–255 visible ASCII characters.")
-        idempotency = (idempotency_scope(editor, key), fingerprint(flash))
-        claim = await broker.claim(*idempotency)
+        scope, print_ = idempotency_scope(editor, key), fingerprint(flash)
+        claim = await broker.claim(scope, print_)
         if claim.state == "in_flight":
             raise Problem(409, "A request with this Idempotency-Key is still in flight; retry shortly.",
                           headers={"Retry-After": "1"})
@@ -136,13 +136,17 @@ async def publish(request: Request) -> Response:
                           errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
         if claim.state == "done" and claim.document is not None:
             return json_response(claim.document, 201, _location(claim.document))
+        idempotency = (scope, print_, claim.token)
 
     doc = new_document(flash, settings)
     try:
         await broker.record("flash", doc, expect_version=None, idempotency=idempotency)
+    except ClaimLost:
+        raise Problem(409, "This Idempotency-Key's claim lapsed before the flash was recorded; retry.",
+                      headers={"Retry-After": "1"}) from None
     except BaseException:
         if idempotency is not None:
-            await broker.release(idempotency[0])
+            await broker.release(idempotency[0], idempotency[2])
         raise
     return json_response(doc, 201, _location(doc))
 

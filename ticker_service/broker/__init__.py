@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Broker, Claim, HistoryGap, LiveHandler, VersionConflict
+from .base import Broker, Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
 
-__all__ = ["Broker", "Claim", "HistoryGap", "LiveHandler", "VersionConflict", "create_broker"]
+__all__ = ["Broker", "Claim", "ClaimLost", "HistoryGap", "LiveHandler", "VersionConflict", "create_broker"]
 
 
 def create_broker(settings: Settings, *, run_fanout: bool = True) -> Broker:

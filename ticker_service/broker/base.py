@@ -31,10 +31,15 @@ class Claim:
 
     state: Literal["new", "in_flight", "mismatch", "done"]
     document: Document | None = None  # the first response's flash, when ``done``
+    token: str = ""  # when ``new``: proves the claim is still this request's when the result is recorded
 
 
 class HistoryGap(Exception):
     """The history cannot continue from this event id: another epoch (the history was lost), or trimmed away."""
+
+
+class ClaimLost(Exception):
+    """The idempotency claim expired or went to another request before this one recorded; nothing was written."""
 
 
 class VersionConflict(Exception):
@@ -55,8 +60,8 @@ class Broker(Protocol):
         """Claim an idempotency key (``scope`` = editor + key) for a request body with this fingerprint."""
         ...
 
-    async def release(self, scope: str) -> None:
-        """Give up a claim after a failed request, so the editor can retry with the same key."""
+    async def release(self, scope: str, token: str) -> None:
+        """Give up this request's claim after it failed, so the editor can retry with the same key."""
         ...
 
     async def record(
@@ -65,12 +70,14 @@ class Broker(Protocol):
         doc: Document,
         *,
         expect_version: str | None,
-        idempotency: tuple[str, str] | None = None,
+        idempotency: tuple[str, str, str] | None = None,
     ) -> Event:
         """Append an event for ``doc`` and make ``doc`` the flash's current state.
 
         ``expect_version`` is ``None`` for a new flash, else the version being replaced (:class:`VersionConflict`
-        if it is no longer current). ``idempotency`` is ``(scope, fingerprint)`` to remember the result under.
+        if it is no longer current). ``idempotency`` is ``(scope, fingerprint, claim token)``: the result is
+        remembered under the scope, and nothing is written (:class:`ClaimLost`) unless the claim is still held —
+        so a request that timed out and ran late cannot publish a second flash for the same key.
         """
         ...
 
@@ -98,4 +105,8 @@ class Broker(Protocol):
 
     def subscribe(self, handler: LiveHandler) -> None:
         """Call ``handler`` for every published event, in this process. Call before ``start``."""
+        ...
+
+    def on_history_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when this process finds that the history has a new epoch (it was lost)."""
         ...

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
 from ..settings import Settings
-from .base import Claim, HistoryGap, LiveHandler, VersionConflict
+from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
+
+PENDING_TTL_SECONDS = 10.0
 
 
 class MemoryBroker:
@@ -20,7 +24,7 @@ class MemoryBroker:
         self._trimmed = (0, 0)  # the largest position trimmed from the history
         self._flashes: OrderedDict[str, Document] = OrderedDict()  # by first creation, oldest first
         self._event_ids: dict[tuple[str, str], str] = {}  # (flash id, version) -> event id
-        self._claims: dict[str, tuple[float, str, Document | None]] = {}
+        self._claims: dict[str, tuple[float, str, Document | None, str]] = {}  # expiry, fingerprint, doc, token
         self._handlers: list[LiveHandler] = []
         self._last = (0, 0)
         self._published = (0, 0)
@@ -54,16 +58,17 @@ class MemoryBroker:
         now = time.monotonic()
         held = self._claims.get(scope)
         if held is not None and held[0] > now:
-            _, held_fingerprint, doc = held
+            _, held_fingerprint, doc, _ = held
             if held_fingerprint != fingerprint:
                 return Claim("mismatch")
             return Claim("done", doc) if doc is not None else Claim("in_flight")
-        self._claims[scope] = (now + 60, fingerprint, None)
-        return Claim("new")
+        token = secrets.token_hex(8)
+        self._claims[scope] = (now + PENDING_TTL_SECONDS, fingerprint, None, token)
+        return Claim("new", token=token)
 
-    async def release(self, scope: str) -> None:
+    async def release(self, scope: str, token: str) -> None:
         held = self._claims.get(scope)
-        if held is not None and held[2] is None:
+        if held is not None and held[2] is None and held[3] == token:
             del self._claims[scope]
 
     async def record(
@@ -72,9 +77,13 @@ class MemoryBroker:
         doc: Document,
         *,
         expect_version: str | None,
-        idempotency: tuple[str, str] | None = None,
+        idempotency: tuple[str, str, str] | None = None,
     ) -> Event:
         flash_id = flash_id_of(doc)
+        if idempotency is not None:
+            held = self._claims.get(idempotency[0])
+            if held is None or held[2] is not None or held[3] != idempotency[2] or held[0] <= time.monotonic():
+                raise ClaimLost(idempotency[0])
         current = self._flashes.get(flash_id)
         if (current is None) != (expect_version is None) or (current and current["version"] != expect_version):
             raise VersionConflict(flash_id)
@@ -88,8 +97,8 @@ class MemoryBroker:
             for version in range(1, int(old["version"]) + 1):
                 self._event_ids.pop((old_id, str(version)), None)
         if idempotency is not None:
-            scope, fingerprint = idempotency
-            self._claims[scope] = (time.monotonic() + self.settings.idempotency_ttl_seconds, fingerprint, doc)
+            scope, fingerprint, token = idempotency
+            self._claims[scope] = (time.monotonic() + self.settings.idempotency_ttl_seconds, fingerprint, doc, token)
         if self.run_fanout:
             from workers.fanout import fan_out
 
@@ -144,3 +153,6 @@ class MemoryBroker:
 
     def subscribe(self, handler: LiveHandler) -> None:
         self._handlers.append(handler)
+
+    def on_history_lost(self, callback: Callable[[], None]) -> None:
+        """The memory history is lost only with the process: nothing to report."""

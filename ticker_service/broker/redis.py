@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from redis.asyncio import Redis
 from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
 from ..problems import BrokerUnavailable
 from ..settings import Settings
-from .base import Claim, HistoryGap, LiveHandler, VersionConflict
+from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
 
 logger = logging.getLogger("ticker.broker")
 
@@ -46,9 +47,10 @@ WAKE_CHANNEL = "ticker:wake"
 FANOUT_JOB = "fanout"
 PUBLISHED = "ticker:published"
 EPOCH = "ticker:epoch"
-PENDING_TTL_MS = 60_000
+PENDING_TTL_MS = 10_000  # a claim outlives any request (Redis timeouts are 3 s), not a crashed one for long
 
 _RECORD = """
+if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[20] then return {'stale'} end
 local cur = redis.call('HGET', KEYS[2], 'version')
 if ARGV[5] == '' then
   if cur then return {'conflict'} end
@@ -161,12 +163,17 @@ return {'ok', redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3
 
 _RELEASE = """
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 2) == 'P:' then redis.call('DEL', KEYS[1]) end
+if v and string.sub(v, 1, 2) == 'P:' and string.sub(v, -#ARGV[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
 T = TypeVar("T")
 _UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+def _pending(fingerprint: str, token: str) -> bytes:
+    """The value of a claimed, not yet recorded idempotency key."""
+    return f"P:{fingerprint}:{token}".encode()
 
 
 def _event(epoch: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -188,6 +195,7 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._position: str | None = None  # the last event handed to the handlers, live or by catch-up
+        self._lost_callbacks: list[Callable[[], None]] = []
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -223,13 +231,14 @@ class RedisBroker:
 
         async def op() -> Claim:
             for _ in range(3):
-                if await self.redis.set(key, b"P:" + fingerprint.encode(), nx=True, px=PENDING_TTL_MS):
-                    return Claim("new")
+                token = secrets.token_hex(8)
+                if await self.redis.set(key, _pending(fingerprint, token), nx=True, px=PENDING_TTL_MS):
+                    return Claim("new", token=token)
                 raw = await self.redis.get(key)
                 if raw is None:
                     continue  # expired between SET NX and GET: claim again
                 if raw.startswith(b"P:"):
-                    return Claim("in_flight" if raw[2:].decode() == fingerprint else "mismatch")
+                    return Claim("in_flight" if raw[2:].split(b":")[0].decode() == fingerprint else "mismatch")
                 done = orjson.loads(raw)
                 if done["fp"] != fingerprint:
                     return Claim("mismatch")
@@ -238,9 +247,9 @@ class RedisBroker:
 
         return await self._call(op)
 
-    async def release(self, scope: str) -> None:
+    async def release(self, scope: str, token: str) -> None:
         try:
-            await self._release(keys=[IDEMPOTENCY + scope])
+            await self._release(keys=[IDEMPOTENCY + scope], args=[":" + token])
         except _UNAVAILABLE:
             pass  # the pending claim expires by itself after PENDING_TTL_MS
 
@@ -250,7 +259,7 @@ class RedisBroker:
         doc: Document,
         *,
         expect_version: str | None,
-        idempotency: tuple[str, str] | None = None,
+        idempotency: tuple[str, str, str] | None = None,
     ) -> Event:
         flash_id = flash_id_of(doc)
         version = doc["version"]
@@ -258,11 +267,12 @@ class RedisBroker:
         now_ms = int(time.time() * 1000)
         job_id = f"{FANOUT_JOB}:{flash_id}:{version}"
         job = serialize_job(FANOUT_JOB, (flash_id, version), {}, None, now_ms)
-        idem_key, idem_value = IDEMPOTENCY, b""
+        idem_key, idem_value, held = IDEMPOTENCY, b"", b""
         if idempotency is not None:
-            scope, fingerprint = idempotency
+            scope, fingerprint, token = idempotency
             idem_key = IDEMPOTENCY + scope
             idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
+            held = _pending(fingerprint, token)
         keys = [
             STREAM,
             FLASH + flash_id,
@@ -294,8 +304,11 @@ class RedisBroker:
             FLASH,
             new_epoch(),
             f"{now_ms - self.settings.history_max_age_seconds * 1000}-0",
+            held,
         ]
         result = await self._call(lambda: self._record(keys=keys, args=args))
+        if result[0] == b"stale":
+            raise ClaimLost(idem_key)
         if result[0] == b"conflict":
             raise VersionConflict(flash_id)
         return Event(make_event_id(result[2].decode(), result[1].decode()), type, doc)
@@ -335,6 +348,9 @@ class RedisBroker:
 
     def subscribe(self, handler: LiveHandler) -> None:
         self._handlers.append(handler)
+
+    def on_history_lost(self, callback: Callable[[], None]) -> None:
+        self._lost_callbacks.append(callback)
 
     async def _listen(self) -> None:
         """Hold the pub/sub subscription; reconnect with jittered backoff when Redis goes away."""
@@ -389,6 +405,8 @@ class RedisBroker:
         if seen_epoch != epoch:
             logger.warning("history epoch changed (%s → %s): the history was lost", seen_epoch, epoch)
             position = "0-0"
+            for callback in self._lost_callbacks:
+                callback()
         while True:
             entries = await client.xrange(STREAM, min="(" + position, count=500)
             if not entries:
