@@ -78,10 +78,9 @@ def create_app(
         hub.start_heartbeat(settings.heartbeat_seconds)
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
-            from workers.settings import create_worker
+            from workers.settings import supervise_worker
 
-            worker = create_worker(settings, handle_signals=False)
-            worker_task = asyncio.create_task(worker.main())
+            worker_task = asyncio.create_task(supervise_worker(settings))
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
             yield {"ticker_hub": hub, "ticker_settings": settings}

@@ -101,9 +101,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.embedded:
         print("ticker worker needs REDIS_URL (the embedded `ticker run` fans out in-process)", file=sys.stderr)
         return 2
-    from workers.settings import create_worker
+    from workers.settings import run_worker
 
-    create_worker(settings).run()
+    run_worker(settings)
     return 0
 
 

@@ -10,14 +10,17 @@ Run with ``ticker worker`` (or ``arq workers.settings.WorkerSettings``, with ``R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
 from typing import Any
 
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
 from ticker_service.problems import BrokerUnavailable
@@ -122,6 +125,47 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
     }
     options.update(overrides)
     return WakeableWorker(**options)
+
+
+_REDIS_TROUBLE = (ConnectionError, TimeoutError, OSError, RedisError)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGINT/SIGTERM; if Redis goes away under it (arq then stops), start a new one.
+
+    arq's worker ends when its Redis connection fails; a push service must outlive a Redis restart.
+    """
+    delay = 0.5
+    while True:
+        stopped: list[int] = []
+        worker = create_worker(settings)
+        worker.on_stop = stopped.append
+        try:
+            worker.run()
+        except _REDIS_TROUBLE as exc:
+            logger.warning("worker lost Redis (%s); starting again", exc)
+        else:
+            delay = 0.5
+        if stopped:
+            return
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 5.0)
+
+
+async def supervise_worker(settings: Settings) -> None:
+    """The same, inside a running event loop (``ticker run`` with ``REDIS_URL``): until cancelled."""
+    delay = 0.5
+    while True:
+        worker = create_worker(settings, handle_signals=False)
+        try:
+            await worker.async_run()
+        except _REDIS_TROUBLE as exc:
+            logger.warning("worker lost Redis (%s); starting again", exc)
+        finally:
+            with contextlib.suppress(*_REDIS_TROUBLE):
+                await worker.close()
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 5.0)
 
 
 class WorkerSettings:
