@@ -34,3 +34,26 @@ async def test_sigterm_closes_readers_so_they_reconnect_elsewhere(tmp_path: Path
         assert time.monotonic() - started < 10
     finally:
         service.stop()
+
+
+async def test_sigterm_stops_the_worker_cleanly_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The worker exits on SIGTERM within the bound; flashes queued while no worker runs go out with the next."""
+    import httpx
+
+    from .conftest import start_distributed, start_worker
+    from .support import next_ws_event, publish
+
+    service = start_distributed(tmp_path)
+    try:
+        worker = service.processes[1].proc
+        assert worker is not None
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 15) == 0
+        assert time.monotonic() - started < 11
+        async with httpx.AsyncClient() as client, ws_reader(service) as ws:
+            doc = await publish(client, service, "queued while no worker ran")
+            start_worker(service, tmp_path, "worker-2")
+            assert (await next_ws_event(ws, timeout=15))["flash"]["uri"] == doc["uri"]
+    finally:
+        service.stop()

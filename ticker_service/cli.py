@@ -45,7 +45,7 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
         "ws_max_size": settings.ws_max_message_bytes,
         "ws_per_message_deflate": False,
         "log_level": settings.log_level,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": settings.shutdown_seconds,
     }
     if processes > 1:
         # Each process builds its own app from the same environment: its own hub and Redis subscription.

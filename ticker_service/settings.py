@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.5, gt=0, description="arq poll interval; ingest also wakes workers.")
     worker_wake: bool = Field(default=True, description="Workers listen for ingest's wake-up (off: poll only).")
     fanout_job_timeout_seconds: float = Field(default=3.0, gt=0)
+    shutdown_seconds: float = Field(default=10.0, gt=0, description="Graceful shutdown bound for hubs and workers.")
     log_level: str = "info"
 
     @field_validator("categories", "regions", mode="before")

@@ -121,6 +121,9 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
         "keep_result": 60,
         "health_check_interval": 10,
         "max_jobs": 50,
+        # On SIGTERM, let running jobs finish (fan-out takes milliseconds); what is still running after this is
+        # cancelled and goes back to the queue.
+        "job_completion_wait": max(1, int(settings.shutdown_seconds)),
         "wake_url": settings.redis_url if settings.worker_wake else None,
     }
     options.update(overrides)
