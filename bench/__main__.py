@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from . import latency
+from . import fanout, latency
 
-BENCHMARKS = {"latency": latency.main}
+BENCHMARKS = {"latency": latency.main, "fanout": fanout.main}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,246 @@
+"""The servers the fan-out benchmark measures, each started as real processes on a free loopback port.
+
+* ``ticker``: the distributed path: a private ``redis-server``, ``ticker hub`` (``--workers N`` when N > 1) and
+  ``ticker worker``, with an editor token from ``ticker token create``; flashes go through ``POST /v1/flashes``.
+* ``nchan``: Debian's nginx with ``libnginx-mod-nchan`` (installed with apt-get when missing), configured from
+  ``peers/nchan.conf``: POST ``/pub``, readers on ``/sub`` (WebSocket or EventSource).
+* ``node``: ``peers/node-ws/server.js``, Node.js with the ``ws`` library (npm-installed into ``peers/node-ws``
+  when missing): POST ``/pub``, readers on any WebSocket path or ``GET /sse``.
+
+Each target names the processes to measure: ``hub`` (the ones holding the readers' connections) and ``path``
+(everything a message goes through: for ticker the hub(s), the worker and Redis; for the peers the same as ``hub``);
+ticker's ``worker`` and ``redis`` are also measured on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+
+from .latency import STARTUP_TIMEOUT, Stack, free_port, redis_version, wait_for
+
+PEERS = Path(__file__).resolve().parent / "peers"
+NODE_DIR = PEERS / "node-ws"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+TARGETS = ("ticker", "nchan", "node")
+
+
+@dataclass
+class Target:
+    """A running server: where readers connect, how to publish, which processes to measure."""
+
+    name: str
+    base_url: str
+    reader_paths: dict[str, str]  # transport -> path (and query)
+    pub_path: str
+    format: str  # "ticker": JSON events, the marker in the headline; "raw": the message is the payload
+    groups: dict[str, list[int]]  # "hub", "path" -> root pids
+    pub_headers: dict[str, str] = field(default_factory=dict)
+    pub_ok: tuple[int, ...] = (200,)
+
+    def reader_url(self, transport: str) -> str:
+        base = self.base_url.replace("http://", "ws://", 1) if transport == "ws" else self.base_url
+        return base + self.reader_paths[transport]
+
+    def body(self, text: str) -> bytes:
+        if self.format == "ticker":
+            return orjson.dumps({"headline": text, "language": "en", "category": "politics", "urgency": 1})
+        return text.encode()
+
+    def text_size(self, payload_bytes: int) -> int:
+        """How long the marker + padding may be for the published body to be ``payload_bytes`` long."""
+        if self.format == "ticker":
+            return min(280, payload_bytes - len(self.body("")))  # 280: the longest headline ticker accepts
+        return payload_bytes
+
+    async def publish(self, client: httpx.AsyncClient, text: str) -> None:
+        response = await client.post(self.base_url + self.pub_path, content=self.body(text), headers=self.pub_headers)
+        if response.status_code not in self.pub_ok:
+            raise RuntimeError(f"{self.name}: POST {self.pub_path} answered {response.status_code}: {response.text}")
+
+
+def _env(workdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_") and k != "REDIS_URL"}
+    env.update(TICKER_LOG_LEVEL="warning", TICKER_DATA_DIR=str(workdir / "data"), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _wait_http(url: str, stack: Stack, name: str) -> None:
+    proc = dict(stack.procs)[name]
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {stack.log_tail(name)}")
+        return httpx.get(url, timeout=1).status_code == 200
+
+    wait_for(up, f"{name} at {url}")
+
+
+@contextlib.contextmanager
+def ticker(hub_workers: int = 1) -> Iterator[Target]:
+    with tempfile.TemporaryDirectory(prefix="ticker-fanout-") as tmp:
+        redis_port, port = free_port(), free_port()
+        stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"))
+        try:
+            store = stack.spawn("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no", "--dir", tmp, "--protected-mode", "no"])
+            with redis.Redis(port=redis_port, socket_timeout=2) as client:
+                wait_for(lambda: bool(client.ping()), f"redis-server on {redis_port}")
+            stack.create_token()
+            workers = ["--workers", str(hub_workers)] if hub_workers > 1 else []
+            hub = stack.ticker("hub", "hub", "--port", str(port), *workers)
+            stack.base_url = f"http://127.0.0.1:{port}"
+            _wait_all_hubs(stack, hub_workers)
+            worker = stack.ticker("worker", "worker")
+            yield Target(
+                name="ticker",
+                base_url=stack.base_url,
+                reader_paths={"ws": "/v1/stream?lang=en", "sse": "/v1/events?lang=en"},
+                pub_path="/v1/flashes",
+                format="ticker",
+                groups={"hub": [hub.pid], "path": [hub.pid, worker.pid, store.pid], "worker": [worker.pid],
+                        "redis": [store.pid]},
+                pub_headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"},
+                pub_ok=(201,),
+            )
+        finally:
+            stack.close()
+
+
+def _wait_all_hubs(stack: Stack, count: int) -> None:
+    """Wait until ``count`` hub processes have each answered ``/readyz`` with 200 (each names its pid)."""
+    hub = dict(stack.procs)["hub"]
+    ready: set[int] = set()
+
+    def all_ready() -> bool:
+        if hub.poll() is not None:
+            raise RuntimeError(f"ticker hub exited: {stack.log_tail('hub')}")
+        response = httpx.get(f"{stack.base_url}/readyz", timeout=1)
+        if response.status_code == 200:
+            ready.add(int(response.json()["pid"]))
+        return len(ready) >= count
+
+    wait_for(all_ready, f"{count} ticker hub process(es) on {stack.base_url}", timeout=STARTUP_TIMEOUT * 2)
+
+
+# -- peers ---------------------------------------------------------------------------------------------------------
+
+
+def apt_install(*packages: str) -> None:
+    if os.geteuid() != 0:
+        raise RuntimeError(f"missing {' '.join(packages)}: install with `sudo apt-get install {' '.join(packages)}`")
+    print(f"# apt-get install {' '.join(packages)}", file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", *packages]
+    if subprocess.run(install, env=env, capture_output=True, timeout=600, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600, check=True)
+        subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+    if found is None or not NCHAN_MODULE.exists():
+        apt_install("nginx", "libnginx-mod-nchan")
+        found = shutil.which("nginx") or "/usr/sbin/nginx"
+    return found
+
+
+@contextlib.contextmanager
+def nchan(workers: int = 1) -> Iterator[Target]:
+    nginx = nginx_binary()
+    with tempfile.TemporaryDirectory(prefix="nchan-fanout-") as tmp:
+        port = free_port()
+        conf = (PEERS / "nchan.conf").read_text()
+        for key, value in {"@PORT@": str(port), "@PREFIX@": tmp, "@WORKERS@": str(workers),
+                           "@MODULE@": str(NCHAN_MODULE)}.items():
+            conf = conf.replace(key, value)
+        (Path(tmp) / "nginx.conf").write_text(conf)
+        stack = Stack(Path(tmp), dict(os.environ))
+        try:
+            proc = stack.spawn("nginx", [nginx, "-p", tmp, "-c", f"{tmp}/nginx.conf", "-e", f"{tmp}/error.log"])
+            _wait_http(f"http://127.0.0.1:{port}/healthz", stack, "nginx")
+            yield Target(name="nchan", base_url=f"http://127.0.0.1:{port}", reader_paths={"ws": "/sub", "sse": "/sub"},
+                         pub_path="/pub", format="raw", groups={"hub": [proc.pid], "path": [proc.pid]},
+                         pub_headers={"Content-Type": "text/plain"}, pub_ok=(200, 201, 202))
+        finally:
+            stack.close()
+
+
+def node_binary() -> str:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        apt_install("nodejs", "npm")
+    if not (NODE_DIR / "node_modules" / "ws" / "package.json").exists():
+        print("# npm install (bench/peers/node-ws)", file=sys.stderr, flush=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--omit=dev"],
+                       cwd=NODE_DIR, capture_output=True, timeout=600, check=True)
+    return shutil.which("node") or "node"
+
+
+@contextlib.contextmanager
+def node() -> Iterator[Target]:
+    binary = node_binary()
+    with tempfile.TemporaryDirectory(prefix="node-fanout-") as tmp:
+        port = free_port()
+        stack = Stack(Path(tmp), dict(os.environ))
+        try:
+            proc = stack.spawn("node", [binary, str(NODE_DIR / "server.js"), "--port", str(port)])
+            _wait_http(f"http://127.0.0.1:{port}/healthz", stack, "node")
+            yield Target(name="node", base_url=f"http://127.0.0.1:{port}", reader_paths={"ws": "/", "sse": "/sse"},
+                         pub_path="/pub", format="raw", groups={"hub": [proc.pid], "path": [proc.pid]},
+                         pub_headers={"Content-Type": "text/plain"})
+        finally:
+            stack.close()
+
+
+def start(name: str, *, hub_workers: int = 1, nchan_workers: int = 1) -> contextlib.AbstractContextManager[Target]:
+    if name == "ticker":
+        return ticker(hub_workers)
+    if name == "nchan":
+        return nchan(nchan_workers)
+    if name == "node":
+        return node()
+    raise ValueError(f"unknown target {name!r}")
+
+
+def prepare(names: list[str]) -> None:
+    """Install what the chosen peers need before anything is timed."""
+    if "nchan" in names:
+        nginx_binary()
+    if "node" in names:
+        node_binary()
+
+
+def _run(*args: str) -> str:
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "not found"
+    return (done.stdout + done.stderr).strip()
+
+
+def versions(names: list[str]) -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    if "ticker" in names:
+        found["redis-server"] = redis_version()
+    if "nchan" in names:
+        found["nginx"] = _run(nginx_binary(), "-v").rsplit("/", 1)[-1]
+        package = _run("dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan")  # e.g. 1:1.3.6+dfsg-2
+        found["nchan"] = package.rsplit(":", 1)[-1].split("+", 1)[0]
+    if "node" in names:
+        found["node"] = _run(node_binary(), "--version").lstrip("v")
+        with contextlib.suppress(OSError, ValueError):
+            found["ws"] = json.loads((NODE_DIR / "node_modules" / "ws" / "package.json").read_text())["version"]
+    return found
+
