@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -119,8 +120,9 @@ async def test_history_is_bounded(broker: Broker) -> None:
     assert len(docs) == 100
 
 
-async def test_publish_reaches_every_subscribed_process(broker: Broker) -> None:
-    """publish() reaches a handler subscribed through another broker instance (for Redis: over pub/sub)."""
+@contextlib.asynccontextmanager
+async def live(broker: Broker) -> AsyncIterator[asyncio.Queue[Event]]:
+    """What a hub in another process receives: for Redis, a second broker subscribed over pub/sub."""
     from ticker_service.broker.memory import MemoryBroker
     from ticker_service.broker.redis import RedisBroker
 
@@ -131,26 +133,23 @@ async def test_publish_reaches_every_subscribed_process(broker: Broker) -> None:
     try:
         if isinstance(listener, RedisBroker):
             await asyncio.wait_for(listener._subscribed.wait(), 5)
-        event = await broker.record("flash", doc(), expect_version=None)
-        await broker.publish(event)
-        assert await asyncio.wait_for(received.get(), 5) == event
+        yield received
     finally:
         if listener is not broker:
             await listener.close()
 
 
+async def test_publish_reaches_every_subscribed_process(broker: Broker) -> None:
+    """publish() reaches a handler subscribed through another broker instance (for Redis: over pub/sub)."""
+    async with live(broker) as received:
+        event = await broker.record("flash", doc(), expect_version=None)
+        await broker.publish(event)
+        assert await asyncio.wait_for(received.get(), 5) == event
+
+
 async def test_publish_is_in_history_order_and_once_whatever_the_job_order(broker: Broker) -> None:
     """Fan-out jobs that run late, early or twice still put each event on the live channel once, in order."""
-    from ticker_service.broker.memory import MemoryBroker
-    from ticker_service.broker.redis import RedisBroker
-
-    received: asyncio.Queue[Event] = asyncio.Queue()
-    listener = broker if isinstance(broker, MemoryBroker) else create_broker(broker.settings)  # type: ignore[attr-defined]
-    listener.subscribe(received.put_nowait)
-    await listener.start()
-    try:
-        if isinstance(listener, RedisBroker):
-            await asyncio.wait_for(listener._subscribed.wait(), 5)
+    async with live(broker) as received:
         events = [await broker.record("flash", doc(f"o{i}"), expect_version=None) for i in range(4)]
         assert await broker.publish(events[2]) == 3  # the job of the third event ran first
         assert await broker.publish(events[0]) == 0  # the jobs of earlier events find them sent
@@ -159,9 +158,6 @@ async def test_publish_is_in_history_order_and_once_whatever_the_job_order(broke
         got = [await asyncio.wait_for(received.get(), 5) for _ in range(4)]
         assert got == events
         assert received.empty()
-    finally:
-        if listener is not broker:
-            await listener.close()
 
 
 async def test_a_lost_history_has_a_new_epoch(broker: Broker, redis_server: RedisServer) -> None:
