@@ -25,7 +25,6 @@ from .models import Event, event_key, split_event_id
 logger = logging.getLogger("ticker.hub")
 
 RESET_FLASHES = 20  # current flashes sent in a ``reset``
-WINDOW = 10_000  # recent events kept in memory: duplicate suppression, and replay without a Redis read
 HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
 
 
@@ -220,7 +219,7 @@ class Hub:
         self.broker = broker
         self.send_buffer = send_buffer  # SO_SNDBUF for native readers' sockets (0: the kernel's default)
         self.max_queue = max_queue
-        self.replay_limit = replay_limit
+        self.replay_limit = replay_limit  # also the window: recent events kept for dedup and replay from memory
         self.write_buffer_limit = write_buffer_limit
         self.groups: dict[Filter, set[Reader]] = {}
         self.count = 0
@@ -236,7 +235,7 @@ class Hub:
         if self._window and split_event_id(next(reversed(self._window)))[0] != split_event_id(event.event_id)[0]:
             self._window.clear()  # a new epoch: the history was lost, and the window must not bridge the gap
         self._window[event.event_id] = event
-        if len(self._window) > WINDOW:
+        if len(self._window) > self.replay_limit:
             self._window.popitem(last=False)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
