@@ -11,6 +11,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY ticker_service ./ticker_service
 COPY workers ./workers
+COPY clients/python ./clients/python
 RUN pip install . \
     && useradd --system --create-home --home-dir /home/ticker --uid 10001 --user-group ticker
 
