@@ -21,6 +21,7 @@ from .broker import Broker, HistoryGap
 from .filters import Filter
 from .frames import http_chunk, ws_frame
 from .models import Event, event_key, split_event_id
+from .problems import BrokerUnavailable
 
 logger = logging.getLogger("ticker.hub")
 
@@ -226,6 +227,7 @@ class Hub:
         self._window: OrderedDict[str, Event] = OrderedDict()
         self._pending: list[Frames] = []
         self._heartbeat: asyncio.TimerHandle | None = None
+        self._attaching: set[asyncio.Task[None]] = set()  # replays under way (a task needs a reference)
 
     # -- fan-out -----------------------------------------------------------------------------------------------
     def dispatch(self, event: Event) -> None:
@@ -298,6 +300,24 @@ class Hub:
             docs, last = await self.broker.recent(1000)
             flashes = [doc for doc in docs if reader.filter.matches(doc)][:RESET_FLASHES]
             return [Event(last, "reset", {"flashes": flashes})]
+
+    def connect(self, reader: Reader, last_event_id: str | None) -> None:
+        """``attach`` for a transport that cannot await: the replay, if any, runs as a task the hub keeps.
+
+        A reader whose history cannot be read is closed with the reason ``history`` (it retries later).
+        """
+        if last_event_id is None:
+            self.add(reader)
+            return
+        task = asyncio.get_running_loop().create_task(self._attach_or_close(reader, last_event_id))
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
+
+    async def _attach_or_close(self, reader: Reader, last_event_id: str) -> None:
+        try:
+            await self.attach(reader, last_event_id)
+        except BrokerUnavailable:
+            reader.close("history")
 
     def recent_after(self, event_id: str) -> list[Event] | None:
         """The events after ``event_id`` from the in-memory window, or ``None`` if it does not reach back that far.

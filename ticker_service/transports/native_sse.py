@@ -20,7 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ..filters import FilterError
 from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
 from ..hub import Hub, TransportReader
-from ..problems import TITLES, BrokerUnavailable
+from ..problems import TITLES
 from .native_ws import StreamProtocol, limit_send_buffer
 from .resume import read_subscription
 
@@ -74,12 +74,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", http_chunk(sse_opening())]))
-        if last is None:
-            hub.add(self.reader)
-        else:
-            task = self.loop.create_task(self._attach(hub, self.reader, last))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        hub.connect(self.reader, last)
 
     def _beat(self) -> None:
         self.transport.write(HEARTBEAT)
@@ -99,12 +94,6 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         protocol.connection_made(self.transport)
         protocol.data_received(b"".join(request))
         self.transport.set_protocol(protocol)
-
-    async def _attach(self, hub: Hub, reader: TransportReader, last: str) -> None:
-        try:
-            await hub.attach(reader, last)
-        except BrokerUnavailable:
-            reader.close("history")
 
     def _problem(self, status: int, detail: str, errors: list[dict[str, str]]) -> None:
         body = orjson.dumps(

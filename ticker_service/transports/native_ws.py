@@ -26,7 +26,6 @@ from websockets.server import ServerProtocol
 from ..filters import Filter, FilterError
 from ..frames import retry_ms, ws_frame
 from ..hub import Hub, TransportReader
-from ..problems import BrokerUnavailable
 from .resume import read_subscription
 from .websocket import CLOSE_SLOW
 
@@ -126,16 +125,7 @@ class StreamProtocol(asyncio.Protocol):
                                  closer=self._close, beat=self._beat)
         limit_send_buffer(self.transport, self.hub.send_buffer)
         self.reader = reader
-        if last is None:
-            self.hub.add(reader)
-        else:
-            asyncio.get_running_loop().create_task(self._attach(reader, last))
-
-    async def _attach(self, reader: TransportReader, last: str) -> None:
-        try:
-            await self.hub.attach(reader, last)
-        except BrokerUnavailable:
-            reader.close("history")
+        self.hub.connect(reader, last)
 
     def _frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.PONG:
