@@ -59,9 +59,21 @@ class ReaderProcess:
     async def start(cls, target: Target, transport: str, readers: int, log: Path) -> ReaderProcess:
         with log.open("ab") as err:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.fanout_readers", "--url", target.reader_url(transport),
-                "--transport", transport, "--readers", str(readers), "--format", target.format,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err, cwd=ROOT,
+                sys.executable,
+                "-m",
+                "bench.fanout_readers",
+                "--url",
+                target.reader_url(transport),
+                "--transport",
+                transport,
+                "--readers",
+                str(readers),
+                "--format",
+                target.format,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                cwd=ROOT,
                 limit=1 << 28,  # a drain report carries every delivery's latency on one line
             )
         client = cls(proc, log)
@@ -116,8 +128,11 @@ def snapshot(target: Target, clients: list[ReaderProcess]) -> Snapshot:
 
 def between(before: Snapshot, after: Snapshot) -> dict[str, float]:
     """CPU seconds and RSS growth per process group from ``before`` to ``after``, and what else ran meanwhile."""
-    found = {"seconds": after.at - before.at, "clients_cpu": after.clients.cpu - before.clients.cpu,
-             "publisher_cpu": after.me - before.me}
+    found = {
+        "seconds": after.at - before.at,
+        "clients_cpu": after.clients.cpu - before.clients.cpu,
+        "publisher_cpu": after.me - before.me,
+    }
     for name in after.server:
         found[f"{name}_cpu"] = after.server[name].cpu - before.server[name].cpu
         found[f"{name}_cpu_stat"] = after.server[name].cpu_stat - before.server[name].cpu_stat
@@ -135,8 +150,9 @@ def payload(phase: int, seq: int, sent: float, size: int) -> str:
     return head + "x" * max(0, size - len(head))
 
 
-async def publish(target: Target, client: httpx.AsyncClient, args: argparse.Namespace, phase: int, messages: int,
-                  rate: float | None) -> list[tuple[float, float]]:
+async def publish(
+    target: Target, client: httpx.AsyncClient, args: argparse.Namespace, phase: int, messages: int, rate: float | None
+) -> list[tuple[float, float]]:
     """Publish ``messages`` (``rate`` per second, or all at once); (send time, POST seconds) for each."""
     gate = asyncio.Semaphore(args.burst_concurrency)
     size = target.text_size(args.payload_bytes)
@@ -176,8 +192,15 @@ async def drain(clients: list[ReaderProcess], phase: int, messages: int, timeout
     return list(await asyncio.gather(*(client.expect("drained", timeout + 30) for client in clients)))
 
 
-async def run_phase(target: Target, http: httpx.AsyncClient, clients: list[ReaderProcess], args: argparse.Namespace,
-                    phase: int, rate: float | None, opened: int) -> dict[str, float]:
+async def run_phase(
+    target: Target,
+    http: httpx.AsyncClient,
+    clients: list[ReaderProcess],
+    args: argparse.Namespace,
+    phase: int,
+    rate: float | None,
+    opened: int,
+) -> dict[str, float]:
     before = snapshot(target, clients)
     sends = await publish(target, http, args, phase, args.messages, rate)
     reports = await drain(clients, phase, args.messages, args.drain_timeout)
@@ -218,33 +241,64 @@ async def scenario(target: Target, args: argparse.Namespace, logs: Path, round_n
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", default=",".join(fanout_targets.TARGETS),
-                        help="comma-separated, from: ticker, nchan, node (default: %(default)s)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(fanout_targets.TARGETS),
+        help="comma-separated, from: ticker, nchan, node (default: %(default)s)",
+    )
     parser.add_argument("--transport", choices=["ws", "sse"], default="ws", help="readers' transport (default: ws)")
     parser.add_argument("--readers", type=int, default=1000, help="readers per target (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=2, help="client processes holding them (default: %(default)s)")
     parser.add_argument("--messages", type=int, default=100, help="messages per phase (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=10.0, help="paced phase: messages/s (default: %(default)s)")
-    parser.add_argument("--burst-concurrency", type=int, default=8,
-                        help="POSTs in flight at once in the burst (default: %(default)s)")
-    parser.add_argument("--payload-bytes", type=int, default=300,
-                        help="published body size: the peers' message, ticker's POST JSON (default: %(default)s)")
+    parser.add_argument(
+        "--burst-concurrency", type=int, default=8, help="POSTs in flight at once in the burst (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=300,
+        help="published body size: the peers' message, ticker's POST JSON (default: %(default)s)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of all targets, interleaved (default: 2)")
-    parser.add_argument("--drain-timeout", type=float, default=5.0,
-                        help="after a phase, how long readers wait for missing messages (default: %(default)s s)")
-    parser.add_argument("--hub-workers", type=int, default=1,
-                        help="ticker hub processes (`ticker hub --workers N` when N > 1; default: %(default)s)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=5.0,
+        help="after a phase, how long readers wait for missing messages (default: %(default)s s)",
+    )
+    parser.add_argument(
+        "--hub-workers",
+        type=int,
+        default=1,
+        help="ticker hub processes (`ticker hub --workers N` when N > 1; default: %(default)s)",
+    )
     parser.add_argument("--nchan-workers", type=int, default=1, help="nginx worker_processes (default: 1)")
     parser.add_argument("--json", type=Path, help="also write every figure, per round and median, to this file")
-    parser.add_argument("--write-docs", action="store_true",
-                        help="write the table into docs/benchmarks.md and a chart into docs/images/")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="write the table into docs/benchmarks.md and a chart into docs/images/",
+    )
     args = parser.parse_args(argv)
     args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = sorted(set(args.targets) - set(fanout_targets.TARGETS))
     if unknown or not args.targets:
         parser.error(f"--targets: unknown {', '.join(unknown) or '(none given)'}")
-    if min(args.readers, args.clients, args.messages, args.rounds, args.burst_concurrency, args.hub_workers,
-           args.nchan_workers) < 1 or args.rate <= 0 or args.clients > args.readers:
+    if (
+        min(
+            args.readers,
+            args.clients,
+            args.messages,
+            args.rounds,
+            args.burst_concurrency,
+            args.hub_workers,
+            args.nchan_workers,
+        )
+        < 1
+        or args.rate <= 0
+        or args.clients > args.readers
+    ):
         parser.error("counts must be at least 1, --rate above 0, and --clients at most --readers")
     if args.payload_bytes < 120:
         parser.error("--payload-bytes must be at least 120 (the marker and ticker's JSON fields)")
@@ -260,14 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fanout-readers-") as logs:
         for round_no in range(1, args.rounds + 1):
             for name in args.targets:
-                print(f"# round {round_no}/{args.rounds}: {name}, {args.readers} {args.transport} readers",
-                      file=sys.stderr, flush=True)
-                with fanout_targets.start(name, hub_workers=args.hub_workers,
-                                          nchan_workers=args.nchan_workers) as target:
+                print(
+                    f"# round {round_no}/{args.rounds}: {name}, {args.readers} {args.transport} readers",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                with fanout_targets.start(
+                    name, hub_workers=args.hub_workers, nchan_workers=args.nchan_workers
+                ) as target:
                     results.append(asyncio.run(scenario(target, args, Path(logs), round_no)))
                 print("#   " + fanout_report.progress_line(results[-1]), file=sys.stderr, flush=True)
-    summary = fanout_report.summarize(results, args, fanout_targets.versions(args.targets),
-                                      time.monotonic() - started)
+    summary = fanout_report.summarize(results, args, fanout_targets.versions(args.targets), time.monotonic() - started)
     print(fanout_report.text_report(summary), flush=True)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))

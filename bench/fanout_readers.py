@@ -225,8 +225,10 @@ class SseReader(Reader):
             if status.split(" ", 2)[1:2] != ["200"]:
                 self.fail(f"answered {status!r}")
                 return
-            headers = {name.strip().lower(): value.strip().lower() for name, _, value in
-                       (field.partition(":") for field in fields)}
+            headers = {
+                name.strip().lower(): value.strip().lower()
+                for name, _, value in (field.partition(":") for field in fields)
+            }
             self.chunked = "chunked" in headers.get("transfer-encoding", "")
             self.opened.set_result(None)
         if self.chunked:
@@ -260,8 +262,12 @@ class SseReader(Reader):
         self.text = text[pos:]
 
 
-EXTRACT = {("ticker", "ws"): ticker_ws_text, ("ticker", "sse"): ticker_sse_text,
-           ("raw", "ws"): raw_text, ("raw", "sse"): raw_text}
+EXTRACT = {
+    ("ticker", "ws"): ticker_ws_text,
+    ("ticker", "sse"): ticker_sse_text,
+    ("raw", "ws"): raw_text,
+    ("raw", "sse"): raw_text,
+}
 
 
 class Readers:
@@ -279,13 +285,15 @@ class Readers:
         async with gate:
             for attempt in range(CONNECT_ATTEMPTS):
                 reader: WsReader | SseReader = (
-                    WsReader(args.url, self.tally, extract) if args.transport == "ws"
+                    WsReader(args.url, self.tally, extract)
+                    if args.transport == "ws"
                     else SseReader(args.url, self.tally, extract)
                 )
                 try:
                     await asyncio.wait_for(
                         loop.create_connection(functools.partial(_same, reader), parts.hostname, parts.port),
-                        HANDSHAKE_TIMEOUT)
+                        HANDSHAKE_TIMEOUT,
+                    )
                     await asyncio.wait_for(reader.opened, HANDSHAKE_TIMEOUT)
                 except (OSError, TimeoutError) as exc:
                     reader.close()
@@ -301,8 +309,14 @@ class Readers:
         gate = asyncio.Semaphore(self.args.concurrency)
         started = time.time()
         await asyncio.gather(*(self.open_one(gate) for _ in range(self.args.readers)))
-        return {"event": "connected", "opened": len(self.readers), "failed": sum(self.failures.values()),
-                "failures": dict(self.failures.most_common(3)), "started": started, "done": time.time()}
+        return {
+            "event": "connected",
+            "opened": len(self.readers),
+            "failed": sum(self.failures.values()),
+            "failures": dict(self.failures.most_common(3)),
+            "started": started,
+            "done": time.time(),
+        }
 
     async def drain(self, phase: int, messages: int, timeout: float) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -359,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="ws://… for WebSocket readers, http://… for SSE readers")
     parser.add_argument("--transport", choices=["ws", "sse"], required=True)
     parser.add_argument("--readers", type=int, required=True)
-    parser.add_argument("--format", choices=["ticker", "raw"], required=True,
-                        help="ticker: JSON events whose headline has the marker; raw: the message is the payload")
+    parser.add_argument(
+        "--format",
+        choices=["ticker", "raw"],
+        required=True,
+        help="ticker: JSON events whose headline has the marker; raw: the message is the payload",
+    )
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight (default: %(default)s)")
     args = parser.parse_args(argv)
     raise_open_files_limit()

@@ -37,8 +37,9 @@ def _rate(count: float, seconds: float) -> float:
     return count / seconds if seconds > 0 else math.nan
 
 
-def phase_figures(reports: list[dict[str, Any]], sends: list[tuple[float, float]], readers: int,
-                  usage: dict[str, float]) -> dict[str, float]:
+def phase_figures(
+    reports: list[dict[str, Any]], sends: list[tuple[float, float]], readers: int, usage: dict[str, float]
+) -> dict[str, float]:
     received = sum(int(r["received"]) for r in reports)
     latencies = [us / 1000 for r in reports for us in r["latencies_us"]]
     last: dict[int, float] = {}
@@ -104,9 +105,11 @@ def connect_figures(connected: list[dict[str, Any]], usage: dict[str, float]) ->
 
 def progress_line(result: dict[str, Any]) -> str:
     c, p, b = result["connect"], result["paced"], result["burst"]
-    return (f"{c['opened']} open ({c['failed']} failed) in {c['seconds']:.2f} s; paced: p99 {p['e2e_p99_ms']:.1f} ms, "
-            f"{p['cpu_per_m']:.1f} CPU-s/1M, lost {p['lost']}; burst: fan-out p99 {b['fanout_p99_ms']:.1f} ms, "
-            f"{b['cpu_per_m']:.1f} CPU-s/1M, lost {b['lost']}")
+    return (
+        f"{c['opened']} open ({c['failed']} failed) in {c['seconds']:.2f} s; paced: p99 {p['e2e_p99_ms']:.1f} ms, "
+        f"{p['cpu_per_m']:.1f} CPU-s/1M, lost {p['lost']}; burst: fan-out p99 {b['fanout_p99_ms']:.1f} ms, "
+        f"{b['cpu_per_m']:.1f} CPU-s/1M, lost {b['lost']}"
+    )
 
 
 # -- over rounds ---------------------------------------------------------------------------------------------------
@@ -121,20 +124,31 @@ def _medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def summarize(results: list[dict[str, Any]], args: argparse.Namespace, versions: dict[str, str],
-              elapsed: float) -> dict[str, Any]:
+def summarize(
+    results: list[dict[str, Any]], args: argparse.Namespace, versions: dict[str, str], elapsed: float
+) -> dict[str, Any]:
     medians = {}
     for name in args.targets:
         rounds = [r for r in results if r["target"] == name]
         medians[name] = {part: _medians([r[part] for r in rounds]) for part in ("connect", *PHASES)}
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "versions": versions,
-            "config": config, "elapsed_s": elapsed, "medians": medians, "rounds": results}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpus": os.cpu_count(),
+        "versions": versions,
+        "config": config,
+        "elapsed_s": elapsed,
+        "medians": medians,
+        "rounds": results,
+    }
 
 
 def all_delivered(summary: dict[str, Any]) -> bool:
-    return all(m[phase]["lost"] == 0 and m[phase]["duplicates"] == 0 and m["connect"]["failed"] == 0
-               for m in summary["medians"].values() for phase in PHASES)
+    return all(
+        m[phase]["lost"] == 0 and m[phase]["duplicates"] == 0 and m["connect"]["failed"] == 0
+        for m in summary["medians"].values()
+        for phase in PHASES
+    )
 
 
 def _ratio(a: float, b: float) -> str:
@@ -167,8 +181,10 @@ def cpu_breakdown(summary: dict[str, Any]) -> str:
     parts = []
     for name, m in summary["medians"].items():
         p, b = m["paced"], m["burst"]
-        text = (f"{name} hub {p['cpu_per_m_hub']:.1f} / {b['cpu_per_m_hub']:.1f} "
-                f"(user space {p['hub_user_share']:.0%} / {b['hub_user_share']:.0%})")
+        text = (
+            f"{name} hub {p['cpu_per_m_hub']:.1f} / {b['cpu_per_m_hub']:.1f} "
+            f"(user space {p['hub_user_share']:.0%} / {b['hub_user_share']:.0%})"
+        )
         for group in ("worker", "redis"):
             if f"cpu_per_m_{group}" in p:
                 text += f", {group} {p[f'cpu_per_m_{group}']:.1f} / {b[f'cpu_per_m_{group}']:.1f}"
@@ -230,8 +246,12 @@ def tables(summary: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
 
 def _plain(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
-            strict=True))).rstrip() for row in rows]
+    return [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _markdown(rows: list[list[str]], text_columns: int) -> list[str]:
@@ -241,10 +261,12 @@ def _markdown(rows: list[list[str]], text_columns: int) -> list[str]:
 
 def headline(summary: dict[str, Any]) -> str:
     c = summary["config"]
-    return (f"{TRANSPORT_NAMES[c['transport']]} readers: {c['readers']} per target over {c['clients']} client "
-            f"processes; {c['messages']} messages paced at {c['rate']:g}/s, then {c['messages']} as a burst (at most "
-            f"{c['burst_concurrency']} POSTs in flight); {c['payload_bytes']}-byte published bodies; medians of "
-            f"{c['rounds']} interleaved round(s) (lost, dup, failed: totals)")
+    return (
+        f"{TRANSPORT_NAMES[c['transport']]} readers: {c['readers']} per target over {c['clients']} client "
+        f"processes; {c['messages']} messages paced at {c['rate']:g}/s, then {c['messages']} as a burst (at most "
+        f"{c['burst_concurrency']} POSTs in flight); {c['payload_bytes']}-byte published bodies; medians of "
+        f"{c['rounds']} interleaved round(s) (lost, dup, failed: totals)"
+    )
 
 
 def environment(summary: dict[str, Any]) -> str:
@@ -263,24 +285,43 @@ def environment(summary: dict[str, Any]) -> str:
 
 def text_report(summary: dict[str, Any]) -> str:
     delivery, connect = tables(summary)
-    return "\n".join([
-        f"fan-out benchmark — {headline(summary)}", environment(summary), "", *_plain(delivery), "",
-        *_plain(connect), "", cpu_breakdown(summary), *ratios(summary),
-        "(CPU-s/1M: server CPU seconds per million deliveries; path = every process on the way, hub = those holding "
-        "the readers; other load: share of the machine used by processes outside the benchmark during the phase)",
-    ])
+    return "\n".join(
+        [
+            f"fan-out benchmark — {headline(summary)}",
+            environment(summary),
+            "",
+            *_plain(delivery),
+            "",
+            *_plain(connect),
+            "",
+            cpu_breakdown(summary),
+            *ratios(summary),
+            "(CPU-s/1M: server CPU seconds per million deliveries; path = every process on the way, "
+            "hub = those holding the readers; other load: share of the machine used by processes outside the "
+            "benchmark during the phase)",
+        ]
+    )
 
 
 def markdown_section(summary: dict[str, Any], image: str) -> str:
     delivery, connect = tables(summary)
     transport = summary["config"]["transport"]
-    return "\n".join([
-        f"### {TRANSPORT_NAMES[transport]} readers (`--transport {transport}`)", "",
-        headline(summary) + ".", environment(summary) + ".", "",
-        *_markdown(delivery, 2), "", *_markdown(connect, 1), "",
-        *(f"- {line}" for line in [cpu_breakdown(summary), *ratios(summary)]), "",
-        f"![fan-out, {TRANSPORT_NAMES[transport]}]({image})",
-    ])
+    return "\n".join(
+        [
+            f"### {TRANSPORT_NAMES[transport]} readers (`--transport {transport}`)",
+            "",
+            headline(summary) + ".",
+            environment(summary) + ".",
+            "",
+            *_markdown(delivery, 2),
+            "",
+            *_markdown(connect, 1),
+            "",
+            *(f"- {line}" for line in [cpu_breakdown(summary), *ratios(summary)]),
+            "",
+            f"![fan-out, {TRANSPORT_NAMES[transport]}]({image})",
+        ]
+    )
 
 
 INTRO = """\
@@ -357,8 +398,16 @@ def chart(summary: dict[str, Any], path: Path) -> None:
             bars = ax.bar(at, [medians[n][phase][key] for n in names], width, label=phase)
             ax.bar_label(bars, fmt="%.1f", fontsize=8)
             if inner:  # the part of the whole path spent in the hub
-                ax.bar(at, [medians[n][phase][inner] for n in names], width, fill=False, hatch="//",
-                       edgecolor="0.25", linewidth=0, label="hub only" if i == 0 else None)
+                ax.bar(
+                    at,
+                    [medians[n][phase][inner] for n in names],
+                    width,
+                    fill=False,
+                    hatch="//",
+                    edgecolor="0.25",
+                    linewidth=0,
+                    label="hub only" if i == 0 else None,
+                )
         ax.set_title(title)
         ax.legend(fontsize=8)
 
@@ -375,8 +424,11 @@ def chart(summary: dict[str, Any], path: Path) -> None:
         ax.set_xticks(list(xs), names)
         ax.margins(y=0.15)
     c = summary["config"]
-    fig.suptitle(f"Fan-out, {c['readers']} {transport} readers, {c['messages']} messages paced at {c['rate']:g}/s "
-                 f"and as a burst ({summary['date']}, medians of {c['rounds']} round(s))", fontsize=10)
+    fig.suptitle(
+        f"Fan-out, {c['readers']} {transport} readers, {c['messages']} messages paced at {c['rate']:g}/s "
+        f"and as a burst ({summary['date']}, medians of {c['rounds']} round(s))",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

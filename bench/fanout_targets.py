@@ -94,8 +94,24 @@ def ticker(hub_workers: int = 1) -> Iterator[Target]:
         redis_port, port = free_port(), free_port()
         stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"))
         try:
-            store = stack.spawn("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                          "--save", "", "--appendonly", "no", "--dir", tmp, "--protected-mode", "no"])
+            store = stack.spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    tmp,
+                    "--protected-mode",
+                    "no",
+                ],
+            )
             with redis.Redis(port=redis_port, socket_timeout=2) as client:
                 wait_for(lambda: bool(client.ping()), f"redis-server on {redis_port}")
             stack.create_token()
@@ -110,8 +126,12 @@ def ticker(hub_workers: int = 1) -> Iterator[Target]:
                 reader_paths={"ws": "/v1/stream?lang=en", "sse": "/v1/events?lang=en"},
                 pub_path="/v1/flashes",
                 format="ticker",
-                groups={"hub": [hub.pid], "path": [hub.pid, worker.pid, store.pid], "worker": [worker.pid],
-                        "redis": [store.pid]},
+                groups={
+                    "hub": [hub.pid],
+                    "path": [hub.pid, worker.pid, store.pid],
+                    "worker": [worker.pid],
+                    "redis": [store.pid],
+                },
                 pub_headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"},
                 pub_ok=(201,),
             )
@@ -163,17 +183,28 @@ def nchan(workers: int = 1) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="nchan-fanout-") as tmp:
         port = free_port()
         conf = (PEERS / "nchan.conf").read_text()
-        for key, value in {"@PORT@": str(port), "@PREFIX@": tmp, "@WORKERS@": str(workers),
-                           "@MODULE@": str(NCHAN_MODULE)}.items():
+        for key, value in {
+            "@PORT@": str(port),
+            "@PREFIX@": tmp,
+            "@WORKERS@": str(workers),
+            "@MODULE@": str(NCHAN_MODULE),
+        }.items():
             conf = conf.replace(key, value)
         (Path(tmp) / "nginx.conf").write_text(conf)
         stack = Stack(Path(tmp), dict(os.environ))
         try:
             proc = stack.spawn("nginx", [nginx, "-p", tmp, "-c", f"{tmp}/nginx.conf", "-e", f"{tmp}/error.log"])
             _wait_http(f"http://127.0.0.1:{port}/healthz", stack, "nginx")
-            yield Target(name="nchan", base_url=f"http://127.0.0.1:{port}", reader_paths={"ws": "/sub", "sse": "/sub"},
-                         pub_path="/pub", format="raw", groups={"hub": [proc.pid], "path": [proc.pid]},
-                         pub_headers={"Content-Type": "text/plain"}, pub_ok=(200, 201, 202))
+            yield Target(
+                name="nchan",
+                base_url=f"http://127.0.0.1:{port}",
+                reader_paths={"ws": "/sub", "sse": "/sub"},
+                pub_path="/pub",
+                format="raw",
+                groups={"hub": [proc.pid], "path": [proc.pid]},
+                pub_headers={"Content-Type": "text/plain"},
+                pub_ok=(200, 201, 202),
+            )
         finally:
             stack.close()
 
@@ -183,8 +214,13 @@ def node_binary() -> str:
         apt_install("nodejs", "npm")
     if not (NODE_DIR / "node_modules" / "ws" / "package.json").exists():
         print("# npm install (bench/peers/node-ws)", file=sys.stderr, flush=True)
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--omit=dev"],
-                       cwd=NODE_DIR, capture_output=True, timeout=600, check=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--omit=dev"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
     return shutil.which("node") or "node"
 
 
@@ -197,9 +233,15 @@ def node() -> Iterator[Target]:
         try:
             proc = stack.spawn("node", [binary, str(NODE_DIR / "server.js"), "--port", str(port)])
             _wait_http(f"http://127.0.0.1:{port}/healthz", stack, "node")
-            yield Target(name="node", base_url=f"http://127.0.0.1:{port}", reader_paths={"ws": "/", "sse": "/sse"},
-                         pub_path="/pub", format="raw", groups={"hub": [proc.pid], "path": [proc.pid]},
-                         pub_headers={"Content-Type": "text/plain"})
+            yield Target(
+                name="node",
+                base_url=f"http://127.0.0.1:{port}",
+                reader_paths={"ws": "/", "sse": "/sse"},
+                pub_path="/pub",
+                format="raw",
+                groups={"hub": [proc.pid], "path": [proc.pid]},
+                pub_headers={"Content-Type": "text/plain"},
+            )
         finally:
             stack.close()
 
@@ -243,4 +285,3 @@ def versions(names: list[str]) -> dict[str, str]:
         with contextlib.suppress(OSError, ValueError):
             found["ws"] = json.loads((NODE_DIR / "node_modules" / "ws" / "package.json").read_text())["version"]
     return found
-

@@ -74,8 +74,9 @@ class Stack:
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with (self.workdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append((name, proc))
         return proc
 
@@ -87,8 +88,15 @@ class Stack:
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def create_token(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "ticker_service", "token", "create", "--name", "bench"],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "ticker_service", "token", "create", "--name", "bench"],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"ticker token create failed: {done.stderr}")
         self.token = done.stdout.strip().splitlines()[-1]
@@ -142,8 +150,24 @@ def redis_stack(**extra_env: str) -> Iterator[Stack]:
         port = free_port()
         stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{port}/0", **extra_env))
         try:
-            stack.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--dir", tmp, "--protected-mode", "no"])
+            stack.spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    tmp,
+                    "--protected-mode",
+                    "no",
+                ],
+            )
             with redis.Redis(port=port, socket_timeout=2) as client:
                 wait_for(lambda: bool(client.ping()), f"redis-server on {port}")
                 stack.create_token()
@@ -188,8 +212,13 @@ def event_key(event_id: str) -> tuple[int, int]:
 
 
 def body(n: int) -> dict[str, object]:
-    return {"headline": f"BENCH: latency flash {n}", "language": "en", "category": "politics", "urgency": 1,
-            "regions": ["europe"]}
+    return {
+        "headline": f"BENCH: latency flash {n}",
+        "language": "en",
+        "category": "politics",
+        "urgency": 1,
+        "regions": ["europe"],
+    }
 
 
 async def wait_readers(client: httpx.AsyncClient, count: int) -> None:
@@ -208,8 +237,9 @@ async def measure(mode: str, stack: Stack, flashes: int, pace: float, warmup: in
     ws_url = stack.base_url.replace("http://", "ws://", 1) + "/v1/stream"
     async with (
         websockets.connect(ws_url, compression=None, open_timeout=STARTUP_TIMEOUT) as ws,
-        httpx.AsyncClient(base_url=stack.base_url, timeout=10,
-                          headers={"Authorization": f"Bearer {stack.token}"}) as client,
+        httpx.AsyncClient(
+            base_url=stack.base_url, timeout=10, headers={"Authorization": f"Bearer {stack.token}"}
+        ) as client,
     ):
 
         async def read() -> None:
@@ -315,12 +345,17 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["embedded", "redis", "redis-poll", "both", "all"], default="both",
-                        help="which deployment to measure: both = embedded + redis; all adds redis-poll, the worker "
-                        "without its wake-up (default: %(default)s)")
+    parser.add_argument(
+        "--mode",
+        choices=["embedded", "redis", "redis-poll", "both", "all"],
+        default="both",
+        help="which deployment to measure: both = embedded + redis; all adds redis-poll, the worker "
+        "without its wake-up (default: %(default)s)",
+    )
     parser.add_argument("--flashes", type=int, default=200, help="flashes timed per mode (default: %(default)s)")
-    parser.add_argument("--pace-ms", type=float, default=20.0,
-                        help="time from one POST's start to the next's (default: %(default)s)")
+    parser.add_argument(
+        "--pace-ms", type=float, default=20.0, help="time from one POST's start to the next's (default: %(default)s)"
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed flashes first (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.flashes < 1 or args.warmup < 0 or args.pace_ms < 0:

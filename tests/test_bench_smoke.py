@@ -16,10 +16,31 @@ from .support import ROOT, base_env
 def test_fanout_benchmark_accounts_for_every_delivery(transport: str, tmp_path: Path) -> None:
     """200 readers, 20 messages paced and 20 in a burst: all delivered once, with sane CPU and memory figures."""
     out = tmp_path / "fanout.json"
-    args = ["--targets", "ticker", "--transport", transport, "--readers", "200", "--messages", "20", "--rounds", "1",
-            "--rate", "20", "--json", str(out)]
-    done = subprocess.run([sys.executable, "-m", "bench", "fanout", *args], cwd=ROOT, env=base_env(),
-                          capture_output=True, text=True, timeout=50, check=False)
+    args = [
+        "--targets",
+        "ticker",
+        "--transport",
+        transport,
+        "--readers",
+        "200",
+        "--messages",
+        "20",
+        "--rounds",
+        "1",
+        "--rate",
+        "20",
+        "--json",
+        str(out),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "fanout", *args],
+        cwd=ROOT,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ticker" in done.stdout and "paced" in done.stdout and "burst" in done.stdout
 

@@ -49,7 +49,7 @@ OPTIONS = {
     ("hub",): ["--host", "--port"],
     ("worker",): [],
     ("token",): ["create", "revoke"],
-    ("token", "create"): ["--name"],
+    ("token", "create"): ["--name", "--scopes"],
     ("token", "revoke"): ["name"],
     ("publish",): ["headline", "--lang", "--category", "--urgency", "--region", "--token", "--server"],
     ("tail",): ["--lang", "--category", "--region", "--max-urgency", "--server"],
@@ -65,8 +65,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def create_token(service: Service, name: str) -> str:
-    created = run_ticker(service.env, "token", "create", "--name", name)
+def create_token(service: Service, name: str, *options: str) -> str:
+    created = run_ticker(service.env, "token", "create", "--name", name, *options)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
     assert token.startswith("tkr_"), created.stdout
@@ -228,6 +228,26 @@ async def test_token_create_with_an_existing_name_replaces_the_old_token(
     assert (await post_flash(client, service, new, "BREAKING: rotated token")).status_code == 201
     assert (await post_flash(client, service, old, "BREAKING: old token")).status_code == 401
     assert (await asyncio.to_thread(run_ticker, service.env, "token", "revoke", name)).returncode == 0
+
+
+async def test_token_scopes_limit_what_a_token_may_do(service: Service, client: httpx.AsyncClient) -> None:
+    """A publish-only token cannot withdraw (403, nothing changes); an admin-only token cannot publish."""
+    publisher = await asyncio.to_thread(create_token, service, unique("pub-only"), "--scopes", "publish")
+    admin = await asyncio.to_thread(create_token, service, unique("admin-only"), "--scopes", "admin")
+    created = await post_flash(client, service, publisher, "BREAKING: publish-only desk")
+    assert created.status_code == 201, created.text
+    location = service.base_url + created.headers["location"]
+    denied = await client.delete(location, headers={"Authorization": f"Bearer {publisher}"})
+    assert denied.status_code == 403, denied.text
+    assert denied.headers["content-type"] == "application/problem+json"
+    assert "withdraw" in denied.json()["detail"]
+    assert (await client.get(location)).json()["pubStatus"] == "usable"
+    refused = await post_flash(client, service, admin, "BREAKING: admin publishes")
+    assert refused.status_code == 403, refused.text
+    bad = await asyncio.to_thread(
+        run_ticker, service.env, "token", "create", "--name", unique("bad"), "--scopes", "publish,root"
+    )
+    assert bad.returncode == 2 and "scopes are a comma-separated list" in bad.stderr
 
 
 # -- publish -------------------------------------------------------------------------------------------------------

@@ -34,8 +34,13 @@ async def last_event_id(client: httpx.AsyncClient, service: Service) -> str:
 
 async def test_publish_returns_the_ninjs_flash_with_its_location(service: Service, client: httpx.AsyncClient) -> None:
     """A 201 carries the ninjs document itself, and Location names the id that ends its uri."""
-    body = flash_body("BREAKING: Parliament dissolved", url="https://news.example/story/1", source="Wire desk",
-                      regions=["europe", "mena"], expires="2099-01-01T00:00:00Z")
+    body = flash_body(
+        "BREAKING: Parliament dissolved",
+        url="https://news.example/story/1",
+        source="Wire desk",
+        regions=["europe", "mena"],
+        expires="2099-01-01T00:00:00Z",
+    )
     response = await client.post(f"{service.base_url}/v1/flashes", json=body, headers=service.headers())
     assert response.status_code == 201, response.text
     doc = response.json()
@@ -64,8 +69,14 @@ async def test_missing_or_unknown_token_is_401(service: Service, client: httpx.A
 
 async def test_invalid_fields_are_422_naming_each_field(service: Service, client: httpx.AsyncClient) -> None:
     """Every bad field is named in the problem body, not just the first."""
-    body = {"headline": "  ", "language": "not a tag", "urgency": 11, "category": "gossip", "regions": ["mars"],
-            "url": "javascript:alert(1)"}
+    body = {
+        "headline": "  ",
+        "language": "not a tag",
+        "urgency": 11,
+        "category": "gossip",
+        "regions": ["mars"],
+        "url": "javascript:alert(1)",
+    }
     response = await client.post(f"{service.base_url}/v1/flashes", json=body, headers=service.headers())
     problem = assert_problem(response, 422)
     fields = {e["field"] for e in problem["errors"]}
@@ -99,19 +110,26 @@ async def test_unknown_fields_and_non_objects_are_422(service: Service, client: 
 
 
 async def test_malformed_json_is_400(service: Service, client: httpx.AsyncClient) -> None:
-    response = await client.post(f"{service.base_url}/v1/flashes", content=b'{"headline": ',
-                                 headers=service.headers(**{"Content-Type": "application/json"}))
+    response = await client.post(
+        f"{service.base_url}/v1/flashes",
+        content=b'{"headline": ',
+        headers=service.headers(**{"Content-Type": "application/json"}),
+    )
     assert "JSON" in assert_problem(response, 400)["detail"]
 
 
 async def test_wrong_content_type_is_415(service: Service, client: httpx.AsyncClient) -> None:
-    response = await client.post(f"{service.base_url}/v1/flashes", content=b"headline=x",
-                                 headers=service.headers(**{"Content-Type": "application/x-www-form-urlencoded"}))
+    response = await client.post(
+        f"{service.base_url}/v1/flashes",
+        content=b"headline=x",
+        headers=service.headers(**{"Content-Type": "application/x-www-form-urlencoded"}),
+    )
     assert_problem(response, 415)
 
 
-async def test_oversized_body_is_413_with_or_without_content_length(service: Service,
-                                                                    client: httpx.AsyncClient) -> None:
+async def test_oversized_body_is_413_with_or_without_content_length(
+    service: Service, client: httpx.AsyncClient
+) -> None:
     """The 16 KiB limit holds for a declared length and for a chunked body that never declares one."""
     big = flash_body(source="s" * 20_000)
     url = f"{service.base_url}/v1/flashes"
@@ -143,8 +161,9 @@ async def test_failed_requests_leave_no_trace(service: Service, client: httpx.As
     assert event["flash"]["uri"] == good["uri"]
 
 
-async def test_idempotent_repost_returns_the_first_flash_and_pushes_nothing(service: Service,
-                                                                            client: httpx.AsyncClient) -> None:
+async def test_idempotent_repost_returns_the_first_flash_and_pushes_nothing(
+    service: Service, client: httpx.AsyncClient
+) -> None:
     """The same Idempotency-Key and body give the first flash back; readers see it once."""
     url = f"{service.base_url}/v1/flashes"
     headers = service.headers(**{"Idempotency-Key": "desk-42-attempt"})
@@ -171,13 +190,15 @@ async def test_idempotency_key_with_another_body_is_422(service: Service, client
     assert problem["errors"][0]["field"] == "Idempotency-Key"
 
 
-async def test_correction_is_next_version_and_reaches_readers_as_update(service: Service,
-                                                                        client: httpx.AsyncClient) -> None:
+async def test_correction_is_next_version_and_reaches_readers_as_update(
+    service: Service, client: httpx.AsyncClient
+) -> None:
     doc = await publish(client, service, "BREAKING: 10 dead")
     fid = flash_id(doc)
     async with ws_reader(service) as ws:
-        response = await client.patch(f"{service.base_url}/v1/flashes/{fid}", json={"headline": "BREAKING: 12 dead"},
-                                      headers=service.headers())
+        response = await client.patch(
+            f"{service.base_url}/v1/flashes/{fid}", json={"headline": "BREAKING: 12 dead"}, headers=service.headers()
+        )
         assert response.status_code == 200, response.text
         corrected = response.json()
         event = await next_ws_event(ws)
@@ -191,8 +212,7 @@ async def test_correction_is_next_version_and_reaches_readers_as_update(service:
     assert event["flash"] == corrected
 
 
-async def test_withdraw_cancels_pushes_once_and_blocks_corrections(service: Service,
-                                                                   client: httpx.AsyncClient) -> None:
+async def test_withdraw_cancels_pushes_once_and_blocks_corrections(service: Service, client: httpx.AsyncClient) -> None:
     doc = await publish(client, service, "BREAKING: wrong story")
     url = f"{service.base_url}/v1/flashes/{flash_id(doc)}"
     async with ws_reader(service) as ws:
@@ -233,8 +253,9 @@ async def test_list_is_current_state_newest_first_with_filters(service: Service,
     a = await publish(client, service, "list: a", language="es", category="sports", regions=["latin-america"])
     b = await publish(client, service, "list: b", language="es-MX", category="sports", urgency=4)
     c = await publish(client, service, "list: c", language="es", category="economy")
-    await client.patch(f"{service.base_url}/v1/flashes/{flash_id(a)}", json={"headline": "list: a2"},
-                       headers=service.headers())
+    await client.patch(
+        f"{service.base_url}/v1/flashes/{flash_id(a)}", json={"headline": "list: a2"}, headers=service.headers()
+    )
     await client.delete(f"{service.base_url}/v1/flashes/{flash_id(c)}", headers=service.headers())
 
     async def headlines(query: str) -> list[str]:

@@ -61,8 +61,10 @@ def test_defaults_and_normalisation() -> None:
 
 
 def test_documents_of_every_kind_conform_to_ninjs() -> None:
-    first = new_document(flash(url="https://news.example/a", source="Desk", regions=["mena"],
-                               expires="2030-01-01T12:00:00+02:00"), SETTINGS)
+    first = new_document(
+        flash(url="https://news.example/a", source="Desk", regions=["mena"], expires="2030-01-01T12:00:00+02:00"),
+        SETTINGS,
+    )
     second = corrected_document(first, FlashPatch(headline="BREAKING: y", urgency=2))
     third = withdrawn_document(second)
     for doc in (first, second, third):

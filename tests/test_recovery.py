@@ -107,9 +107,10 @@ async def test_resuming_across_a_lost_history_gets_a_reset(tmp_path: Path) -> No
             async with ws_reader(service, "lang=is", from_now=False) as live_reader:
                 now = await publish(client, service, "after the loss", language="is")
                 assert (await next_ws_event(live_reader))["flash"]["uri"] == now["uri"]  # the hub saw the new epoch
-            async with ws_reader(service, f"lang=is&last_event_id={old}") as ws, sse_reader(
-                service, "lang=is", headers={"Last-Event-ID": old}
-            ) as sse:
+            async with (
+                ws_reader(service, f"lang=is&last_event_id={old}") as ws,
+                sse_reader(service, "lang=is", headers={"Last-Event-ID": old}) as sse,
+            ):
                 reset = await next_ws_event(ws)
                 sse_reset = await sse.next_event()
                 live = await publish(client, service, "live after the reset", language="is")

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .settings import Settings
+from .tokens import EDITOR_SCOPES, SCOPES
 
 if TYPE_CHECKING:
     from .tokens import TokenStore
@@ -122,7 +123,7 @@ async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaita
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({settings.redis_url})"
     if args.token_command == "create":
-        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name)))
+        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes)))
         print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")
         print(token)
         return 0
@@ -205,6 +206,14 @@ def _command(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _scopes(text: str) -> frozenset[str]:
+    scopes = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = scopes - set(SCOPES)
+    if unknown or not scopes:
+        raise argparse.ArgumentTypeError(f"scopes are a comma-separated list of {', '.join(SCOPES)}")
+    return scopes
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticker", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,6 +242,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = _command(tokens, "create", "create a token and print it once (last line of output)")
     create.add_argument("--name", required=True, help="who the token is for, e.g. 'sports-desk'")
+    create.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=EDITOR_SCOPES,
+        help=f"comma-separated, of {', '.join(SCOPES)} (default: publish,correct,withdraw)",
+    )
     revoke = _command(tokens, "revoke", "revoke the token with this name")
     revoke.add_argument("name")
     p.set_defaults(func=cmd_token)

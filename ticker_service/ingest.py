@@ -45,13 +45,19 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status, {**API_HEADERS, **(headers or {})}, media_type="application/json")
 
 
-async def authenticate(request: Request) -> Editor:
+async def authenticate(request: Request, scope: str | None = None) -> Editor:
+    """The editor behind the request's bearer token (401 without one); 403 if it lacks ``scope``."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     tokens: TokenStore = request.app.state.tokens
     editor = await tokens.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if editor is None:
-        raise Problem(401, "A valid editor token is required: Authorization: Bearer <token>.",
-                      headers={"WWW-Authenticate": 'Bearer realm="ticker"'})
+        raise Problem(
+            401,
+            "A valid editor token is required: Authorization: Bearer <token>.",
+            headers={"WWW-Authenticate": 'Bearer realm="ticker"'},
+        )
+    if scope is not None and scope not in editor.scopes:
+        raise Problem(403, f"The token {editor.name!r} lacks the {scope!r} scope.")
     return editor
 
 
@@ -118,7 +124,7 @@ def _location(doc: Document) -> dict[str, str]:
 async def publish(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     broker: Broker = request.app.state.broker
-    editor = await authenticate(request)
+    editor = await authenticate(request, "publish")
     flash = validate(FlashIn, await read_json(request, settings.max_body_bytes), settings)
 
     idempotency: tuple[str, str, str] | None = None
@@ -129,11 +135,17 @@ async def publish(request: Request) -> Response:
         scope, print_ = idempotency_scope(editor, key), fingerprint(flash)
         claim = await broker.claim(scope, print_)
         if claim.state == "in_flight":
-            raise Problem(409, "A request with this Idempotency-Key is still in flight; retry shortly.",
-                          headers={"Retry-After": "1"})
+            raise Problem(
+                409,
+                "A request with this Idempotency-Key is still in flight; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         if claim.state == "mismatch":
-            raise Problem(422, "This Idempotency-Key was already used with a different body.",
-                          errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+            raise Problem(
+                422,
+                "This Idempotency-Key was already used with a different body.",
+                errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+            )
         if claim.state == "done" and claim.document is not None:
             return json_response(claim.document, 201, _location(claim.document))
         idempotency = (scope, print_, claim.token)
@@ -142,8 +154,11 @@ async def publish(request: Request) -> Response:
     try:
         await broker.record("flash", doc, expect_version=None, idempotency=idempotency)
     except ClaimLost:
-        raise Problem(409, "This Idempotency-Key's claim lapsed before the flash was recorded; retry.",
-                      headers={"Retry-After": "1"}) from None
+        raise Problem(
+            409,
+            "This Idempotency-Key's claim lapsed before the flash was recorded; retry.",
+            headers={"Retry-After": "1"},
+        ) from None
     except BaseException:
         if idempotency is not None:
             await broker.release(idempotency[0], idempotency[2])
@@ -163,7 +178,7 @@ async def _change(request: Request, type: EventType) -> Response:
     """Correct (``update``) or withdraw a flash, re-reading it if a concurrent change won the race."""
     settings: Settings = request.app.state.settings
     broker: Broker = request.app.state.broker
-    await authenticate(request)
+    await authenticate(request, "correct" if type == "update" else "withdraw")
     patch = None
     if type == "update":
         patch = validate(FlashPatch, await read_json(request, settings.max_body_bytes), settings)
@@ -205,8 +220,11 @@ async def list_flashes(request: Request) -> Response:
         raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
     raw_limit = request.query_params.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise Problem(400, f"limit must be an integer from 1 to {MAX_LIMIT}.",
-                      errors=[{"field": "limit", "message": "out of range"}])
+        raise Problem(
+            400,
+            f"limit must be an integer from 1 to {MAX_LIMIT}.",
+            errors=[{"field": "limit", "message": "out of range"}],
+        )
     limit = int(raw_limit)
     docs, last_event_id = await broker.recent(1000)
     now = datetime.now(UTC)

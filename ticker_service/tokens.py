@@ -27,7 +27,9 @@ from redis.asyncio import Redis
 from .problems import BrokerUnavailable
 
 PREFIX = "tkr_"
-REDIS_KEY = "ticker:tokens"  # hash: name -> JSON {"sha256", "created"}
+REDIS_KEY = "ticker:tokens"  # hash: name -> JSON {"sha256", "created", "scopes"}
+SCOPES = ("publish", "correct", "withdraw", "admin")
+EDITOR_SCOPES = frozenset({"publish", "correct", "withdraw"})  # what a token without --scopes may do
 
 
 def new_token() -> str:
@@ -40,24 +42,33 @@ def digest(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Editor:
-    """Who is publishing: the token's name (for logs and idempotency scopes) and the token's hash."""
+    """Who is publishing: the token's name (for logs and idempotency scopes), its hash and what it may do."""
 
     name: str
     token_hash: str
+    scopes: frozenset[str] = EDITOR_SCOPES
 
 
-def _find(records: dict[str, str], token: str) -> Editor | None:
+def _record(token: str, scopes: frozenset[str]) -> dict[str, Any]:
+    unknown = scopes - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
+    return {"sha256": digest(token), "created": int(time.time()), "scopes": sorted(scopes)}
+
+
+def _find(records: dict[str, dict[str, Any]], token: str) -> Editor | None:
     """Constant-time match of ``token`` against every stored hash."""
     wanted = digest(token)
     found: Editor | None = None
-    for name, stored in records.items():
+    for name, record in records.items():
+        stored = record["sha256"]
         if hmac.compare_digest(stored, wanted):
-            found = Editor(name=name, token_hash=stored)
+            found = Editor(name=name, token_hash=stored, scopes=frozenset(record.get("scopes", EDITOR_SCOPES)))
     return found
 
 
 class TokenStore(Protocol):
-    async def create(self, name: str) -> str:
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES) -> str:
         """Create (or replace) the token called ``name``; return the token, which is never stored."""
         ...
 
@@ -96,10 +107,11 @@ class FileTokenStore:
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
 
-    async def create(self, name: str) -> str:
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES) -> str:
         token = new_token()
+        record = _record(token, scopes)
         with self._changing() as records:
-            records[name] = {"sha256": digest(token), "created": int(time.time())}
+            records[name] = record
         return token
 
     async def revoke(self, name: str) -> bool:
@@ -107,17 +119,16 @@ class FileTokenStore:
             return records.pop(name, None) is not None
 
     async def authenticate(self, token: str) -> Editor | None:
-        return _find({name: rec["sha256"] for name, rec in self._records().items()}, token)
+        return _find(self._records(), token)
 
 
 class RedisTokenStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def create(self, name: str) -> str:
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES) -> str:
         token = new_token()
-        await self.redis.hset(  # type: ignore[misc]
-            REDIS_KEY, name, json.dumps({"sha256": digest(token), "created": int(time.time())}))
+        await self.redis.hset(REDIS_KEY, name, json.dumps(_record(token, scopes)))  # type: ignore[misc]
         return token
 
     async def revoke(self, name: str) -> bool:
@@ -128,5 +139,5 @@ class RedisTokenStore:
             raw = await self.redis.hgetall(REDIS_KEY)  # type: ignore[misc]
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        records = {k.decode(): json.loads(v)["sha256"] for k, v in raw.items()}
+        records = {k.decode(): json.loads(v) for k, v in raw.items()}
         return _find(records, token)

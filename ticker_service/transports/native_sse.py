@@ -67,8 +67,9 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             self._problem(400, exc.message, [{"field": exc.field, "message": exc.message}])
             return
         self.hub = hub
-        self.reader = TransportReader(flt, hub.write_buffer_limit, self.transport, websocket=False,
-                                      closer=self._close_reader, beat=self._beat)
+        self.reader = TransportReader(
+            flt, hub.write_buffer_limit, self.transport, websocket=False, closer=self._close_reader, beat=self._beat
+        )
         limit_send_buffer(self.transport, hub.send_buffer)
         head = [HEAD]
         for name, value in self.server_state.default_headers:

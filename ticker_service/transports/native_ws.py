@@ -121,8 +121,9 @@ class StreamProtocol(asyncio.Protocol):
         self.conn.send_response(response)
         if response.status_code != 101:
             return
-        reader = TransportReader(flt, self.hub.write_buffer_limit, self.transport, websocket=True,
-                                 closer=self._close, beat=self._beat)
+        reader = TransportReader(
+            flt, self.hub.write_buffer_limit, self.transport, websocket=True, closer=self._close, beat=self._beat
+        )
         limit_send_buffer(self.transport, self.hub.send_buffer)
         self.reader = reader
         self.hub.connect(reader, last)

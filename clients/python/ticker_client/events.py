@@ -34,5 +34,6 @@ class Event:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
-        return cls(type=data["type"], event_id=data["event_id"], flash=data.get("flash"),
-                   flashes=data.get("flashes") or [])
+        return cls(
+            type=data["type"], event_id=data["event_id"], flash=data.get("flash"), flashes=data.get("flashes") or []
+        )
