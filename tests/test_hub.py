@@ -98,6 +98,28 @@ async def test_one_write_per_reader_per_iteration_with_shared_bytes() -> None:
     assert sse.writes[0].count(b"\nevent: flash\n") == 3
 
 
+async def test_events_soon_after_a_flush_are_coalesced_into_the_next_write() -> None:
+    """A burst goes out in fewer writes: the first event at once, those close behind it together a moment later."""
+    h = Hub(MemoryBroker(SETTINGS, run_fanout=False), max_queue=3, replay_limit=1000, write_buffer_limit=100,
+            coalesce=0.5)  # fmt: skip
+    _, sock = socket_reader(h, Filter())
+    loop = asyncio.get_running_loop()
+    h.dispatch(event(1))
+    await tick()
+    assert len(sock.writes) == 1  # nothing before it: no wait
+    first = loop.time()
+    burst = [event(n) for n in (2, 3, 4)]
+    for e in burst:
+        h.dispatch(e)
+        await tick()  # separate loop iterations, which without coalescing would be three writes
+    deadline = loop.time() + 5
+    while len(sock.writes) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert loop.time() - first >= 0.5 * 0.9
+    assert len(sock.writes) == 2
+    assert sock.writes[1] == b"".join(ws_frame(e.to_message()) for e in burst)
+
+
 async def test_replay_then_held_live_events_without_duplicates() -> None:
     """Live events that arrive during the replay wait, and those the replay already had are dropped."""
     sub = QueueReader(Filter(), 100)

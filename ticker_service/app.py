@@ -68,6 +68,7 @@ def create_app(
         replay_limit=settings.replay_max_events,
         write_buffer_limit=settings.write_buffer_limit_bytes,
         send_buffer=settings.socket_send_buffer_bytes,
+        coalesce=settings.fanout_coalesce_seconds,
     )
     broker.subscribe(hub.dispatch)
     broker.on_history_lost(hub.forget)

@@ -1,9 +1,9 @@
 """This process's readers, indexed by filter, and the fan-out that hands each live event to the matching ones.
 
-The fan-out never awaits a reader. Events that arrive in the same loop iteration are flushed together: for each
-distinct filter (not each reader) the matching events are joined once per transport, and each reader of that
-filter gets those bytes in one write. A reader that cannot keep up (its socket's write buffer or its queue is over
-the limit) is closed and resumes by event id.
+The fan-out never awaits a reader. Events that arrive in the same loop iteration (or, under a burst, within a few
+milliseconds of the last flush) are flushed together: for each distinct filter (not each reader) the matching
+events are joined once per transport, and each reader of that filter gets those bytes in one write. A reader that
+cannot keep up (its socket's write buffer or its queue is over the limit) is closed and resumes by event id.
 
 Two kinds of reader share the replay/live logic of :class:`Reader`: :class:`TransportReader`, written to directly
 by the fan-out (the native WebSocket/SSE protocols), and :class:`QueueReader`, drained by an ASGI endpoint's task.
@@ -215,9 +215,20 @@ class QueueReader(Reader):
 
 class Hub:
     def __init__(
-        self, broker: Broker, *, max_queue: int, replay_limit: int, write_buffer_limit: int, send_buffer: int = 0
+        self,
+        broker: Broker,
+        *,
+        max_queue: int,
+        replay_limit: int,
+        write_buffer_limit: int,
+        send_buffer: int = 0,
+        coalesce: float = 0.0,
     ) -> None:
         self.broker = broker
+        # Under a burst, events arriving within ``coalesce`` seconds of a flush wait for the next one, so that each
+        # reader gets several in one write (a system call per reader is most of the fan-out's cost). An event after
+        # a quiet spell still goes out at once.
+        self.coalesce = coalesce
         self.send_buffer = send_buffer  # SO_SNDBUF for native readers' sockets (0: the kernel's default)
         self.max_queue = max_queue
         self.replay_limit = replay_limit  # also the window: recent events kept for dedup and replay from memory
@@ -226,6 +237,7 @@ class Hub:
         self.count = 0
         self._window: OrderedDict[str, Event] = OrderedDict()
         self._pending: list[Frames] = []
+        self._flushed_at = float("-inf")
         self._heartbeat: asyncio.TimerHandle | None = None
         self._attaching: set[asyncio.Task[None]] = set()  # replays under way (a task needs a reference)
 
@@ -240,10 +252,16 @@ class Hub:
         if len(self._window) > self.replay_limit:
             self._window.popitem(last=False)
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            due = self._flushed_at + self.coalesce
+            if loop.time() < due:
+                loop.call_at(due, self._flush)
+            else:
+                loop.call_soon(self._flush)
         self._pending.append(Frames(event))
 
     def _flush(self) -> None:
+        self._flushed_at = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, []
         for flt, readers in list(self.groups.items()):
             matching = [f for f in pending if flt.matches(f.event.flash)]

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     socket_send_buffer_bytes: int = Field(
         default=0, ge=0, description="SO_SNDBUF for readers' sockets; 0 keeps the kernel's (auto-tuned) default."
     )
+    fanout_coalesce_seconds: float = Field(
+        default=0.002,
+        ge=0,
+        le=0.1,
+        description="Under a burst, events this close to the last flush go out together, one write per reader.",
+    )
     replay_max_events: int = Field(default=10_000, ge=1, description="Most events replayed to one resuming reader.")
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
 
