@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from . import ingest, transports
 from .broker import Broker, create_broker
 from .hub import Hub
+from .memory import Trimmer
 from .problems import BrokerUnavailable, Problem, handle_http_exception, handle_problem, handle_unavailable
 from .settings import Settings
 from .tokens import FileTokenStore, RedisTokenStore, TokenStore
@@ -72,11 +73,13 @@ def create_app(
     )
     broker.subscribe(hub.dispatch)
     broker.on_history_lost(hub.forget)
+    trimmer = Trimmer(settings.malloc_trim_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
         hub.start_heartbeat(settings.heartbeat_seconds)
+        trimmer.start()
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
             from workers.settings import supervise_worker
@@ -88,6 +91,7 @@ def create_app(
         finally:
             # Stop the readers' streams first so that open connections end, then the broker.
             hub.stop_heartbeat()
+            trimmer.stop()
             hub.close_all("shutdown")
             if worker_task is not None:
                 worker_task.cancel()

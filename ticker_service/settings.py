@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     worker_wake: bool = Field(default=True, description="Workers listen for ingest's wake-up (off: poll only).")
     fanout_job_timeout_seconds: float = Field(default=3.0, gt=0)
     shutdown_seconds: float = Field(default=10.0, gt=0, description="Graceful shutdown bound for hubs and workers.")
+    malloc_trim_seconds: float = Field(
+        default=60.0, ge=0, description="How often a hub gives freed heap memory back to the system (0: never)."
+    )
     log_level: str = "info"
 
     @field_validator("categories", "regions", mode="before")
