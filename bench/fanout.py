@@ -56,7 +56,7 @@ class ReaderProcess:
         self.log = log
 
     @classmethod
-    async def start(cls, target: Target, transport: str, readers: int, log: Path) -> ReaderProcess:
+    async def start(cls, target: Target, transport: str, readers: int, log: Path, source: str) -> ReaderProcess:
         with log.open("ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -70,6 +70,8 @@ class ReaderProcess:
                 str(readers),
                 "--format",
                 target.format,
+                "--source",
+                source,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
@@ -218,7 +220,9 @@ async def scenario(target: Target, args: argparse.Namespace, logs: Path, round_n
         try:
             for k, share in enumerate(shares):
                 log = logs / f"{target.name}-r{round_no}-c{k}.log"
-                clients.append(await ReaderProcess.start(target, args.transport, share, log))
+                # Each client process connects from its own loopback address: its own range of ephemeral ports.
+                source = f"127.0.0.{2 + k}"
+                clients.append(await ReaderProcess.start(target, args.transport, share, log, source))
             before = snapshot(target, clients)
             for client in clients:
                 await client.send(cmd="connect")

@@ -282,6 +282,7 @@ class Readers:
         parts = urlsplit(args.url)
         extract = EXTRACT[(args.format, args.transport)]
         loop = asyncio.get_running_loop()
+        local_addr = (args.source, 0) if args.source else None
         async with gate:
             for attempt in range(CONNECT_ATTEMPTS):
                 reader: WsReader | SseReader = (
@@ -291,7 +292,9 @@ class Readers:
                 )
                 try:
                     await asyncio.wait_for(
-                        loop.create_connection(functools.partial(_same, reader), parts.hostname, parts.port),
+                        loop.create_connection(
+                            functools.partial(_same, reader), parts.hostname, parts.port, local_addr=local_addr
+                        ),
                         HANDSHAKE_TIMEOUT,
                     )
                     await asyncio.wait_for(reader.opened, HANDSHAKE_TIMEOUT)
@@ -380,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ticker: JSON events whose headline has the marker; raw: the message is the payload",
     )
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight (default: %(default)s)")
+    parser.add_argument(
+        "--source",
+        help="local address to connect from, e.g. 127.0.0.3: each loopback source address has its own ~28,000 "
+        "ephemeral ports, so several client processes can hold more connections to one server port than one can",
+    )
     args = parser.parse_args(argv)
     raise_open_files_limit()
     try:
