@@ -12,15 +12,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import ingest, transports
+from . import admin, ingest, transports
 from .broker import Broker, create_broker
 from .hub import Hub
 from .memory import Trimmer
+from .observe import RequestObserver
 from .problems import BrokerUnavailable, Problem, handle_http_exception, handle_problem, handle_unavailable
 from .settings import Settings
 from .tokens import FileTokenStore, RedisTokenStore, TokenStore
@@ -80,6 +82,7 @@ def create_app(
         await broker.start()
         hub.start_heartbeat(settings.heartbeat_seconds)
         trimmer.start()
+        reporting = admin.start_reporting(hub, broker)
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
             from workers.settings import supervise_worker
@@ -92,6 +95,8 @@ def create_app(
             # Stop the readers' streams first so that open connections end, then the broker.
             hub.stop_heartbeat()
             trimmer.stop()
+            if reporting is not None:
+                reporting.cancel()
             hub.close_all("shutdown")
             if worker_task is not None:
                 worker_task.cancel()
@@ -106,6 +111,7 @@ def create_app(
             Route("/readyz", readyz),
             *ingest.routes(),
             *transports.routes(),
+            *admin.routes(),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         exception_handlers={
@@ -114,6 +120,7 @@ def create_app(
             HTTPException: handle_http_exception,
         },
         lifespan=lifespan,
+        middleware=[Middleware(RequestObserver)],
     )
     app.state.settings = settings
     app.state.broker = broker

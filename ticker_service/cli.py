@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import random
 import shlex
@@ -35,6 +34,11 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
     """Serve with uvicorn and the native reader protocols; ``processes`` > 1 forks hubs sharing the socket."""
     import uvicorn
 
+    from . import logs, multiproc
+
+    if processes > 1:
+        # Each hub process keeps its metrics in files there and /metrics sums them; the files of an earlier run go.
+        multiproc.prepare(port)
     from .app import create_app
     from .transports.native_sse import ReaderHttpProtocol
 
@@ -46,6 +50,8 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
         "ws_max_size": settings.ws_max_message_bytes,
         "ws_per_message_deflate": False,
         "log_level": settings.log_level,
+        "log_config": logs.uvicorn_config(settings.log_level),
+        "access_log": False,  # the request middleware logs each request once, as JSON, without its query string
         "timeout_graceful_shutdown": settings.shutdown_seconds,
     }
     if processes > 1:
@@ -280,7 +286,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure
+    from .multiproc import ensure_dir
+
+    configure(settings.log_level)
+    ensure_dir()
     args = build_parser(settings).parse_args(argv)
     return int(args.func(args, settings))
 

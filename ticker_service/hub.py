@@ -12,11 +12,13 @@ by the fan-out (the native WebSocket/SSE protocols), and :class:`QueueReader`, d
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
+from . import metrics
 from .broker import Broker, HistoryGap
 from .filters import Filter
 from .frames import http_chunk, ws_frame
@@ -27,6 +29,7 @@ logger = logging.getLogger("ticker.hub")
 
 RESET_FLASHES = 20  # current flashes sent in a ``reset``
 HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
+_connection_ids = itertools.count(1)
 
 
 class Frames:
@@ -80,9 +83,11 @@ class Batch:
 class Reader:
     """A reader's filter and its replay/live seam. While it replays history, live batches wait in ``_held``."""
 
-    __slots__ = ("_held", "_replay_top", "close_reason", "closed", "filter", "limit")
+    __slots__ = ("_held", "_replay_top", "close_reason", "closed", "conn_id", "filter", "limit")
+    transport = "asgi"  # for metrics: how the reader is served
 
     def __init__(self, flt: Filter, limit: int) -> None:
+        self.conn_id = f"c{next(_connection_ids)}"  # for logs: unique in this process
         self.filter = flt
         self.limit = limit
         self.closed = False
@@ -134,6 +139,11 @@ class Reader:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
+            metrics.DISCONNECTS.labels(metrics.close_reason_label(reason)).inc()
+            if reason in ("slow", "keepalive"):
+                logger.info(
+                    "reader closed", extra={"conn_id": self.conn_id, "reason": reason, "transport": self.transport}
+                )
             self.on_close(reason)
 
     def on_close(self, reason: str) -> None:
@@ -168,6 +178,10 @@ class TransportReader(Reader):
         self.websocket = websocket
         self._closer = closer
         self.beat = beat  # keepalive, called by the hub's one timer: a ping, or an SSE comment
+
+    @property
+    def transport(self) -> str:  # type: ignore[override]
+        return "websocket" if self.websocket else "sse"
 
     def emit(self, batch: Batch) -> None:
         if self.sink.get_write_buffer_size() > self.limit:
@@ -235,6 +249,7 @@ class Hub:
         self.write_buffer_limit = write_buffer_limit
         self.groups: dict[Filter, set[Reader]] = {}
         self.count = 0
+        self.census: Counter[tuple[str, str]] = Counter()  # readers by (transport, language label)
         self._window: OrderedDict[str, Event] = OrderedDict()
         self._pending: list[Frames] = []
         self._flushed_at = float("-inf")
@@ -263,12 +278,15 @@ class Hub:
     def _flush(self) -> None:
         self._flushed_at = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, []
+        delivered = 0
         for flt, readers in list(self.groups.items()):
             matching = [f for f in pending if flt.matches(f.event.flash)]
             if matching:
                 batch = Batch(matching)
+                delivered += len(matching) * len(readers)
                 for reader in tuple(readers):
                     reader.offer(batch)
+        metrics.observe_fanout([f.key[0] for f in pending], delivered)
 
     def forget(self) -> None:
         """The history was lost: the window must not answer resumes from before the loss."""
@@ -278,14 +296,21 @@ class Hub:
     def add(self, reader: Reader) -> None:
         self.groups.setdefault(reader.filter, set()).add(reader)
         self.count += 1
+        self._census(reader, 1)
 
     def remove(self, reader: Reader) -> None:
         group = self.groups.get(reader.filter)
         if group is not None and reader in group:
             group.discard(reader)
             self.count -= 1
+            self._census(reader, -1)
             if not group:
                 del self.groups[reader.filter]
+
+    def _census(self, reader: Reader, change: int) -> None:
+        labels = (reader.transport, metrics.language_label(reader.filter.languages))
+        self.census[labels] += change
+        metrics.READERS.labels(*labels).inc(change)
 
     def refilter(self, reader: Reader, flt: Filter) -> None:
         """Change a connected reader's filter (a WebSocket ``subscribe`` message)."""
@@ -302,8 +327,11 @@ class Hub:
         if last_event_id is not None:
             try:
                 replayed = self.recent_after(last_event_id)
+                source = "memory"
                 if replayed is None:
                     replayed = await self._history_after(reader, last_event_id)
+                    source = "reset" if replayed and replayed[0].type == "reset" else "history"
+                metrics.REPLAYED.labels(source).inc(len(replayed))
             except BaseException:
                 self.remove(reader)
                 raise

@@ -22,6 +22,7 @@ from arq.worker import Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ticker_service import metrics, ops
 from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
 from ticker_service.problems import BrokerUnavailable
 from ticker_service.settings import Settings
@@ -31,11 +32,22 @@ from .fanout import fan_out
 logger = logging.getLogger("ticker.worker")
 
 
+def _outcome(outcome: str) -> None:
+    metrics.JOBS.labels(outcome).inc()
+    ops.JOB_COUNTS[outcome] += 1
+
+
 async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
     try:
-        return await fan_out(ctx["broker"], flash_id, version)
+        event_id = await fan_out(ctx["broker"], flash_id, version)
     except BrokerUnavailable as exc:
+        _outcome("retry")
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    except Exception:
+        _outcome("error")
+        raise
+    _outcome("ok" if event_id else "skipped")
+    return event_id
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -60,14 +72,20 @@ class WakeableWorker(Worker):
             await super()._poll_iteration()
 
     async def main(self) -> None:
-        tasks = []
+        tasks = [asyncio.create_task(self._report())]
         if self._wake_url:
-            tasks = [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
+            tasks += [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
         try:
             await super().main()
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def _report(self) -> None:
+        """Tell the operations page this worker is alive, with its job counts (once arq's pool exists)."""
+        while self._pool is None:
+            await asyncio.sleep(0.1)
+        await ops.report_forever(self._pool, "worker", ops.worker_report)
 
     async def _poll_when_woken(self) -> None:
         while True:
@@ -96,6 +114,7 @@ class WakeableWorker(Worker):
                 raise
             except Exception as exc:
                 logger.warning("wake subscription lost (%s); reconnecting", exc)
+                metrics.REDIS_RECONNECTS.labels("worker").inc()
             finally:
                 try:
                     await pubsub.aclose()

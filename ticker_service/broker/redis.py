@@ -30,6 +30,7 @@ from arq.jobs import serialize_job
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from .. import metrics
 from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
 from ..problems import BrokerUnavailable
 from ..settings import Settings
@@ -376,6 +377,7 @@ class RedisBroker:
                 raise
             except Exception as exc:  # any failure of the subscription: reconnect, never die
                 logger.warning("live subscription lost (%s); reconnecting in %.1fs", exc, delay)
+                metrics.REDIS_RECONNECTS.labels("hub").inc()
             finally:
                 self._subscribed.clear()
                 try:
