@@ -1,0 +1,134 @@
+"""The operations page in headless Chromium against real processes: two hubs and a worker on one Redis. An admin
+token sees readers, flashes and latency change as readers connect and flashes go out; any other token is refused.
+Debian's /usr/bin/chromium is driven by Playwright; no browser is downloaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from .conftest import start_distributed, start_hub
+from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
+from .test_demo_page import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+WAIT_MS = TIMEOUT * 1000
+
+
+@dataclasses.dataclass
+class Ops:
+    service: Service
+    second: Service  # the same service through the second hub
+    admin_token: str
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
+    tmp = tmp_path_factory.mktemp("admin")
+    service = start_distributed(tmp)
+    try:
+        second_url, _ = start_hub(service, tmp, "hub2")
+        created = run_ticker(service.env, "token", "create", "--name", "ops", "--scopes", "admin")
+        assert created.returncode == 0, created.stderr
+        yield Ops(service, dataclasses.replace(service, base_url=second_url), created.stdout.strip().splitlines()[-1])
+    finally:
+        service.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page; a script error or a Content Security Policy violation on it fails the test."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def console(msg: ConsoleMessage) -> None:
+        if "Content Security Policy" in msg.text:
+            errors.append(msg.text)
+
+    page.on("console", console)
+    yield page
+    await context.close()
+    assert errors == [], errors
+
+
+async def sign_in(page: Page, service: Service, token: str) -> None:
+    response = await page.goto(f"{service.base_url}/admin", timeout=WAIT_MS)
+    assert response is not None and response.ok
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    await page.fill("#token", token)
+    await page.click("#signin button")
+
+
+async def test_admin_sees_readers_flashes_and_latency_change(page: Page, ops: Ops) -> None:
+    service = ops.service
+    await sign_in(page, service, ops.admin_token)
+    await expect(page.locator("#dashboard")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#readers-total")).to_have_text("0", timeout=WAIT_MS)
+    await expect(page.locator("#redis-status")).to_have_text("ok")
+    await expect(page.locator("#hubs tr")).to_have_count(2, timeout=WAIT_MS)  # both hub processes report
+    await expect(page.locator("#workers tr")).to_have_count(1, timeout=WAIT_MS)
+    # The token is nowhere in the page once signed in (kept in the script's memory only).
+    assert await page.locator("#token").input_value() == ""
+
+    async with (
+        ws_reader(service, "lang=en") as ws1,
+        ws_reader(service, "lang=en") as ws2,
+        sse_reader(ops.second, "lang=ar"),
+    ):
+        await expect(page.locator("#readers-total")).to_have_text("3", timeout=WAIT_MS)
+        await expect(page.locator("#readers-transports tr", has_text="websocket")).to_have_text("websocket2")
+        await expect(page.locator("#readers-transports tr", has_text="sse")).to_have_text("sse1")
+        await expect(page.locator("#readers-languages tr", has_text="en")).to_have_text("en2")
+        await expect(page.locator("#hubs tr", has_text="2")).to_have_count(1)  # one hub holds both WebSockets
+
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            doc = await publish(client, service, "BREAKING: <b>operations</b> see this", language="en")
+            audit = await client.get(
+                f"{service.base_url}/v1/audit", headers={"Authorization": f"Bearer {ops.admin_token}"}
+            )
+        for ws in (ws1, ws2):
+            assert (await next_ws_event(ws))["flash"]["uri"] == doc["uri"]
+        await expect(page.locator("#flashes-per-minute")).to_have_text("1", timeout=WAIT_MS)
+        await expect(page.locator("#latency-p50")).to_have_text(re.compile(r"^\d+(\.\d+)?$"), timeout=WAIT_MS)
+        await expect(page.locator("#latency-chart")).to_have_attribute("data-points", re.compile(r"^([2-9]|\d\d)$"))
+        await expect(page.locator("#workers tr")).to_contain_text("1 ok", timeout=WAIT_MS)
+        # The audit log belongs to the security work: shown when the service has it, else said to be missing.
+        if audit.status_code == 404:
+            await expect(page.locator("#audit")).to_have_text("audit log unavailable", timeout=WAIT_MS)
+        else:
+            assert audit.status_code == 200
+            await expect(page.locator("#audit li").first).not_to_have_text("audit log unavailable", timeout=WAIT_MS)
+        assert await page.locator("b").count() == 0  # whatever the server says is text, never markup
+
+    await expect(page.locator("#readers-total")).to_have_text("0", timeout=WAIT_MS)
+
+
+async def test_non_admin_token_is_refused(page: Page, ops: Ops) -> None:
+    service = ops.service
+    await sign_in(page, service, service.token)
+    await expect(page.locator("#signin-error")).to_contain_text("403", timeout=WAIT_MS)
+    await expect(page.locator("#dashboard")).to_be_hidden()
+    await sign_in(page, service, "tkr_" + "x" * 32)
+    await expect(page.locator("#signin-error")).to_contain_text("401", timeout=WAIT_MS)
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=TIMEOUT) as client:
+        assert (await client.get("/v1/admin/stats")).status_code == 401
+        assert (await client.get("/v1/admin/stats", headers=service.headers())).status_code == 403
+        allowed = await client.get("/v1/admin/stats", headers={"Authorization": f"Bearer {ops.admin_token}"})
+        assert allowed.status_code == 200
+        assert allowed.json()["mode"] == "redis"
