@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .redis_conn import describe
 from .settings import Settings
 from .tokens import EDITOR_SCOPES, SCOPES
 
@@ -74,7 +75,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.embedded:
         mode = "embedded mode (one process, in memory; set REDIS_URL for the distributed path)"
     else:
-        mode = f"hub + worker on {settings.redis_url}"
+        mode = f"hub + worker on {describe(settings)}"
     body = json.dumps(
         {
             "headline": "BREAKING: ticker is live",
@@ -120,14 +121,14 @@ async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaita
 
     if settings.embedded:
         return await action(FileTokenStore(settings.data_dir))
-    from redis.asyncio import Redis
+    from .redis_conn import redis_client
 
-    async with Redis.from_url(settings.redis_url or "") as redis:
+    async with redis_client(settings) as redis:
         return await action(RedisTokenStore(redis))
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({settings.redis_url})"
+    where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({describe(settings)})"
     if args.token_command == "create":
         token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes)))
         print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")

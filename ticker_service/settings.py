@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "TICKER_REDIS_URL"),
         description="Redis to run the distributed path on; unset means the embedded in-memory mode.",
     )
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Redis Sentinel addresses, host:port,...; the master is asked of them."
+    )
+    redis_sentinel_master: str = Field(default="mymaster", description="The name the sentinels monitor the master as.")
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded mode: where token hashes live.")
@@ -93,6 +97,13 @@ class Settings(BaseSettings):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @property
     def embedded(self) -> bool:
-        return not self.redis_url
+        return not self.redis_url and not self.redis_sentinels

@@ -19,12 +19,12 @@ from typing import Any
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker_service import metrics, ops
 from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
 from ticker_service.problems import BrokerUnavailable
+from ticker_service.redis_conn import arq_settings, redis_client
 from ticker_service.settings import Settings
 
 from .fanout import fan_out
@@ -61,9 +61,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WakeableWorker(Worker):
     """An arq worker that also polls whenever a message arrives on ``ticker:wake``."""
 
-    def __init__(self, *args: Any, wake_url: str | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake: Settings | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._wake_url = wake_url
+        self._wake = wake  # where to listen for ingest's wake-up; None: arq's polling only
         self._woken = asyncio.Event()
         self._poll_lock = asyncio.Lock()
 
@@ -73,7 +73,7 @@ class WakeableWorker(Worker):
 
     async def main(self) -> None:
         tasks = [asyncio.create_task(self._report())]
-        if self._wake_url:
+        if self._wake is not None:
             tasks += [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
         try:
             await super().main()
@@ -98,10 +98,10 @@ class WakeableWorker(Worker):
                     logger.warning("woken poll failed: %s", exc)
 
     async def _listen_for_wake(self) -> None:
-        assert self._wake_url
+        assert self._wake is not None
         delay = 0.1
         while True:
-            client = Redis.from_url(self._wake_url, socket_connect_timeout=2)
+            client = redis_client(self._wake, socket_connect_timeout=2)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(WAKE_CHANNEL)
@@ -127,12 +127,12 @@ class WakeableWorker(Worker):
 
 def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
     """A worker for these settings. A job killed with its worker re-runs after its timeout + 10 s (arq's rule)."""
-    assert settings.redis_url, "the worker needs REDIS_URL"
+    assert not settings.embedded, "the worker needs REDIS_URL or TICKER_REDIS_SENTINELS"
     options: dict[str, Any] = {
         "functions": [
             func(fanout_job, name=FANOUT_JOB, timeout=settings.fanout_job_timeout_seconds, max_tries=50),
         ],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": arq_settings(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
@@ -143,7 +143,7 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
         # On SIGTERM, let running jobs finish (fan-out takes milliseconds); what is still running after this is
         # cancelled and goes back to the queue.
         "job_completion_wait": max(1, int(settings.shutdown_seconds)),
-        "wake_url": settings.redis_url if settings.worker_wake else None,
+        "wake": settings if settings.worker_wake else None,
     }
     options.update(overrides)
     return WakeableWorker(**options)

@@ -10,7 +10,7 @@ __all__ = ["Broker", "Claim", "ClaimLost", "HistoryGap", "LiveHandler", "Version
 
 def create_broker(settings: Settings, *, run_fanout: bool = True) -> Broker:
     """``run_fanout`` (memory only): run the fan-out in-process, as the embedded mode does in place of arq."""
-    if settings.redis_url:
+    if not settings.embedded:
         from .redis import RedisBroker
 
         return RedisBroker(settings)

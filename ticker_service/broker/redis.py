@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from .. import metrics
 from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
 from ..problems import BrokerUnavailable
+from ..redis_conn import redis_client
 from ..settings import Settings
 from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
 
@@ -184,9 +185,9 @@ def _event(epoch: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Eve
 
 class RedisBroker:
     def __init__(self, settings: Settings) -> None:
-        assert settings.redis_url, "RedisBroker needs REDIS_URL"
+        assert not settings.embedded, "RedisBroker needs REDIS_URL or TICKER_REDIS_SENTINELS"
         self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=2)
+        self.redis = redis_client(settings, socket_timeout=3, socket_connect_timeout=2)
         self._record = self.redis.register_script(_RECORD)
         self._recent = self.redis.register_script(_RECENT)
         self._release = self.redis.register_script(_RELEASE)
@@ -355,10 +356,9 @@ class RedisBroker:
 
     async def _listen(self) -> None:
         """Hold the pub/sub subscription; reconnect with jittered backoff when Redis goes away."""
-        assert self.settings.redis_url
         delay = 0.1
         while True:
-            client = Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
+            client = redis_client(self.settings, socket_connect_timeout=2)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(LIVE_CHANNEL)
