@@ -48,18 +48,21 @@ def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         service.processes.append(hub)
         service.base_url = f"http://127.0.0.1:{port}"
         wait_ready(service.base_url, hub)
-        worker = Process(ticker("worker"), env, tmp / "worker.log")
+        worker_port = free_port()
+        worker_env = {**env, "TICKER_WORKER_METRICS_PORT": str(worker_port)}
+        worker = Process(ticker("worker"), worker_env, tmp / "worker.log")
         worker.start()
         service.processes.append(worker)
         with redis_server.client() as client:
             wait_until(lambda: bool(client.exists("arq:queue:health-check")), "the worker's first poll")
+        service.env["WORKER_METRICS_URL"] = f"http://127.0.0.1:{worker_port}/metrics"
         yield service
     finally:
         service.stop()
 
 
-def scrape(service: Service) -> list[tuple[str, dict[str, str], float]]:
-    response = httpx.get(f"{service.base_url}/metrics", timeout=TIMEOUT)
+def scrape(service: Service, url: str = "") -> list[tuple[str, dict[str, str], float]]:
+    response = httpx.get(url or f"{service.base_url}/metrics", timeout=TIMEOUT)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return [
@@ -124,6 +127,11 @@ async def test_readers_flashes_and_jobs_add_up_across_processes(hubs: Service) -
             samples, "ticker_fanout_latency_seconds_count"
         )
         assert value(samples, "ticker_queue_depth") == 0
+        # The worker also serves its own /metrics (for a worker on a host without hubs).
+        own = scrape(hubs, hubs.env["WORKER_METRICS_URL"])
+        assert value(own, "ticker_fanout_jobs_total", outcome="ok") == value(
+            samples, "ticker_fanout_jobs_total", outcome="ok"
+        )
 
         # A reader resuming from before the flash gets it replayed; a bad message closes a reader.
         resume_from = await _before(hubs)

@@ -25,6 +25,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 from .multiproc import alive, multiprocess_dir
@@ -97,6 +98,16 @@ def _forget_dead_processes(directory: str) -> None:
         pid = path.rsplit("_", 1)[-1].removesuffix(".db")
         if pid.isdigit() and not alive(int(pid)):
             multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
+
+def serve(host: str, port: int) -> None:
+    """``/metrics`` on its own port, in a thread (for ``ticker worker``, which has no HTTP server)."""
+    registry = REGISTRY
+    directory = multiprocess_dir()
+    if directory is not None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=0.5, gt=0, description="arq poll interval; ingest also wakes workers.")
     worker_wake: bool = Field(default=True, description="Workers listen for ingest's wake-up (off: poll only).")
+    worker_metrics_port: int = Field(default=0, ge=0, description="`ticker worker` serves /metrics here (0: off).")
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Address of the worker's /metrics.")
     fanout_job_timeout_seconds: float = Field(default=3.0, gt=0)
     shutdown_seconds: float = Field(default=10.0, gt=0, description="Graceful shutdown bound for hubs and workers.")
     malloc_trim_seconds: float = Field(

@@ -157,6 +157,8 @@ def run_worker(settings: Settings) -> None:
 
     arq's worker ends when its Redis connection fails; a push service must outlive a Redis restart.
     """
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
     delay = 0.5
     while True:
         stopped: list[int] = []
