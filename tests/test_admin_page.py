@@ -4,16 +4,18 @@ Debian's /usr/bin/chromium is driven by Playwright; no browser is downloaded."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from .conftest import start_distributed, start_hub
+from .conftest import start_distributed, start_embedded, start_hub
 from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
 from .test_demo_page import CHROMIUM, CHROMIUM_ARGS
 
@@ -75,6 +77,14 @@ async def sign_in(page: Page, service: Service, token: str) -> None:
     await page.click("#signin button")
 
 
+async def until_texts(page: Page, selector: str, expected: list[str]) -> None:
+    """Wait until the texts of ``selector``'s elements, in any order, are ``expected``."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while sorted(await page.locator(selector).all_text_contents()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, await page.locator(selector).all_text_contents()
+        await asyncio.sleep(0.05)
+
+
 async def test_admin_sees_readers_flashes_and_latency_change(page: Page, ops: Ops) -> None:
     service = ops.service
     await sign_in(page, service, ops.admin_token)
@@ -95,7 +105,8 @@ async def test_admin_sees_readers_flashes_and_latency_change(page: Page, ops: Op
         await expect(page.locator("#readers-transports tr", has_text="websocket")).to_have_text("websocket2")
         await expect(page.locator("#readers-transports tr", has_text="sse")).to_have_text("sse1")
         await expect(page.locator("#readers-languages tr", has_text="en")).to_have_text("en2")
-        await expect(page.locator("#hubs tr", has_text="2")).to_have_count(1)  # one hub holds both WebSockets
+        # One hub process holds both WebSockets, the other the SSE reader.
+        await until_texts(page, "#hubs tr td:nth-child(2)", ["1", "2"])
 
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             doc = await publish(client, service, "BREAKING: <b>operations</b> see this", language="en")
@@ -132,3 +143,23 @@ async def test_non_admin_token_is_refused(page: Page, ops: Ops) -> None:
         allowed = await client.get("/v1/admin/stats", headers={"Authorization": f"Bearer {ops.admin_token}"})
         assert allowed.status_code == 200
         assert allowed.json()["mode"] == "redis"
+
+
+async def test_embedded_mode_reports_its_one_process(tmp_path: Path) -> None:
+    service = start_embedded(tmp_path)
+    try:
+        created = run_ticker(service.env, "token", "create", "--name", "ops", "--scopes", "admin")
+        assert created.returncode == 0, created.stderr
+        admin = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+        async with (
+            httpx.AsyncClient(base_url=service.base_url, timeout=TIMEOUT) as client,
+            sse_reader(service, "lang=es"),
+        ):
+            await publish(client, service, "BREAKING: embedded", language="es")
+            stats = (await client.get("/v1/admin/stats", headers=admin)).json()
+    finally:
+        service.stop()
+    assert stats["mode"] == "embedded" and stats["redis"] == {"status": "embedded"}
+    assert stats["readers"] == {"total": 1, "transports": {"sse": 1}, "languages": {"es": 1}}
+    assert [hub["readers"]["total"] for hub in stats["hubs"]] == [1]
+    assert stats["flashes_per_minute"] == 1 and stats["workers"] == []
