@@ -94,13 +94,18 @@ function show(stats) {
 }
 
 function auditLine(entry) {
+  // GET /v1/audit entries: {time, action, status, who, ip, flash, detail}; anything else is shown as JSON text.
   if (typeof entry !== "object" || entry === null) return String(entry);
-  const when = entry.time || entry.at || entry.timestamp || "";
-  const who = entry.editor || entry.who || entry.token || entry.name || "";
-  const what = entry.action || entry.what || entry.event || "";
-  const outcome = entry.outcome || entry.status || entry.result || "";
-  const line = [when, who, what, outcome].filter((v) => v !== "").join("  ");
-  return line || JSON.stringify(entry);
+  const parts = [
+    entry.time,
+    entry.who ?? (entry.action ? "(no valid token)" : undefined),
+    entry.action,
+    entry.status,
+    entry.flash && `flash ${entry.flash}`,
+    entry.ip && `from ${entry.ip}`,
+    entry.detail,
+  ].filter((v) => v !== undefined && v !== null && v !== "");
+  return parts.length ? parts.join("  ") : JSON.stringify(entry);
 }
 
 async function refreshAudit() {
