@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -103,7 +104,7 @@ async def read_reports(redis: Redis, kind: str) -> list[dict[str, Any]]:
     return [orjson.loads(raw) for raw in raws if raw is not None]
 
 
-async def report_forever(redis: Redis, kind: str, make: Any) -> None:
+async def report_forever(redis: Redis, kind: str, make: Callable[[], dict[str, Any]]) -> None:
     """Write ``make()``'s report every ``REPORT_SECONDS`` until cancelled; Redis trouble only skips a round."""
     while True:
         try:
