@@ -28,6 +28,7 @@ from .support import (
     wait_until,
     ws_reader,
 )
+from .test_slow_readers import stalled_reader
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,7 +38,13 @@ def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp: Path = tmp_path_factory.mktemp("metrics")
     redis_server = RedisServer(tmp)
     redis_server.start()
-    env = base_env(REDIS_URL=redis_server.url, PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus"))
+    env = base_env(
+        REDIS_URL=redis_server.url,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus"),
+        # Small buffers, so that a reader that stops reading is cut off within a few dozen flashes.
+        TICKER_WRITE_BUFFER_LIMIT_BYTES="16384",
+        TICKER_SOCKET_SEND_BUFFER_BYTES="16384",
+    )
     created = run_ticker(env, "token", "create", "--name", "tests")
     assert created.returncode == 0, created.stderr
     service = Service("redis", "", created.stdout.strip().splitlines()[-1], env, [], redis_server)
@@ -175,3 +182,20 @@ async def test_redis_reconnects_are_counted(hubs: Service) -> None:
         ),
     )
     wait_ready(hubs.base_url, hubs.processes[0])
+
+
+async def test_a_stalled_reader_counts_as_a_slow_disconnect(hubs: Service) -> None:
+    def slow(samples: list[tuple[str, dict[str, str], float]]) -> float:
+        return value(samples, "ticker_reader_disconnects_total", reason="slow")
+
+    port = int(hubs.base_url.rsplit(":", 1)[1])
+    _, writer = await stalled_reader(port)
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            for i in range(100):  # until its buffers fill up and the hub cuts it off
+                await publish(client, hubs, "BREAKING: " + "s" * 240, language="en")
+                if i % 10 == 9 and slow(await asyncio.to_thread(scrape, hubs)):
+                    break
+        await until(hubs, "the stalled reader cut off", lambda s: slow(s) == 1)
+    finally:
+        writer.close()
