@@ -46,9 +46,10 @@ function draw() {
     ctx.lineWidth = 1.5;
     ctx.beginPath();
     let started = false;
+    const step = (width - 2) / (POINTS - 1);
     series.forEach((point, i) => {
       if (point[key] === undefined) return;
-      const x = (i / (POINTS - 1)) * (width - 2) + 1;
+      const x = width - 1 - (series.length - 1 - i) * step; // the newest point at the right edge
       const y = height - 2 - (point[key] / top) * (height - 18);
       if (started) ctx.lineTo(x, y);
       else ctx.moveTo(x, y);
@@ -88,9 +89,11 @@ function show(stats) {
     redis.used_memory && `${redis.used_memory} used`, redis.connected_clients !== undefined && `${redis.connected_clients} clients`]
     .filter(Boolean);
   text("redis-detail", detail.length ? `(${detail.join(", ")})` : "");
-  text("queue-depth", stats.mode === "embedded" ? "in-process fan-out" : redis.queue_depth);
+  text("queue-depth", stats.mode === "embedded" ? "none (embedded: fan-out runs in the hub)" : `${redis.queue_depth} waiting`);
   const jobs = (w) => Object.entries(w.jobs).map(([outcome, n]) => `${n} ${outcome}`).join(", ") || "none yet";
-  rows("workers", stats.workers.map((w) => [w.id, jobs(w), w.age_seconds]));
+  const workers = stats.workers.map((w) => [w.id, jobs(w), w.age_seconds]);
+  if (stats.mode === "embedded") workers.push(["in the hub process (embedded)", "–", "–"]);
+  rows("workers", workers);
 }
 
 function auditLine(entry) {
