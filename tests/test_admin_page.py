@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from .conftest import start_distributed, start_embedded, start_hub
+from .conftest import start_distributed, start_embedded, start_hub, start_worker
 from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
 from .test_demo_page import CHROMIUM, CHROMIUM_ARGS
 
@@ -28,6 +28,7 @@ class Ops:
     service: Service
     second: Service  # the same service through the second hub
     admin_token: str
+    tmp: Path
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
         second_url, _ = start_hub(service, tmp, "hub2")
         created = run_ticker(service.env, "token", "create", "--name", "ops", "--scopes", "admin")
         assert created.returncode == 0, created.stderr
-        yield Ops(service, dataclasses.replace(service, base_url=second_url), created.stdout.strip().splitlines()[-1])
+        token = created.stdout.strip().splitlines()[-1]
+        yield Ops(service, dataclasses.replace(service, base_url=second_url), token, tmp)
     finally:
         service.stop()
 
@@ -128,6 +130,17 @@ async def test_admin_sees_readers_flashes_and_latency_change(page: Page, ops: Op
         assert await page.locator("b").count() == 0  # whatever the server says is text, never markup
 
     await expect(page.locator("#readers-total")).to_have_text("0", timeout=WAIT_MS)
+
+
+async def test_a_stopped_worker_leaves_the_page(page: Page, ops: Ops) -> None:
+    await sign_in(page, ops.service, ops.admin_token)
+    await expect(page.locator("#workers tr")).to_have_count(1, timeout=WAIT_MS)
+    await expect(page.locator("#workers")).not_to_contain_text("no worker")
+    worker = next(p for p in ops.service.processes if "worker" in p.args)
+    await asyncio.to_thread(worker.stop)
+    await expect(page.locator("#workers")).to_contain_text("no worker is reporting", timeout=WAIT_MS)
+    start_worker(ops.service, ops.tmp)  # for the tests after this one
+    await expect(page.locator("#workers")).not_to_contain_text("no worker", timeout=WAIT_MS)
 
 
 async def test_non_admin_token_is_refused(page: Page, ops: Ops) -> None:

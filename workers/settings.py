@@ -80,6 +80,10 @@ class WakeableWorker(Worker):
         finally:
             for task in tasks:
                 task.cancel()
+            if self._pool is not None:
+                # A worker that stops leaves the operations page at once (one that dies, when its report expires).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ops.withdraw_report(self._pool, "worker"), 1.0)
 
     async def _report(self) -> None:
         """Tell the operations page this worker is alive, with its job counts (once arq's pool exists)."""

@@ -93,6 +93,7 @@ function show(stats) {
   const jobs = (w) => Object.entries(w.jobs).map(([outcome, n]) => `${n} ${outcome}`).join(", ") || "none yet";
   const workers = stats.workers.map((w) => [w.id, jobs(w), w.age_seconds]);
   if (stats.mode === "embedded") workers.push(["in the hub process (embedded)", "–", "–"]);
+  else if (!workers.length) workers.push(["no worker is reporting: flashes are recorded but not sent to readers", "–", "–"]);
   rows("workers", workers);
 }
 
