@@ -1,4 +1,4 @@
-"""The Starlette application: ingest API, reader transports, health and the demo page, around one broker."""
+"""The Starlette application: ingest API, reader transports, health and the browser pages, around one broker."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, ingest, transports
+from . import admin, ingest, pages, transports
 from .broker import Broker, create_broker
 from .hub import Hub
 from .memory import Trimmer
@@ -29,12 +29,6 @@ from .tokens import FileTokenStore, RedisTokenStore, TokenStore
 
 logger = logging.getLogger("ticker.app")
 STATIC = resources.files("ticker_service") / "static"
-PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; "
-    "img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
-}
 
 
 def token_store(settings: Settings, broker: Broker) -> TokenStore:
@@ -53,10 +47,6 @@ async def readyz(request: Request) -> Response:
     ready = await request.app.state.broker.ready()
     body = {"status": "ready" if ready else "not ready", "readers": request.app.state.hub.count, "pid": os.getpid()}
     return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
-
-
-async def index(request: Request) -> Response:
-    return FileResponse(str(STATIC / "index.html"), headers=PAGE_HEADERS)
 
 
 def create_app(
@@ -106,7 +96,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/", index),
+            *pages.routes(),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *ingest.routes(),

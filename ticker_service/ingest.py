@@ -229,7 +229,8 @@ async def list_flashes(request: Request) -> Response:
     docs, last_event_id = await broker.recent(1000)
     now = datetime.now(UTC)
     flashes = [d for d in docs if flt.matches(d) and not _expired(d, now)][:limit]
-    return json_response({"flashes": flashes, "last_event_id": last_event_id})
+    # Public, like the streams: a ticker embedded in a page on another origin loads this first.
+    return json_response({"flashes": flashes, "last_event_id": last_event_id}, headers={"Access-Control-Allow-Origin": "*"})
 
 
 def _expired(doc: Document, now: datetime) -> bool:

@@ -32,6 +32,7 @@ HEAD = (
     b"cache-control: no-store\r\n"
     b"x-accel-buffering: no\r\n"
     b"x-content-type-options: nosniff\r\n"
+    b"access-control-allow-origin: *\r\n"  # public stream: pages on other origins may embed the ticker
     b"transfer-encoding: chunked\r\n"
 )
 END = b"0\r\n\r\n"

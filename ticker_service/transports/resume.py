@@ -9,9 +9,13 @@ from ..models import is_event_id
 
 
 def read_subscription(query: Mapping[str, str], last_event_header: str | None = None) -> tuple[Filter, str | None]:
-    """Parse ``lang``/``category``/``region``/``max_urgency`` and ``last_event_id`` (or the SSE header)."""
+    """Parse ``lang``/``category``/``region``/``max_urgency`` and the resume point.
+
+    The SSE ``Last-Event-ID`` header wins over the ``last_event_id`` parameter: a browser's EventSource reconnects
+    to the same URL by itself, and its header then holds a later position than the parameter the page first gave.
+    """
     flt = Filter.parse(query)
-    last = query.get("last_event_id") or last_event_header or None
+    last = last_event_header or query.get("last_event_id") or None
     if last is not None and not is_event_id(last):
         raise FilterError("last_event_id", "last_event_id must be an event id as sent in 'event_id' / 'id:'")
     return flt, last

@@ -14,7 +14,13 @@ from ..hub import Hub, QueueReader
 from ..problems import Problem
 from .resume import read_subscription
 
-HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
+# Any site may embed the ticker: the stream is public, and a page on another origin reads it only with CORS.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+    "X-Content-Type-Options": "nosniff",
+    "Access-Control-Allow-Origin": "*",
+}
 
 
 async def _frames(hub: Hub, sub: QueueReader, heartbeat: float) -> AsyncIterator[bytes]:

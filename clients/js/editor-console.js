@@ -1,0 +1,309 @@
+// The editor console at /editor: sign in with a token (held in this module's memory only), write a flash with a
+// live preview, publish (urgency 1 asks first), and correct or withdraw the latest flashes. Errors from the API
+// (RFC 9457 problems with an `errors` list naming fields) are shown next to the field they concern.
+import "./breaking-ticker.js";
+import { connect } from "./ticker.js";
+import { flashId, headlineOf } from "./flashes.js";
+
+const MAX_HEADLINE = 280;
+const FIELDS = ["headline", "language", "category", "urgency", "regions", "url", "token"];
+const $ = (id) => /** @type {any} */ (document.getElementById(id));
+
+/** @type {string | null} the editor token: never stored, never put in a URL */
+let token = null;
+/** @type {Map<string, object>} the flashes in the table, by id */
+const flashes = new Map();
+
+// -- sign in ---------------------------------------------------------------------------------------------------
+$("sign-in").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  clearErrors(["token"]);
+  if (!value) {
+    showErrors({ token: "Enter your editor token." });
+    return;
+  }
+  token = value;
+  $("token").value = "";
+  signedIn(true);
+});
+$("sign-out").addEventListener("click", () => {
+  token = null;
+  signedIn(false);
+});
+
+function signedIn(yes) {
+  $("signed-in").hidden = !yes;
+  $("signed-in").textContent = yes ? "Signed in. The token is checked when you publish." : "";
+  $("sign-out").hidden = !yes;
+  $("token").disabled = yes;
+  $("sign-in-button").hidden = yes;
+  if (!yes) $("token").focus();
+}
+
+// -- the form ---------------------------------------------------------------------------------------------------
+const form = $("flash-form");
+form.addEventListener("input", update);
+form.addEventListener("change", update);
+$("headline").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+});
+
+function values() {
+  const regions = [...form.querySelectorAll('input[name="regions"]:checked')].map((input) => input.value);
+  const body = {
+    headline: $("headline").value,
+    language: $("language").value.trim(),
+    category: $("category").value,
+    urgency: Number($("urgency").value),
+    regions,
+  };
+  const url = $("url").value.trim();
+  if (url) body.url = url;
+  return body;
+}
+
+function update() {
+  const body = values();
+  const length = [...body.headline].length;
+  $("headline-count").textContent = `${length} / ${MAX_HEADLINE} characters`;
+  const preview = $("preview");
+  if (body.language) preview.setAttribute("lang", body.language);
+  const now = new Date().toISOString();
+  preview.show(
+    body.headline.trim()
+      ? [
+          {
+            uri: "urn:ticker:flash:preview",
+            version: "1",
+            firstCreated: now,
+            versionCreated: now,
+            pubStatus: "usable",
+            language: body.language,
+            urgency: body.urgency,
+            headlines: [{ role: "main", value: body.headline.trim() }],
+            associations: body.url ? [{ rel: "story", uri: body.url }] : [],
+          },
+        ]
+      : [],
+  );
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(FIELDS);
+  $("form-done").textContent = "";
+  const body = values();
+  if (!token) {
+    showErrors({ token: "Sign in with your editor token first." });
+    $("token").focus();
+    return;
+  }
+  if (body.urgency === 1 && !(await confirmAction(`Publish as a FLASH (urgency 1) to every reader: “${body.headline.trim()}”?`))) {
+    return;
+  }
+  $("publish").disabled = true;
+  try {
+    const doc = await api("POST", "/v1/flashes", body, { "Idempotency-Key": crypto.randomUUID() });
+    if (!doc) return;
+    remember(doc);
+    form.reset();
+    update();
+    $("form-done").textContent = `Published: ${headlineOf(doc)}`;
+    $("headline").focus();
+  } finally {
+    $("publish").disabled = false;
+  }
+});
+
+// -- API --------------------------------------------------------------------------------------------------------
+/**
+ * Call the editors' API; on an error, show it next to its fields (or the form) and return null.
+ * @param {string} method @param {string} path @param {object | undefined} body @param {Record<string, string>} [headers]
+ * @param {string} [errorTarget] where errors without a field go
+ */
+async function api(method, path, body, headers = {}, errorTarget = "form-error") {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}), ...headers },
+      body: body ? JSON.stringify(body) : undefined,
+      cache: "no-store",
+    });
+  } catch {
+    $(errorTarget).textContent = "The service cannot be reached; nothing was sent. Try again.";
+    return null;
+  }
+  if (response.ok) return response.json();
+  let problem = {};
+  try {
+    problem = await response.json();
+  } catch {
+    // not a problem document
+  }
+  const detail = problem.detail || `${response.status} ${response.statusText}`;
+  if (response.status === 401 || response.status === 403) {
+    showErrors({ token: detail });
+    if (response.status === 401) {
+      token = null;
+      signedIn(false);
+    }
+    return null;
+  }
+  const byField = {};
+  for (const error of problem.errors || []) {
+    const field = FIELDS.includes(error.field) ? error.field : null;
+    if (field) byField[field] = byField[field] ? `${byField[field]}; ${error.message}` : error.message;
+  }
+  if (Object.keys(byField).length && errorTarget === "form-error") {
+    showErrors(byField);
+    $("form-error").textContent = detail;
+  } else {
+    $(errorTarget).textContent = [detail, ...(problem.errors || []).map((e) => `${e.field}: ${e.message}`)].join(" ");
+  }
+  return null;
+}
+
+function showErrors(byField) {
+  for (const [field, message] of Object.entries(byField)) {
+    $(`error-${field}`).textContent = message;
+    const input = field === "regions" ? null : $(field);
+    input?.setAttribute("aria-invalid", "true");
+  }
+  const first = Object.keys(byField)[0];
+  if (first && first !== "regions") $(first)?.focus();
+}
+
+function clearErrors(fields) {
+  for (const field of fields) {
+    $(`error-${field}`).textContent = "";
+    $(field)?.removeAttribute?.("aria-invalid");
+  }
+  $("form-error").textContent = "";
+}
+
+// -- latest flashes ---------------------------------------------------------------------------------------------
+function statusOf(doc) {
+  if (doc.pubStatus === "canceled") return "withdrawn";
+  if (doc.expires && Date.parse(doc.expires) <= Date.now()) return "expired";
+  return Number(doc.version) > 1 ? `corrected (v${doc.version})` : "published";
+}
+
+function remember(doc) {
+  const id = flashId(doc);
+  const known = flashes.get(id);
+  if (known && Number(known.version) >= Number(doc.version)) return;
+  flashes.set(id, doc);
+  renderTable();
+}
+
+function renderTable() {
+  const docs = [...flashes.values()].sort((a, b) => (flashId(a) < flashId(b) ? 1 : -1)).slice(0, 50);
+  $("latest").tBodies[0].replaceChildren(...docs.map(row));
+}
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  if (className) td.className = className;
+  if (text !== undefined) td.textContent = text;
+  return td;
+}
+
+function button(text, label, onClick, secondary = true) {
+  const node = document.createElement("button");
+  node.type = "button";
+  node.textContent = text;
+  node.setAttribute("aria-label", label);
+  if (secondary) node.className = "secondary";
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+function row(doc) {
+  const id = flashId(doc);
+  const tr = document.createElement("tr");
+  tr.dataset.id = id;
+  const status = statusOf(doc);
+  const headline = cell(headlineOf(doc), status === "withdrawn" ? "status-withdrawn" : "");
+  headline.lang = doc.language;
+  const actions = cell(undefined, "actions");
+  if (status !== "withdrawn") {
+    actions.append(
+      button("Correct", `Correct “${headlineOf(doc)}”`, () => startCorrection(tr, doc)),
+      button("Withdraw", `Withdraw “${headlineOf(doc)}”`, () => withdraw(doc)),
+    );
+  }
+  tr.append(headline, cell(doc.language), cell(String(doc.urgency)), cell(status, "status"), actions);
+  return tr;
+}
+
+function startCorrection(tr, doc) {
+  const id = flashId(doc);
+  const editor = document.createElement("form");
+  editor.className = "correct";
+  const input = document.createElement("input");
+  input.value = headlineOf(doc);
+  input.maxLength = MAX_HEADLINE;
+  input.id = `correct-${id}`;
+  input.setAttribute("aria-label", "Corrected headline");
+  input.setAttribute("aria-describedby", `correct-error-${id}`);
+  const error = document.createElement("p");
+  error.className = "error";
+  error.id = `correct-error-${id}`;
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Save correction";
+  editor.append(input, save, button("Cancel", "Cancel the correction", renderTable), error);
+  editor.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    if (!token) {
+      error.textContent = "Sign in with your editor token first.";
+      return;
+    }
+    const updated = await api("PATCH", `/v1/flashes/${id}`, { headline: input.value }, {}, error.id);
+    if (updated) remember(updated);
+  });
+  const td = tr.cells[0];
+  td.replaceChildren(editor);
+  input.focus();
+}
+
+async function withdraw(doc) {
+  $("latest-error").textContent = "";
+  if (!token) {
+    $("latest-error").textContent = "Sign in with your editor token first.";
+    return;
+  }
+  if (!(await confirmAction(`Withdraw “${headlineOf(doc)}”? Every reader's bar drops it.`))) return;
+  const withdrawn = await api("DELETE", `/v1/flashes/${flashId(doc)}`, undefined, {}, "latest-error");
+  if (withdrawn) remember(withdrawn);
+}
+
+/** An explicit yes/no in a modal dialog (keyboard: Enter/Space on a button, Escape cancels). */
+function confirmAction(text) {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = text;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+  });
+}
+
+async function loadLatest() {
+  try {
+    const response = await fetch("/v1/flashes?limit=50", { cache: "no-store" });
+    const body = await response.json();
+    for (const doc of body.flashes) remember(doc);
+    // Changes made elsewhere (another editor, the CLI) show up here live.
+    const live = connect({ lastEventId: body.last_event_id, storage: null });
+    for (const type of ["flash", "update", "withdraw"]) live.addEventListener(type, (event) => remember(event.detail.flash));
+  } catch {
+    $("latest-error").textContent = "The latest flashes could not be loaded.";
+  }
+}
+
+update();
+loadLatest();
