@@ -230,7 +230,9 @@ async def list_flashes(request: Request) -> Response:
     now = datetime.now(UTC)
     flashes = [d for d in docs if flt.matches(d) and not _expired(d, now)][:limit]
     # Public, like the streams: a ticker embedded in a page on another origin loads this first.
-    return json_response({"flashes": flashes, "last_event_id": last_event_id}, headers={"Access-Control-Allow-Origin": "*"})
+    return json_response(
+        {"flashes": flashes, "last_event_id": last_event_id}, headers={"Access-Control-Allow-Origin": "*"}
+    )
 
 
 def _expired(doc: Document, now: datetime) -> bool:

@@ -65,9 +65,7 @@ async def script(request: Request) -> Response:
         return Response("no such script\n", 404, media_type="text/plain")
     asked = request.path_params.get("version")
     cache_control = "public, max-age=31536000, immutable" if asked == version else "no-cache"
-    return FileResponse(
-        path, media_type="text/javascript", headers={**SCRIPT_HEADERS, "Cache-Control": cache_control}
-    )
+    return FileResponse(path, media_type="text/javascript", headers={**SCRIPT_HEADERS, "Cache-Control": cache_control})
 
 
 def _render(name: str, settings: Settings) -> str:
@@ -78,11 +76,7 @@ def _render(name: str, settings: Settings) -> str:
         f'<label><input type="checkbox" name="regions" value="{html.escape(r)}"> {html.escape(r)}</label>'
         for r in settings.regions
     )
-    return (
-        text.replace("{{js}}", script_base())
-        .replace("{{categories}}", categories)
-        .replace("{{regions}}", regions)
-    )
+    return text.replace("{{js}}", script_base()).replace("{{categories}}", categories).replace("{{regions}}", regions)
 
 
 async def index(request: Request) -> Response:
