@@ -33,8 +33,9 @@ time { font-size: .85em; margin-inline-start: .5em; white-space: nowrap; }
 .status { font-size: .8em; margin: 0; white-space: nowrap; padding-block: .15rem; }
 .sr-only { position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; overflow: hidden;
   clip: rect(0 0 0 0); white-space: nowrap; border: 0; }
-@keyframes ticker-in { from { opacity: 0; transform: translateY(-.35em); } }
-@keyframes ticker-pulse { 50% { opacity: .4; } }
+/* Motion only, never opacity: text stays at full contrast while it moves. */
+@keyframes ticker-in { from { transform: translateY(-.4em); } }
+@keyframes ticker-pulse { 50% { box-shadow: 0 0 0 .2em var(--ticker-flash-bg, #ffd400); } }
 @media (prefers-reduced-motion: reduce) {
   .item, .item.flash .flash-mark { animation: none; }
 }
@@ -239,6 +240,7 @@ export class BreakingTicker extends HTMLElement {
       this.relay(event);
     });
     client.addEventListener("status", (event) => {
+      this.setAttribute("transport", event.detail.transport);
       this.setStatus(event.detail.state);
       this.relay(event);
     });

@@ -1,10 +1,13 @@
-// The demo page's readers panel: the number of readers connected to this hub, from GET /readyz.
+// The demo page's readers panel: the number of readers connected to this hub (GET /readyz), refreshed every few
+// seconds and whenever one of the page's own bars connects or drops.
 import "./breaking-ticker.js";
 
 const output = document.getElementById("readers");
-const POLL_MS = 3000;
+const POLL_MS = 5000;
+let timer = 0;
 
 async function poll() {
+  clearTimeout(timer);
   try {
     const response = await fetch("/readyz", { cache: "no-store" });
     const body = await response.json();
@@ -12,7 +15,8 @@ async function poll() {
   } catch {
     output.textContent = "–";
   }
-  setTimeout(poll, POLL_MS);
+  timer = setTimeout(poll, POLL_MS);
 }
 
+for (const bar of document.querySelectorAll("breaking-ticker")) bar.addEventListener("status", poll);
 poll();

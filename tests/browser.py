@@ -1,0 +1,77 @@
+"""Headless Chromium for the browser tests: Debian's /usr/bin/chromium driven by Playwright (no browser is
+downloaded), kept off the network, and pages whose uncaught errors are collected so that tests can fail on them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+from .support import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--metrics-recording-only",
+]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+OUTPUT = ROOT / "build" / "test-output"
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: scripts/setup --test installs Debian's chromium"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+class PageErrors(list[str]):
+    """Uncaught errors and console errors of a page; Chromium's own favicon request is not one."""
+
+    def watch(self, page: Page) -> None:
+        page.on("pageerror", lambda error: self.append(str(error)))
+        page.on("console", self._console)
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+            self.append(f"{msg.text} ({msg.location.get('url')})")
+
+
+@contextlib.asynccontextmanager
+async def open_page(browser: Browser, **context_options: Any) -> AsyncIterator[tuple[Page, PageErrors]]:
+    context = await browser.new_context(**context_options)
+    page = await context.new_page()
+    errors = PageErrors()
+    errors.watch(page)
+    try:
+        yield page, errors
+    finally:
+        await context.close()
+
+
+async def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """Serious and critical axe-core violations on the page (its context must bypass CSP to inject axe)."""
+    assert AXE.exists(), f"{AXE} is missing: scripts/setup --test runs npm ci"
+    await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))")
+    violations: list[dict[str, Any]] = json.loads(result)["violations"]
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
