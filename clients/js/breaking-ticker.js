@@ -106,7 +106,7 @@ export class BreakingTicker extends HTMLElement {
     this.announcer.setAttribute("aria-atomic", "true");
     this.bar.append(this.labelNode, this.list, this.statusNode);
     root.append(this.bar, this.announcer);
-    /** @type {Map<string, {li: HTMLLIElement, version: string}>} */
+    /** @type {Map<string, {li: HTMLLIElement, key: string}>} */
     this.nodes = new Map();
     this.board = new FlashBoard({ limit: 8 });
     this.client = null;
@@ -284,13 +284,14 @@ export class BreakingTicker extends HTMLElement {
       const id = flashId(flash);
       let node = this.nodes.get(id);
       if (!node) {
-        node = { li: document.createElement("li"), version: "" };
+        node = { li: document.createElement("li"), key: "" };
         node.li.dataset.id = id;
         this.nodes.set(id, node);
       }
-      if (node.version !== String(flash.version)) {
+      const key = JSON.stringify(flash); // a new version, or a changed preview
+      if (node.key !== key) {
         fillItem(node.li, flash, lang);
-        node.version = String(flash.version);
+        node.key = key;
       }
       if (this.list.children[index] !== node.li) this.list.insertBefore(node.li, this.list.children[index] || null);
     });
