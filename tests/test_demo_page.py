@@ -254,3 +254,46 @@ async def test_scripts_are_served_versioned_cacheable_and_cross_origin(
         assert (await client.get(f"{demo.base_url}{missing}")).status_code == 404, missing
     listing = await client.get(f"{demo.base_url}/v1/flashes?limit=1")
     assert listing.headers["access-control-allow-origin"] == "*"
+
+
+async def test_connect_resumes_after_a_reload_from_session_storage_and_refilters_without_reconnecting(
+    page: Page, demo: Service, client: httpx.AsyncClient
+) -> None:
+    """The bare client: the last event id survives a reload, so a flash published while the page was away still
+    arrives (and one seen before does not come again); a filter change is one message on the same WebSocket."""
+    start = """async (lang) => {
+        const { connect } = await import(document.querySelector("script[type=module]").src.replace(
+            "demo-page.js", "ticker.js"));
+        window.got = [];
+        window.conn = connect({ lang });
+        for (const type of ["flash", "update", "withdraw"]) {
+            window.conn.addEventListener(type, (e) => window.got.push(e.detail.flash.headlines[0].value));
+        }
+        await new Promise((resolve) => window.conn.addEventListener("status",
+            (e) => e.detail.state === "live" && resolve(), { once: false }));
+    }"""
+    await page.goto(f"{demo.base_url}/", timeout=WAIT_MS)
+    await page.evaluate(start, "en")
+    seen = unique("BREAKING: seen before the reload")
+    await publish(client, demo, seen)
+    await page.wait_for_function("(h) => window.got.includes(h)", arg=seen, timeout=WAIT_MS)
+
+    await page.goto("about:blank")
+    missed = unique("BREAKING: published while the page was away")
+    await publish(client, demo, missed)
+    await page.goto(f"{demo.base_url}/", timeout=WAIT_MS)
+    await page.evaluate(start, "en")
+    await page.wait_for_function("(h) => window.got.includes(h)", arg=missed, timeout=WAIT_MS)
+    assert await page.evaluate("window.got") == [missed]
+
+    socket = await page.evaluate_handle("window.conn.socket")
+    await page.evaluate("window.conn.setFilter({ lang: 'es' })")
+    spanish, later = unique("Última hora: filtro cambiado"), unique("Última hora: después")
+    await publish(client, demo, spanish, language="es")
+    await page.wait_for_function("(h) => window.got.includes(h)", arg=spanish, timeout=WAIT_MS)
+    # The hub has the new filter now; English flashes no longer come, Spanish ones do.
+    await publish(client, demo, unique("BREAKING: not for the Spanish filter"))
+    await publish(client, demo, later, language="es")
+    await page.wait_for_function("(h) => window.got.includes(h)", arg=later, timeout=WAIT_MS)
+    assert await page.evaluate("window.got") == [missed, spanish, later]
+    assert await socket.evaluate("(ws) => ws === window.conn.socket && ws.readyState === WebSocket.OPEN")
