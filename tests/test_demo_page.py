@@ -176,7 +176,9 @@ async def test_arabic_bar_is_right_to_left_and_screenshot_of_the_demo(
     arabic = "عاجل: اجتماع طارئ لمجلس الأمن " + uuid.uuid4().hex[:4]
     async with open_page(browser, reduced_motion="reduce", viewport={"width": 1280, "height": 560}) as (page, errors):
         await open_live(page, demo)
-        await publish(client, demo, "BREAKING: Central bank raises rates by half a point", urgency=3, category="economy")
+        await publish(
+            client, demo, "BREAKING: Central bank raises rates by half a point", urgency=3, category="economy"
+        )
         await publish(client, demo, "Última hora: terremoto de magnitud 6,1 en el sur", language="es", urgency=2)
         doc = await publish(client, demo, arabic, language="ar", urgency=1, regions=["mena"])
         es = await publish(client, demo, "Última hora: el tren de alta velocidad se detiene", language="es")
