@@ -12,6 +12,8 @@ COPY pyproject.toml README.md ./
 COPY ticker_service ./ticker_service
 COPY workers ./workers
 COPY clients/python ./clients/python
+# The browser client, served by the hub under /static/js/ (a checkout serves it from clients/js itself).
+COPY clients/js ./ticker_service/static/js
 RUN pip install . \
     && useradd --system --create-home --home-dir /home/ticker --uid 10001 --user-group ticker
 
