@@ -89,7 +89,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"curl -sS -X POST {base}/v1/flashes -H {shlex.quote('Authorization: Bearer ' + token)} "
         f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
-    print(f"ticker: {mode}\n  demo page:  {base}/\n  demo token: {token}\n  publish:    {curl}\n", flush=True)
+    print(
+        f"ticker: {mode}\n  demo page:  {base}/\n  editor:     {base}/editor\n  demo token: {token}\n"
+        f"  publish:    {curl}\n",
+        flush=True,
+    )
     _serve(settings, args.host, args.port, with_worker=not settings.embedded)
     return 0
 
