@@ -8,6 +8,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,17 @@ async def test_correction_replaces_in_place_and_withdrawal_removes(
     ids_after = await page.locator(f"{EN} li").evaluate_all("items => items.map((li) => li.dataset.id)")
     assert ids_after == [i for i in ids if i != flash_id(withdrawn)]
     await expect(page.locator(f"{EN} [part=announcer]")).to_have_text(f"corrected: {corrected}")
+
+
+async def test_expired_flash_leaves_the_bar_at_its_expiry_time(
+    page: Page, demo: Service, client: httpx.AsyncClient
+) -> None:
+    await open_live(page, demo)
+    expires = datetime.now(UTC) + timedelta(seconds=3)
+    doc = await publish(client, demo, unique("BREAKING: for three seconds"), urgency=4, expires=expires.isoformat())
+    await expect(item(page, doc)).to_have_count(1, timeout=WAIT_MS)
+    await expect(item(page, doc)).to_have_count(0, timeout=WAIT_MS)
+    assert datetime.now(UTC) >= expires.replace(microsecond=0)  # not before it expired
 
 
 async def test_markup_in_a_headline_is_text_and_no_link_is_made_from_a_non_http_url(

@@ -115,6 +115,7 @@ export class BreakingTicker extends HTMLElement {
     this.started = false;
     this.autoDir = false;
     this.autoLabel = false;
+    this.expiryTimer = 0;
   }
 
   get filter() {
@@ -142,6 +143,7 @@ export class BreakingTicker extends HTMLElement {
     this.started = false;
     this.generation += 1;
     for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.expiryTimer);
     this.timers = [];
     this.client?.close();
     this.client = null;
@@ -265,6 +267,7 @@ export class BreakingTicker extends HTMLElement {
 
   refresh() {
     if (this.board.expire().length) this.sync();
+    else this.scheduleExpiry(this.board.items());
     const lang = this.getAttribute("lang") || "en";
     for (const time of this.list.querySelectorAll("time")) time.textContent = relativeTime(time.dateTime, lang);
   }
@@ -295,6 +298,16 @@ export class BreakingTicker extends HTMLElement {
       }
       if (this.list.children[index] !== node.li) this.list.insertBefore(node.li, this.list.children[index] || null);
     });
+    this.scheduleExpiry(items);
+  }
+
+  /** Take the next flash to expire off the bar at its `expires` time, not at the next periodic refresh. */
+  scheduleExpiry(items) {
+    clearTimeout(this.expiryTimer);
+    const next = Math.min(...items.map((flash) => (flash.expires ? Date.parse(flash.expires) : Infinity)));
+    if (!Number.isFinite(next) || !this.started) return;
+    // Timers cap at about 24.8 days; a later expiry is picked up by a later reschedule.
+    this.expiryTimer = setTimeout(() => this.refresh(), Math.min(Math.max(0, next - Date.now()) + 50, 2 ** 31 - 1));
   }
 }
 
