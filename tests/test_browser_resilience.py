@@ -23,6 +23,7 @@ WAIT_MS = TIMEOUT * 1000
 # After a hub restart the client's backoff (full jitter, capped at 20 s) decides when it is back.
 RECONNECT_MS = 30_000
 EN = "breaking-ticker[lang=en]"
+NEWS_SITE = "http://localhost:9/news"
 
 
 class UpgradeRefusingProxy:
@@ -171,3 +172,34 @@ async def test_hub_killed_and_restarted_while_five_flashes_are_posted_page_shows
         assert [uri for _, _, uri in received] == [before["uri"], *(d["uri"] for d in docs)]
         assert {kind for kind, _, _ in received} == {"flash"}
         assert [e for e in errors if "WebSocket" not in e and "ERR_" not in e] == [], errors
+
+
+async def test_one_tag_on_a_page_of_another_origin_works_even_where_websocket_is_refused(
+    browser: Browser, stack: tuple[Service, str, Path], client: httpx.AsyncClient
+) -> None:
+    """A news site's page (another origin) loads the module, the current flashes and the SSE stream cross-origin."""
+    service, api_url, _ = stack
+    proxy = UpgradeRefusingProxy(int(service.base_url.rsplit(":", 1)[1]))
+    hub = await proxy.start()
+    api = Service(service.mode, api_url, service.token, service.env)
+    earlier = await publish(client, api, "BREAKING: already on the bar", urgency=3)
+    site = (
+        "<!doctype html><html lang='en'><head><title>News</title>"
+        f"<script type='module' src='{hub}/static/js/breaking-ticker.js'></script></head>"
+        "<body><main><breaking-ticker lang='en'></breaking-ticker></main></body></html>"
+    )
+    try:
+        # localhost is another origin than the hub's 127.0.0.1. Chromium asks the reader before a site reaches
+        # the loopback network (Local Network Access), which a news site reaching a public hub never needs: grant it.
+        async with open_page(browser, permissions=["local-network-access"]) as (page, errors):
+            await page.route(NEWS_SITE, lambda route: route.fulfill(body=site, content_type="text/html"))
+            await page.goto(NEWS_SITE, timeout=WAIT_MS)
+            bar = page.locator(EN)
+            await expect(bar.locator(f'li[data-id="{flash_id(earlier)}"]')).to_have_count(1, timeout=WAIT_MS)
+            await expect(bar).to_have_attribute("state", "live", timeout=WAIT_MS)
+            await expect(bar).to_have_attribute("transport", "sse")
+            doc = await publish(client, api, "BREAKING: live on another origin", urgency=2)
+            await expect(bar.locator(f'li[data-id="{flash_id(doc)}"]')).to_have_count(1, timeout=WAIT_MS)
+            assert [e for e in errors if "WebSocket" not in e] == [], errors
+    finally:
+        await proxy.close()
