@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page, expect
 
 from .browser import axe_violations, chromium, open_page
 from .conftest import start_embedded
-from .support import TIMEOUT, Service, flash_id
+from .support import TIMEOUT, Service, flash_id, publish
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -157,3 +157,18 @@ async def test_console_has_no_serious_accessibility_violations(browser: Browser,
         await page.fill("#headline", "Preview for the scan")
         await expect(page.locator("#preview [part~=headline]")).to_have_text("Preview for the scan")
         assert await axe_violations(page) == []
+
+
+async def test_changes_made_elsewhere_show_in_the_latest_flashes_live(page: Page, hub: Service) -> None:
+    """Another editor (here the API directly) publishes and withdraws: the console's table follows.
+
+    (No wait for the console to connect: it follows the stream from its snapshot's last_event_id, so a flash
+    published in between is replayed to it.)"""
+    headline = f"From another desk {uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        doc = await publish(client, hub, headline, urgency=4)
+        row = page.locator(f'#latest tbody tr[data-id="{flash_id(doc)}"]')
+        await expect(row.locator(".status")).to_have_text("published", timeout=WAIT_MS)
+        response = await client.delete(f"{hub.base_url}/v1/flashes/{flash_id(doc)}", headers=hub.headers())
+        assert response.status_code == 200
+    await expect(row.locator(".status")).to_have_text("withdrawn", timeout=WAIT_MS)
