@@ -76,7 +76,8 @@ export class TickerConnection extends EventTarget {
     this.attempt = 0;
     this.timer = 0;
     this.closed = false;
-    this.onOnline = () => this.reconnectNow();
+    // Back online while waiting out a backoff: try at once rather than at the end of the wait.
+    this.onOnline = () => this.state !== "live" && this.reconnectNow();
     globalThis.addEventListener?.("online", this.onOnline);
     queueMicrotask(() => this.open());
   }
