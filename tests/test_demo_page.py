@@ -253,6 +253,32 @@ async def test_new_items_animate_unless_reduced_motion_is_asked_for(
     assert names == {"no-preference": "ticker-in", "reduce": "none"}
 
 
+async def test_bar_is_themable_with_custom_properties_and_parts_and_times_are_in_its_language(
+    page: Page, demo: Service, client: httpx.AsyncClient
+) -> None:
+    await open_live(page, demo)
+    docs = {
+        lang: await publish(client, demo, unique(f"theme {lang}"), language=lang, urgency=4) for lang in ("es", "ar")
+    }
+    await page.evaluate(
+        """() => {
+            const sheet = new CSSStyleSheet();
+            sheet.replaceSync(`breaking-ticker[lang=es] { --ticker-bg: rgb(0, 0, 128); }
+                               breaking-ticker[lang=es]::part(label) { color: rgb(255, 200, 0); }`);
+            document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+        }"""
+    )
+    bar = page.locator("breaking-ticker[lang=es]")
+    assert await bar.locator("[part=bar]").evaluate("(el) => getComputedStyle(el).backgroundColor") == "rgb(0, 0, 128)"
+    assert await bar.locator("[part=label]").evaluate("(el) => getComputedStyle(el).color") == "rgb(255, 200, 0)"
+    # Relative times come from Intl.RelativeTimeFormat in the bar's language.
+    times = {
+        lang: await item(page, doc, f"breaking-ticker[lang={lang}]").locator("time").text_content()
+        for lang, doc in docs.items()
+    }
+    assert times == {"es": "ahora", "ar": "الآن"}
+
+
 async def test_demo_page_has_no_serious_accessibility_violations(browser: Browser, demo: Service) -> None:
     async with open_page(browser, bypass_csp=True) as (page, _):
         await open_live(page, demo)
