@@ -135,8 +135,8 @@ async def test_expired_flash_leaves_the_bar_at_its_expiry_time(
     page: Page, demo: Service, client: httpx.AsyncClient
 ) -> None:
     await open_live(page, demo)
-    expires = datetime.now(UTC) + timedelta(seconds=3)
-    doc = await publish(client, demo, unique("BREAKING: for three seconds"), urgency=4, expires=expires.isoformat())
+    expires = datetime.now(UTC) + timedelta(seconds=5)
+    doc = await publish(client, demo, unique("BREAKING: for five seconds"), urgency=4, expires=expires.isoformat())
     await expect(item(page, doc)).to_have_count(1, timeout=WAIT_MS)
     await expect(item(page, doc)).to_have_count(0, timeout=WAIT_MS)
     assert datetime.now(UTC) >= expires.replace(microsecond=0)  # not before it expired
