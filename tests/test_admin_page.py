@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
+from .browser import CHROMIUM, CHROMIUM_ARGS
 from .conftest import start_distributed, start_embedded, start_hub, start_worker
 from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
-from .test_demo_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_MS = TIMEOUT * 1000
