@@ -22,7 +22,19 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 ROOT = Path(__file__).resolve().parent.parent
-NINJS_SCHEMA = ROOT.parent / "shared" / "ninjs" / "ninjs-schema_3.1.json"
+
+
+def _ninjs_schema() -> Path:
+    """IPTC's schema in ``shared/`` beside the project, or beside any folder above it (a worktree or CI clone may sit
+    deeper), or where ``TICKER_NINJS_SCHEMA`` says."""
+    relative = Path("shared") / "ninjs" / "ninjs-schema_3.1.json"
+    candidates = [Path(os.environ["TICKER_NINJS_SCHEMA"])] if os.environ.get("TICKER_NINJS_SCHEMA") else []
+    candidates += [folder / relative for folder in ROOT.parents]
+    candidates.append(Path("/work") / relative)
+    return next((path for path in candidates if path.exists()), ROOT.parent / relative)
+
+
+NINJS_SCHEMA = _ninjs_schema()
 TIMEOUT = float(os.environ.get("TICKER_TEST_TIMEOUT", "10"))
 
 
