@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, ingest, pages, transports
+from . import admin, devices, ingest, pages, transports
 from .broker import Broker, create_broker
 from .hub import Hub
 from .memory import Trimmer
@@ -100,6 +100,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *ingest.routes(),
+            *devices.routes(),
             *transports.routes(),
             *admin.routes(),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
