@@ -211,6 +211,25 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+    from .vapid import generate
+
+    pem, public = generate()
+    if args.out:
+        try:
+            with open(os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+                fh.write(pem)
+        except FileExistsError:
+            print(f"{args.out} exists; not overwriting a key", file=sys.stderr)
+            return 1
+        print(f"VAPID private key written to {args.out} (set TICKER_PUSH_VAPID_PRIVATE_KEY_FILE={args.out}).")
+    else:
+        print(pem, end="")
+    print("Public key (the browsers' applicationServerKey, served at /v1/push/vapid-public-key):")
+    print(public)
+    return 0
+
+
 def _command(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
     """A subcommand whose one-line text shows both in the parent's list and in its own --help."""
     parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
@@ -262,6 +281,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     revoke = _command(tokens, "revoke", "revoke the token with this name")
     revoke.add_argument("name")
     p.set_defaults(func=cmd_token)
+
+    p = _command(sub, "push", "push notification tools")
+    push = p.add_subparsers(dest="push_command", required=True, metavar="ACTION")
+    vapid = _command(push, "vapid-keys", "generate a VAPID key pair for Web Push (public key on the last line)")
+    vapid.add_argument("--out", help="write the private key (PEM) to this new file instead of printing it")
+    p.set_defaults(func=cmd_push)
 
     url_help = "the service's base URL (default: %(default)s, or TICKER_URL)"
     default_url = os.environ.get("TICKER_URL", f"http://127.0.0.1:{settings.port}")

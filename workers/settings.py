@@ -27,6 +27,7 @@ from ticker_service.problems import BrokerUnavailable
 from ticker_service.redis_conn import arq_settings, redis_client
 from ticker_service.settings import Settings
 
+from . import push
 from .fanout import fan_out
 
 logger = logging.getLogger("ticker.worker")
@@ -40,6 +41,7 @@ def _outcome(outcome: str) -> None:
 async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
     try:
         event_id = await fan_out(ctx["broker"], flash_id, version)
+        await push.enqueue_plan(ctx, flash_id, version)
     except BrokerUnavailable as exc:
         _outcome("retry")
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
@@ -51,10 +53,13 @@ async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | 
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    ctx["broker"] = RedisBroker(ctx.get("settings") or Settings())
+    settings = ctx.get("settings") or Settings()
+    ctx["broker"] = RedisBroker(settings)
+    await push.start(ctx, settings.fanout_job_timeout_seconds)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await push.stop(ctx)
     await ctx["broker"].close()
 
 
@@ -135,6 +140,7 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
     options: dict[str, Any] = {
         "functions": [
             func(fanout_job, name=FANOUT_JOB, timeout=settings.fanout_job_timeout_seconds, max_tries=50),
+            *push.functions(settings.fanout_job_timeout_seconds),
         ],
         "redis_settings": arq_settings(settings),
         "on_startup": startup,
@@ -199,7 +205,7 @@ async def supervise_worker(settings: Settings) -> None:
 class WorkerSettings:
     """For ``arq workers.settings.WorkerSettings``; ``ticker worker`` is the same with the wake-up added."""
 
-    functions = [func(fanout_job, name=FANOUT_JOB, timeout=3.0, max_tries=50)]
+    functions = [func(fanout_job, name=FANOUT_JOB, timeout=3.0, max_tries=50), *push.functions(3.0)]
     on_startup = startup
     on_shutdown = shutdown
     poll_delay = 0.05

@@ -1,0 +1,45 @@
+"""Mobile and browser push: FCM, APNs and Web Push bridges, sent from arq jobs after the live fan-out.
+
+The worker calls :func:`start` and :func:`stop` from its start-up and shut-down hooks and runs :func:`functions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq.worker import Function, func
+
+from ticker_service.device_store import DeviceStore
+from ticker_service.push_settings import PushSettings
+
+from .bridges import build_bridges
+from .jobs import BATCH_JOB, PLAN_JOB, Pusher, enqueue_plan, push_batch, push_plan
+
+__all__ = ["enqueue_plan", "functions", "start", "stop"]
+
+
+def functions(timeout: float) -> list[Function]:
+    """The push jobs, with the fan-out's timeout: arq re-runs a dead worker's jobs after the longest one + 10 s."""
+    return [
+        func(push_plan, name=PLAN_JOB, timeout=timeout, max_tries=20),
+        func(push_batch, name=BATCH_JOB, timeout=timeout, max_tries=20),
+    ]
+
+
+async def start(ctx: dict[str, Any], timeout: float) -> None:
+    """Build the configured bridges (logging which are off) on the broker's Redis connection."""
+    settings = PushSettings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per push request is too many
+    redis = ctx["broker"].redis
+    bridges = build_bridges(settings, request_timeout=0.4 * timeout)
+    ctx["push"] = Pusher(
+        settings, bridges, redis, DeviceStore(redis), asyncio.Semaphore(settings.concurrency), 0.5 * timeout
+    )
+
+
+async def stop(ctx: dict[str, Any]) -> None:
+    pusher: Pusher | None = ctx.pop("push", None)
+    if pusher is not None:
+        await pusher.aclose()

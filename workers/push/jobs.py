@@ -1,0 +1,218 @@
+"""The push jobs: plan a flash's device batches, then send each batch with bounded concurrency.
+
+``fanout_job`` (live readers first) → ``push_plan`` (one per event: the index gives the matching devices, sorted,
+cut into batches) → ``push_batch`` (one per batch of ``TICKER_PUSH_BATCH_SIZE`` devices).
+
+**At most once per (event, device).** Before its request goes out, a send claims the device in the event's set
+``ticker:pushed:<flash>:<version>`` (``SADD``: only the first claim wins). A re-run job — arq re-runs a job whose
+worker died — skips claimed devices, so no device is notified twice. A send that failed before reaching the
+service (network error, 429, 5xx) gives its claim back and is retried in a deferred job; a worker killed while a
+request is in flight loses that one notification rather than risking a second one.
+
+Jobs keep within arq's timeout (the fan-out's, so a killed worker's jobs come back as soon as before): sends start
+only in the first half of it, and the rest of the batch goes on in a continuation job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from arq import Retry
+from redis.asyncio import Redis
+
+from ticker_service.broker import Broker
+from ticker_service.device_model import Device
+from ticker_service.device_store import DeviceStore
+from ticker_service.problems import BrokerUnavailable
+from ticker_service.push_settings import PushSettings
+
+from .base import Bridge, Outcome
+from .payload import Alert, alert_for
+
+logger = logging.getLogger("ticker.push")
+
+PLAN_JOB = "push_plan"
+BATCH_JOB = "push_batch"
+SENT_SET = "ticker:pushed:"
+RATE = "ticker:pushrate:"
+STATS = "ticker:push:stats"
+
+# KEYS: the event's claim set, the device's hourly counter. ARGV: device id, set TTL, hourly cap, counts ('1'/'0').
+_CLAIM = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 'duplicate' end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[4] == '1' then
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 then redis.call('EXPIRE', KEYS[2], 3700) end
+  if n > tonumber(ARGV[3]) then
+    redis.call('DECR', KEYS[2])
+    return 'capped'
+  end
+end
+return 'ok'
+"""
+_RELEASE = """
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
+return 1
+"""
+
+
+@dataclass
+class Pusher:
+    """What push jobs share in one worker process: bridges and their HTTP/2 clients, and the concurrency bound."""
+
+    settings: PushSettings
+    bridges: dict[str, Bridge]
+    redis: Redis
+    store: DeviceStore
+    semaphore: asyncio.Semaphore
+    budget: float  # seconds of a job during which new sends may start
+
+    def __post_init__(self) -> None:
+        self._claim = self.redis.register_script(_CLAIM)
+        self._release = self.redis.register_script(_RELEASE)
+
+    def _keys(self, alert: Alert, device: Device) -> list[str]:
+        hour = int(time.time() // 3600)
+        return [f"{SENT_SET}{alert.flash_id}:{alert.version}", f"{RATE}{device.id}:{hour}"]
+
+    async def claim(self, alert: Alert, device: Device) -> str:
+        counts = "1" if alert.kind == "flash" else "0"  # a correction or withdrawal always gets through
+        args: list[Any] = [device.id, alert.ttl + 3600, self.settings.max_per_device_hour, counts]
+        result = await self._claim(keys=self._keys(alert, device), args=args)
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def release(self, alert: Alert, device: Device) -> None:
+        counts = "1" if alert.kind == "flash" else "0"
+        await self._release(keys=self._keys(alert, device), args=[device.id, counts])
+
+    async def aclose(self) -> None:
+        for bridge in self.bridges.values():
+            await bridge.aclose()
+
+
+async def enqueue_plan(ctx: dict[str, Any], flash_id: str, version: str) -> None:
+    """After the live fan-out: plan the device pushes for this event, once (the job id dedupes re-runs)."""
+    pusher: Pusher | None = ctx.get("push")
+    if pusher is None or not pusher.bridges:
+        return
+    await ctx["redis"].enqueue_job(PLAN_JOB, flash_id, version, _job_id=f"{PLAN_JOB}:{flash_id}:{version}")
+
+
+async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
+    pusher: Pusher = ctx["push"]
+    broker: Broker = ctx["broker"]
+    try:
+        event = await broker.event_for(flash_id, version)
+        alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
+        if event is None or alert is None:
+            return 0
+        ids = await pusher.store.targets(event.flash)
+    except BrokerUnavailable as exc:
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    size = pusher.settings.batch_size
+    for n, start in enumerate(range(0, len(ids), size)):
+        job_id = f"push:{flash_id}:{version}:{n}"
+        await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, ids[start : start + size], 1, _job_id=job_id)
+    logger.info("flash %s v%s: %d devices in %d batches", flash_id, version, len(ids), -(-len(ids) // size))
+    return len(ids)
+
+
+async def push_batch(ctx: dict[str, Any], flash_id: str, version: str, ids: list[str], attempt: int) -> dict[str, int]:
+    pusher: Pusher = ctx["push"]
+    broker: Broker = ctx["broker"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + pusher.budget
+    try:
+        event = await broker.event_for(flash_id, version)
+        alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
+        if event is None or alert is None:
+            return {}
+        devices = await pusher.store.load(ids)
+    except BrokerUnavailable as exc:
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+
+    counts: Counter[str] = Counter()
+    later: list[str] = []
+    retry: list[tuple[str, float | None]] = []
+
+    async def one(device: Device) -> None:
+        bridge = pusher.bridges.get(device.platform)
+        if bridge is None:
+            counts[f"{device.platform}:disabled"] += 1
+            return
+        async with pusher.semaphore:
+            if loop.time() > deadline:
+                later.append(device.id)
+                return
+            claim = await pusher.claim(alert, device)
+            if claim != "ok":
+                counts[f"{device.platform}:{claim}"] += 1
+                return
+            outcome = await _send(bridge, device, alert)
+            if outcome.kind == "retry":
+                await pusher.release(alert, device)
+                retry.append((device.id, outcome.retry_after))
+            elif outcome.kind == "dead":
+                await pusher.store.delete(device.id, (device.platform, device.address))
+                logger.info("removed %s device %s: %s", device.platform, device.id, outcome.detail)
+            elif outcome.kind == "failed":
+                logger.warning("%s send to %s failed: %s", device.platform, device.id, outcome.detail)
+            counts[f"{device.platform}:{outcome.kind}"] += 1
+
+    matching = [d for d in devices if d is not None and d.filter.matches(event.flash)]
+    results = await asyncio.gather(*(one(d) for d in matching), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            logger.warning("push send raised: %r", result)
+            counts["error"] += 1
+    await _follow_up(ctx, pusher, flash_id, version, attempt, later, retry, counts)
+    if counts:
+        async with pusher.redis.pipeline(transaction=False) as pipe:
+            for field, n in counts.items():
+                pipe.hincrby(STATS, field, n)
+            await pipe.execute()
+    return dict(counts)
+
+
+async def _send(bridge: Bridge, device: Device, alert: Alert) -> Outcome:
+    try:
+        return await bridge.send(device, alert)
+    except httpx.HTTPError as exc:
+        return Outcome("retry", None, f"{type(exc).__name__}: {exc}")
+
+
+async def _follow_up(
+    ctx: dict[str, Any],
+    pusher: Pusher,
+    flash_id: str,
+    version: str,
+    attempt: int,
+    later: list[str],
+    retry: list[tuple[str, float | None]],
+    counts: Counter[str],
+) -> None:
+    """Queue the rest of the batch now, and the devices to retry after Retry-After (or a jittered backoff)."""
+    job_id = ctx.get("job_id") or f"push:{flash_id}:{version}"
+    if later:
+        await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, later, attempt, _job_id=f"{job_id}.c")
+    if not retry:
+        return
+    if attempt >= pusher.settings.max_attempts:
+        counts["gave_up"] += len(retry)
+        logger.warning("flash %s v%s: gave up on %d devices after %d tries", flash_id, version, len(retry), attempt)
+        return
+    hinted = [after for _, after in retry if after is not None]
+    delay = max(hinted) if hinted else min(2.0**attempt, 60.0) * (0.5 + random.random())
+    delay = min(delay, pusher.settings.max_retry_after_seconds)
+    ids = [device_id for device_id, _ in retry]
+    await ctx["redis"].enqueue_job(
+        BATCH_JOB, flash_id, version, ids, attempt + 1, _job_id=f"{job_id}.r", _defer_by=delay
+    )

@@ -1,0 +1,199 @@
+"""What a notification says and how urgently it is delivered, per push service, within each service's size limit.
+
+IPTC urgency → delivery (docs/push.md has the same table):
+
+========  ==================  =================  ===========================
+urgency   APNs priority       FCM (Android)      Web Push ``Urgency``
+========  ==================  =================  ===========================
+1–2       10, time-sensitive  HIGH               high
+3–5       10, active          HIGH               normal
+6–7       5, passive          NORMAL             low
+8–9       5, passive          NORMAL             very-low
+========  ==================  =================  ===========================
+
+A withdrawal is a data message (APNs background push, FCM data only, a Web Push the service worker reads) so the
+app or page removes the notification; a correction carries the same collapse id / tag / ``Topic`` (the flash id)
+so it replaces the first one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+import regex
+
+from ticker_service.models import Event, flash_id_of
+
+FCM_LIMIT = 4096  # bytes of notification + data
+APNS_LIMIT = 4096  # bytes of the JSON payload
+WEBPUSH_LIMIT = 3993  # bytes of plaintext: 4096 on the wire less the aes128gcm header, delimiter and tag
+ELLIPSIS = "…"
+# Primary language subtags written right to left.
+RTL = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ku", "nqo", "ps", "sd", "syr", "ug", "ur", "yi"})
+_GRAPHEME = regex.compile(r"\X")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    apns_priority: int
+    interruption: str
+    fcm_priority: str
+    webpush_urgency: str
+
+
+def delivery(urgency: int) -> Delivery:
+    if urgency <= 2:
+        return Delivery(10, "time-sensitive", "HIGH", "high")
+    if urgency <= 5:
+        return Delivery(10, "active", "HIGH", "normal")
+    if urgency <= 7:
+        return Delivery(5, "passive", "NORMAL", "low")
+    return Delivery(5, "passive", "NORMAL", "very-low")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One event, ready to be put in any service's message."""
+
+    kind: Literal["flash", "update", "withdraw"]
+    flash_id: str
+    version: str
+    event_id: str
+    headline: str
+    lang: str
+    dir: Literal["ltr", "rtl"]
+    urgency: int
+    category: str
+    url: str | None
+    ttl: int  # seconds the notification stays worth delivering
+    expires_at: int  # unix time
+
+    @property
+    def delivery(self) -> Delivery:
+        return delivery(self.urgency)
+
+    def fields(self, headline: str | None = None) -> dict[str, str]:
+        """The message's data as strings (FCM data values must be strings)."""
+        data = {
+            "type": self.kind,
+            "flash_id": self.flash_id,
+            "version": self.version,
+            "event_id": self.event_id,
+            "lang": self.lang,
+            "dir": self.dir,
+            "urgency": str(self.urgency),
+            "category": self.category,
+        }
+        if self.url:
+            data["url"] = self.url
+        if headline is not None:
+            data["headline"] = headline
+        return data
+
+
+def alert_for(event: Event, default_ttl: int, now: float | None = None) -> Alert | None:
+    """The alert for ``event``, or ``None`` when the flash has expired (a late notification is not sent)."""
+    if event.type not in ("flash", "update", "withdraw"):
+        return None
+    doc = event.flash
+    now = time.time() if now is None else now
+    # Relevance runs from when this version was published, so a job that runs late does not notify late.
+    created = doc.get("versionCreated")
+    ttl = default_ttl - int(now - datetime.fromisoformat(created).timestamp()) if created else default_ttl
+    if doc.get("expires"):
+        ttl = min(ttl, int(datetime.fromisoformat(doc["expires"]).timestamp() - now))
+    if ttl <= 0:
+        return None
+    lang = str(doc.get("language", ""))
+    stories = [a["uri"] for a in doc.get("associations", ()) if a.get("rel") == "story"]
+    return Alert(
+        kind=event.type,
+        flash_id=flash_id_of(doc),
+        version=str(doc["version"]),
+        event_id=event.event_id,
+        headline=doc["headlines"][0]["value"],
+        lang=lang,
+        dir="rtl" if lang.split("-")[0].lower() in RTL else "ltr",
+        urgency=int(doc.get("urgency", 9)),
+        category=(doc.get("subjects") or [{}])[0].get("literal", ""),
+        url=stories[0] if stories else None,
+        ttl=ttl,
+        expires_at=int(now) + ttl,
+    )
+
+
+def shorten(text: str, max_bytes: int) -> str:
+    """``text`` in at most ``max_bytes`` of UTF-8, cut between grapheme clusters and ending in an ellipsis."""
+    if len(text.encode()) <= max_bytes:
+        return text
+    budget = max_bytes - len(ELLIPSIS.encode())
+    out: list[str] = []
+    for cluster in _GRAPHEME.findall(text):
+        size = len(cluster.encode())
+        if size > budget:
+            break
+        out.append(cluster)
+        budget -= size
+    return "".join(out).rstrip() + ELLIPSIS
+
+
+def fit(build: Callable[[str], bytes], headline: str, limit: int) -> bytes:
+    """``build(headline)`` shortened until it is at most ``limit`` bytes."""
+    body = build(headline)
+    target = len(headline.encode())
+    while len(body) > limit:
+        target -= len(body) - limit
+        if target < len(ELLIPSIS.encode()):
+            raise ValueError("the message does not fit even without its headline")
+        body = build(shorten(headline, target))
+    return body
+
+
+def webpush_payload(alert: Alert) -> bytes:
+    """The plaintext the service worker reads (``ticker-push`` JSON)."""
+    if alert.kind == "withdraw":
+        return orjson.dumps(alert.fields())
+    return fit(lambda h: orjson.dumps(alert.fields(h)), alert.headline, WEBPUSH_LIMIT)
+
+
+def apns_payload(alert: Alert) -> bytes:
+    ticker = alert.fields()
+    if alert.kind == "withdraw":
+        return orjson.dumps({"aps": {"content-available": 1}, "ticker": ticker})
+    aps: dict[str, Any] = {
+        "alert": {"body": ""},
+        "sound": "default",
+        "interruption-level": alert.delivery.interruption,
+        "thread-id": alert.category,
+    }
+
+    def build(headline: str) -> bytes:
+        return orjson.dumps({"aps": {**aps, "alert": {"body": headline}}, "ticker": ticker})
+
+    return fit(build, alert.headline, APNS_LIMIT)
+
+
+def fcm_message(alert: Alert, token: str) -> dict[str, Any]:
+    """The ``message`` of an FCM HTTP v1 send: a notification (data only for a withdrawal), replaced by tag."""
+    data = alert.fields()
+    android: dict[str, Any] = {
+        "priority": alert.delivery.fcm_priority,
+        "ttl": f"{alert.ttl}s",
+        "collapse_key": alert.flash_id,
+    }
+    message: dict[str, Any] = {"token": token, "data": data, "android": android}
+    if alert.kind == "withdraw":
+        return message
+
+    def build(headline: str) -> bytes:
+        return orjson.dumps({"notification": {"body": headline}, "data": data})
+
+    body = orjson.loads(fit(build, alert.headline, FCM_LIMIT))
+    message["notification"] = body["notification"]
+    android["notification"] = {"tag": alert.flash_id}
+    return message
