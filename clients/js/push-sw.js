@@ -1,0 +1,79 @@
+/* ticker push service worker: breaking-news notifications from Web Push.
+ *
+ * Served by the hub at /push-sw.js, so its scope is the whole site. Each push carries the JSON the worker sends
+ * ({type: "flash" | "update" | "withdraw", flash_id, headline, lang, dir, url, ...}). Before showing a flash it
+ * asks the open pages (client messaging): a page that already shows the flash answers, and no notification pops
+ * up for something the reader is looking at. A correction replaces the notification (same tag); a withdrawal
+ * closes it. Headlines go into the notification as text, never as HTML.
+ */
+'use strict';
+
+const ASK_TIMEOUT_MS = 500;
+
+self.addEventListener('install', () => self.skipWaiting());
+self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
+
+self.addEventListener('push', (event) => {
+  event.waitUntil(handlePush(event));
+});
+
+async function handlePush(event) {
+  let message = null;
+  try {
+    message = event.data ? event.data.json() : null;
+  } catch (err) {
+    message = null;
+  }
+  if (!message || typeof message.flash_id !== 'string') return;
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  let shown = false;
+  if (message.type === 'withdraw') {
+    const open = await self.registration.getNotifications({ tag: message.flash_id });
+    open.forEach((n) => n.close());
+  } else {
+    shown = await shownByAPage(windows, message.flash_id);
+    if (!shown) {
+      await self.registration.showNotification(String(message.headline || ''), {
+        tag: message.flash_id,
+        renotify: false,
+        lang: typeof message.lang === 'string' ? message.lang : '',
+        dir: message.dir === 'rtl' ? 'rtl' : 'ltr',
+        requireInteraction: Number(message.urgency) <= 2,
+        data: { url: typeof message.url === 'string' ? message.url : '/', flash_id: message.flash_id },
+      });
+    }
+  }
+  for (const client of windows) {
+    client.postMessage({ type: 'ticker:push-handled', flash_id: message.flash_id, kind: message.type, shown });
+  }
+}
+
+/* Ask every open page whether it shows this flash; true as soon as one says yes, false after a short wait. */
+function shownByAPage(windows, flashId) {
+  if (windows.length === 0) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let pending = windows.length;
+    const timer = setTimeout(() => resolve(false), ASK_TIMEOUT_MS);
+    for (const client of windows) {
+      const channel = new MessageChannel();
+      channel.port1.onmessage = (reply) => {
+        pending -= 1;
+        if (reply.data && reply.data.shown === true) {
+          clearTimeout(timer);
+          resolve(true);
+        } else if (pending === 0) {
+          clearTimeout(timer);
+          resolve(false);
+        }
+      };
+      client.postMessage({ type: 'ticker:shows-flash?', flash_id: flashId }, [channel.port2]);
+    }
+  });
+}
+
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const target = new URL((event.notification.data && event.notification.data.url) || '/', self.location.origin);
+  if (target.protocol !== 'https:' && target.protocol !== 'http:') return;
+  event.waitUntil(self.clients.openWindow(target.href));
+});
