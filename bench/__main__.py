@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from . import fanout, latency
+from . import fanout, latency, push
 
-BENCHMARKS = {"latency": latency.main, "fanout": fanout.main}
+BENCHMARKS = {"latency": latency.main, "fanout": fanout.main, "push": push.main}
 
 
 def main(argv: list[str]) -> int:

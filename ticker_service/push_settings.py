@@ -36,6 +36,7 @@ class PushSettings(BaseSettings):
     webpush_hosts: Annotated[tuple[str, ...], NoDecode] = DEFAULT_WEBPUSH_HOSTS
     batch_size: int = Field(default=500, ge=1, le=5000, description="Devices per arq push job.")
     concurrency: int = Field(default=100, ge=1, description="Requests in flight per worker process.")
+    parallel_batches: int = Field(default=2, ge=1, description="Batch jobs of one flash running at once.")
     max_attempts: int = Field(default=5, ge=1, description="Tries per device on 429/5xx/network errors.")
     max_retry_after_seconds: float = Field(default=300.0, gt=0, description="Longest Retry-After honoured.")
     default_ttl_seconds: int = Field(default=4 * 3600, ge=0, description="TTL of a flash without an expiry.")

@@ -24,6 +24,8 @@ class Fake:
     attempts: Counter[str] = field(default_factory=Counter)
     script: dict[str, list[int]] = field(default_factory=dict)
     delay: float = 0.0
+    keep: bool = True  # False: only count accepted messages (benchmarks)
+    total: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def next_status(self, address: str) -> int:
@@ -38,7 +40,9 @@ class Fake:
 
     def record(self, address: str, headers: dict[str, str], body: dict[str, Any]) -> None:
         with self.lock:
-            self.received.append(Received(address, headers, body))
+            self.total += 1
+            if self.keep:
+                self.received.append(Received(address, headers, body))
 
     def to(self, address: str) -> list[Received]:
         with self.lock:

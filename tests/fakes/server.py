@@ -38,7 +38,8 @@ class TLSServer:
         config.bind = [f"127.0.0.1:{self.port}"]
         config.certfile, config.keyfile = str(self._cert), str(self._key)
         config.loglevel = "WARNING"
-        config.h2_max_concurrent_streams = 1000
+        config.h2_max_concurrent_streams = 100
+        config.keep_alive_max_requests = 10**9  # hypercorn sends GOAWAY after 1,000 requests by default
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._stop = asyncio.Event()

@@ -33,10 +33,12 @@ async def start(ctx: dict[str, Any], timeout: float) -> None:
     settings = PushSettings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per push request is too many
     redis = ctx["broker"].redis
-    bridges = build_bridges(settings, request_timeout=0.4 * timeout)
-    ctx["push"] = Pusher(
-        settings, bridges, redis, DeviceStore(redis), asyncio.Semaphore(settings.concurrency), 0.5 * timeout
-    )
+    bridges = build_bridges(settings, request_timeout=0.2 * timeout)  # per phase: connect, write, read
+    semaphore = asyncio.Semaphore(settings.concurrency)
+    # Sends start in the first 45% of the job's time and take at most 30% of it; whatever still runs at 80% is cut
+    # off, leaving the rest of the time to queue the follow-up jobs.
+    store = DeviceStore(redis)
+    ctx["push"] = Pusher(settings, bridges, redis, store, semaphore, 0.45 * timeout, 0.3 * timeout, 0.8 * timeout)
 
 
 async def stop(ctx: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """What every bridge shares: the outcome of one send, and how HTTP answers map to it.
 
 Outcomes: ``sent``; ``dead`` (the service says the token or subscription is gone: the device is removed);
-``retry`` (429, 5xx, a network error: try again after ``retry_after`` or a backoff); ``failed`` (anything else,
-logged; retrying would not help).
+``retry`` (429, 5xx, no connection: try again after ``retry_after`` or a backoff); ``failed`` (anything else,
+logged; retrying would not help); ``unknown`` (timed out or cut off after the request went out: it may have been
+delivered, so it is not sent again).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ticker_service.device_model import Device
 
 from .payload import Alert
 
-OutcomeKind = Literal["sent", "dead", "retry", "failed"]
+OutcomeKind = Literal["sent", "dead", "retry", "failed", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)

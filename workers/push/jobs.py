@@ -28,6 +28,7 @@ from arq import Retry
 from redis.asyncio import Redis
 
 from ticker_service.broker import Broker
+from ticker_service.broker.redis import WAKE_CHANNEL
 from ticker_service.device_model import Device
 from ticker_service.device_store import DeviceStore
 from ticker_service.problems import BrokerUnavailable
@@ -43,6 +44,8 @@ BATCH_JOB = "push_batch"
 SENT_SET = "ticker:pushed:"
 RATE = "ticker:pushrate:"
 STATS = "ticker:push:stats"
+PLAN = "ticker:pushplan:"
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # KEYS: the event's claim set, the device's hourly counter. ARGV: device id, set TTL, hourly cap, counts ('1'/'0').
 _CLAIM = """
@@ -74,6 +77,8 @@ class Pusher:
     store: DeviceStore
     semaphore: asyncio.Semaphore
     budget: float  # seconds of a job during which new sends may start
+    send_timeout: float  # longest one send may take (claim to answer)
+    hard_stop: float  # seconds into a job when sends still running are cut off
 
     def __post_init__(self) -> None:
         self._claim = self.redis.register_script(_CLAIM)
@@ -104,9 +109,16 @@ async def enqueue_plan(ctx: dict[str, Any], flash_id: str, version: str) -> None
     if pusher is None or not pusher.bridges:
         return
     await ctx["redis"].enqueue_job(PLAN_JOB, flash_id, version, _job_id=f"{PLAN_JOB}:{flash_id}:{version}")
+    await _wake(ctx)
+
+
+async def _wake(ctx: dict[str, Any]) -> None:
+    """Have workers poll now rather than after arq's poll delay (as ingest does for the fan-out job)."""
+    await ctx["redis"].publish(WAKE_CHANNEL, b"1")
 
 
 async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
+    """Store the sorted ids of the matching devices, then start ``parallel_batches`` chains of batch jobs."""
     pusher: Pusher = ctx["push"]
     broker: Broker = ctx["broker"]
     try:
@@ -115,26 +127,46 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
         if event is None or alert is None:
             return 0
         ids = await pusher.store.targets(event.flash)
+        key = f"{PLAN}{flash_id}:{version}"
+        async with pusher.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            for start in range(0, len(ids), 10_000):
+                pipe.rpush(key, *ids[start : start + 10_000])
+            pipe.expire(key, alert.ttl + 3600)
+            await pipe.execute()
     except BrokerUnavailable as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
-    size = pusher.settings.batch_size
-    for n, start in enumerate(range(0, len(ids), size)):
-        job_id = f"push:{flash_id}:{version}:{n}"
-        await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, ids[start : start + size], 1, _job_id=job_id)
-    logger.info("flash %s v%s: %d devices in %d batches", flash_id, version, len(ids), -(-len(ids) // size))
+    batches = -(-len(ids) // pusher.settings.batch_size)
+    for index in range(min(batches, pusher.settings.parallel_batches)):
+        await _enqueue_batch(ctx, flash_id, version, index)
+    await _wake(ctx)
+    logger.info("flash %s v%s: %d devices in %d batches", flash_id, version, len(ids), batches)
     return len(ids)
 
 
-async def push_batch(ctx: dict[str, Any], flash_id: str, version: str, ids: list[str], attempt: int) -> dict[str, int]:
+async def _enqueue_batch(ctx: dict[str, Any], flash_id: str, version: str, index: int) -> None:
+    job_id = f"push:{flash_id}:{version}:{index}"
+    await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, index, None, 1, _job_id=job_id)
+
+
+async def push_batch(
+    ctx: dict[str, Any], flash_id: str, version: str, index: int, ids: list[str] | None, attempt: int
+) -> dict[str, int]:
+    """Send batch ``index`` of the plan (or the given ``ids``: a continuation or a retry), then chain the next."""
     pusher: Pusher = ctx["push"]
     broker: Broker = ctx["broker"]
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + pusher.budget
+    started = loop.time()
+    deadline = started + pusher.budget
+    size = pusher.settings.batch_size
     try:
         event = await broker.event_for(flash_id, version)
         alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
         if event is None or alert is None:
             return {}
+        if ids is None:
+            raw = await pusher.redis.lrange(f"{PLAN}{flash_id}:{version}", index * size, (index + 1) * size - 1)  # type: ignore[misc]
+            ids = [i.decode() for i in raw]
         devices = await pusher.store.load(ids)
     except BrokerUnavailable as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
@@ -142,8 +174,14 @@ async def push_batch(ctx: dict[str, Any], flash_id: str, version: str, ids: list
     counts: Counter[str] = Counter()
     later: list[str] = []
     retry: list[tuple[str, float | None]] = []
+    settled: set[str] = set()  # devices whose send has an outcome, or that will not be sent
+    claimed: set[str] = set()
 
     async def one(device: Device) -> None:
+        await _one(device)
+        settled.add(device.id)
+
+    async def _one(device: Device) -> None:
         bridge = pusher.bridges.get(device.platform)
         if bridge is None:
             counts[f"{device.platform}:disabled"] += 1
@@ -156,24 +194,45 @@ async def push_batch(ctx: dict[str, Any], flash_id: str, version: str, ids: list
             if claim != "ok":
                 counts[f"{device.platform}:{claim}"] += 1
                 return
-            outcome = await _send(bridge, device, alert)
+            claimed.add(device.id)
+            outcome = await _send(bridge, device, alert, pusher.send_timeout)
             if outcome.kind == "retry":
                 await pusher.release(alert, device)
                 retry.append((device.id, outcome.retry_after))
             elif outcome.kind == "dead":
                 await pusher.store.delete(device.id, (device.platform, device.address))
                 logger.info("removed %s device %s: %s", device.platform, device.id, outcome.detail)
-            elif outcome.kind == "failed":
+            elif outcome.kind in ("failed", "unknown"):
                 logger.warning("%s send to %s failed: %s", device.platform, device.id, outcome.detail)
             counts[f"{device.platform}:{outcome.kind}"] += 1
 
     matching = [d for d in devices if d is not None and d.filter.matches(event.flash)]
-    results = await asyncio.gather(*(one(d) for d in matching), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            logger.warning("push send raised: %r", result)
-            counts["error"] += 1
-    await _follow_up(ctx, pusher, flash_id, version, attempt, later, retry, counts)
+    # The job stops its own sends before arq's timeout would, so the follow-up jobs are always queued.
+    try:
+        async with asyncio.timeout_at(started + pusher.hard_stop):
+            results = await asyncio.gather(*(one(d) for d in matching), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.warning("push send raised: %r", result)
+                counts["error"] += 1
+    except TimeoutError:
+        for device in matching:
+            if device.id not in settled and device.id not in later:
+                if device.id in claimed:
+                    counts[f"{device.platform}:unknown"] += 1  # cut off in flight: maybe delivered
+                else:
+                    later.append(device.id)
+    job_id = ctx.get("job_id") or f"push:{flash_id}:{version}:{index}"
+    if later:
+        await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, index, later, attempt, _job_id=f"{job_id}.c")
+    elif index >= 0 and attempt == 1:
+        # This batch is done: the chain goes on with the batch ``parallel_batches`` further.
+        following = index + pusher.settings.parallel_batches
+        total = await pusher.redis.llen(f"{PLAN}{flash_id}:{version}")  # type: ignore[misc]
+        if following * size < total:
+            await _enqueue_batch(ctx, flash_id, version, following)
+    await _wake(ctx)
+    await _retry_later(ctx, pusher, flash_id, version, attempt, retry, counts, job_id)
     if counts:
         async with pusher.redis.pipeline(transaction=False) as pipe:
             for field, n in counts.items():
@@ -182,27 +241,34 @@ async def push_batch(ctx: dict[str, Any], flash_id: str, version: str, ids: list
     return dict(counts)
 
 
-async def _send(bridge: Bridge, device: Device, alert: Alert) -> Outcome:
+async def _send(bridge: Bridge, device: Device, alert: Alert, timeout: float) -> Outcome:
+    """One send, bounded by ``timeout``. Only a request that certainly was not processed is retried: one that was
+    never sent (no connection) or that the server refused with GOAWAY. A timeout or a broken read may have been
+    delivered, so it is counted ``unknown`` and not sent again."""
     try:
-        return await bridge.send(device, alert)
-    except httpx.HTTPError as exc:
+        async with asyncio.timeout(timeout):
+            return await bridge.send(device, alert)
+    except NOT_SENT as exc:
         return Outcome("retry", None, f"{type(exc).__name__}: {exc}")
+    except httpx.RemoteProtocolError as exc:
+        if "ConnectionTerminated" in str(exc):
+            return Outcome("retry", None, f"GOAWAY: {exc}")
+        return Outcome("unknown", None, f"{type(exc).__name__}: {exc}")
+    except (httpx.HTTPError, TimeoutError) as exc:
+        return Outcome("unknown", None, f"{type(exc).__name__}: {exc}")
 
 
-async def _follow_up(
+async def _retry_later(
     ctx: dict[str, Any],
     pusher: Pusher,
     flash_id: str,
     version: str,
     attempt: int,
-    later: list[str],
     retry: list[tuple[str, float | None]],
     counts: Counter[str],
+    job_id: str,
 ) -> None:
-    """Queue the rest of the batch now, and the devices to retry after Retry-After (or a jittered backoff)."""
-    job_id = ctx.get("job_id") or f"push:{flash_id}:{version}"
-    if later:
-        await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, later, attempt, _job_id=f"{job_id}.c")
+    """Queue the devices to retry after Retry-After (or a jittered backoff), outside the batch chain."""
     if not retry:
         return
     if attempt >= pusher.settings.max_attempts:
@@ -214,5 +280,5 @@ async def _follow_up(
     delay = min(delay, pusher.settings.max_retry_after_seconds)
     ids = [device_id for device_id, _ in retry]
     await ctx["redis"].enqueue_job(
-        BATCH_JOB, flash_id, version, ids, attempt + 1, _job_id=f"{job_id}.r", _defer_by=delay
+        BATCH_JOB, flash_id, version, -1, ids, attempt + 1, _job_id=f"{job_id}.r", _defer_by=delay
     )
