@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -100,8 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         shown = time.perf_counter()
                         print(f"# {done} notifications after {shown - t0:.0f} s", file=sys.stderr, flush=True)
                     time.sleep(0.05)
-                if done < args.devices or args.verbose:
-                    print(stack.log_tail("worker"), file=sys.stderr)
+                if args.logs:
+                    args.logs.mkdir(parents=True, exist_ok=True)
+                    for name in ("worker", "hub"):
+                        shutil.copy(stack.workdir / f"{name}.log", args.logs / f"{name}.log")
                 wall = time.perf_counter() - t0
                 after_worker, after_self = usage([worker.pid]), usage([os.getpid()])
         finally:
@@ -128,7 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--platforms", default="fcm,apns,webpush")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--verbose", action="store_true", help="print the end of the worker log")
+    parser.add_argument("--logs", type=Path, help="copy the worker's and hub's logs to this directory")
     return parser.parse_args(argv)
 
 

@@ -207,8 +207,9 @@ async def push_batch(
             counts[f"{device.platform}:{outcome.kind}"] += 1
 
     matching = [d for d in devices if d is not None and d.filter.matches(event.flash)]
-    # The job stops its own sends before arq's timeout would, so the follow-up jobs are always queued.
     try:
+        # The job stops its own sends before arq's timeout would; should arq cancel it anyway (a slow Redis), the
+        # follow-up jobs are still queued below, so the batch chain never breaks.
         async with asyncio.timeout_at(started + pusher.hard_stop):
             results = await asyncio.gather(*(one(d) for d in matching), return_exceptions=True)
         for result in results:
@@ -216,12 +217,30 @@ async def push_batch(
                 logger.warning("push send raised: %r", result)
                 counts["error"] += 1
     except TimeoutError:
+        pass
+    finally:
         for device in matching:
             if device.id not in settled and device.id not in later:
                 if device.id in claimed:
                     counts[f"{device.platform}:unknown"] += 1  # cut off in flight: maybe delivered
                 else:
                     later.append(device.id)
+        await _follow_up(ctx, pusher, flash_id, version, index, attempt, later, retry, counts)
+    return dict(counts)
+
+
+async def _follow_up(
+    ctx: dict[str, Any],
+    pusher: Pusher,
+    flash_id: str,
+    version: str,
+    index: int,
+    attempt: int,
+    later: list[str],
+    retry: list[tuple[str, float | None]],
+    counts: Counter[str],
+) -> None:
+    """Queue the rest of the batch (or the chain's next batch), the retries, and add up the outcomes."""
     job_id = ctx.get("job_id") or f"push:{flash_id}:{version}:{index}"
     if later:
         await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, index, later, attempt, _job_id=f"{job_id}.c")
@@ -229,7 +248,7 @@ async def push_batch(
         # This batch is done: the chain goes on with the batch ``parallel_batches`` further.
         following = index + pusher.settings.parallel_batches
         total = await pusher.redis.llen(f"{PLAN}{flash_id}:{version}")  # type: ignore[misc]
-        if following * size < total:
+        if following * pusher.settings.batch_size < total:
             await _enqueue_batch(ctx, flash_id, version, following)
     await _wake(ctx)
     await _retry_later(ctx, pusher, flash_id, version, attempt, retry, counts, job_id)
@@ -238,7 +257,6 @@ async def push_batch(
             for field, n in counts.items():
                 pipe.hincrby(STATS, field, n)
             await pipe.execute()
-    return dict(counts)
 
 
 async def _send(bridge: Bridge, device: Device, alert: Alert, timeout: float) -> Outcome:
