@@ -14,6 +14,7 @@ COPY workers ./workers
 COPY clients/python ./clients/python
 # The browser client, served by the hub under /static/js/ (a checkout serves it from clients/js itself).
 COPY clients/js ./ticker_service/static/js
+ENV TICKER_PUSH_JS_DIR=/app/ticker_service/static/js
 RUN pip install . \
     && useradd --system --create-home --home-dir /home/ticker --uid 10001 --user-group ticker
 

@@ -146,6 +146,29 @@ def test_one_notification_per_matching_device(push: Setup) -> None:
     assert push.fakes.fcm.grants == 1  # the OAuth token is cached
 
 
+def test_stats_count_outcomes(push: Setup) -> None:
+    """GET /v1/push/stats (admin token) counts notifications by platform and outcome."""
+    assert push.client.get("/v1/push/stats", headers=push.service.headers()).status_code == 403
+    made = run_ticker(push.service.env, "token", "create", "--name", "ops", "--scopes", "admin")
+    admin = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+    before = push.client.get("/v1/push/stats", headers=admin).json()["notifications"]
+    for platform in PLATFORMS:
+        register(push, platform, category="arts-culture")
+    publish(push, category="arts-culture")
+    drain(push)
+
+    def sent(counts: dict[str, dict[str, int]], platform: str) -> int:
+        return counts.get(platform, {}).get("sent", 0)
+
+    wait_until(
+        lambda: all(
+            sent(push.client.get("/v1/push/stats", headers=admin).json()["notifications"], p) == sent(before, p) + 1
+            for p in PLATFORMS
+        ),
+        "the stats to count one more sent notification per platform",
+    )
+
+
 def test_dead_tokens_are_removed(push: Setup) -> None:
     """410/400 BadDeviceToken (APNs), 404 UNREGISTERED/400 INVALID_ARGUMENT (FCM), 404/410 (Web Push) remove it."""
     statuses = {"apns": (410, 400), "fcm": (404, 400), "webpush": (410, 404)}
@@ -252,3 +275,26 @@ def test_killed_worker_sends_no_duplicate(push: Setup) -> None:
     assert max(fake.attempts[a] for a in devices) == 1
     assert claimed == set(registered)
     assert len(set(devices) - attempted) <= CONCURRENCY
+
+
+def test_fcm_topics_send_once_per_topic(push: Setup) -> None:
+    """With TICKER_PUSH_FCM_TOPICS, FCM gets one message for the topic <language>-<category>, none per device;
+    the other platforms still get theirs."""
+    env = push.fakes.env(push.tmp, (push.tmp / "cli-vapid.pem").read_text())
+    (push.tmp / "topics").mkdir()
+    service = start_distributed(push.tmp / "topics", TICKER_PUSH_FCM_TOPICS="true", **env)
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            topical = Setup(service, push.fakes, client, push.vapid_public, push.tmp / "topics")
+            fcm_devices = [register(topical, "fcm", category="miscellaneous")[1] for _ in range(2)]
+            _, apns_device = register(topical, "apns", category="miscellaneous")
+            doc = publish(topical, category="miscellaneous", language="es-MX")
+            wait_until(lambda: len(push.fakes.fcm.to("topic:es-miscellaneous")) == 1, "the topic message")
+            wait_until(lambda: len(push.fakes.apns.to(apns_device)) == 1, "the APNs notification")
+            drain(topical)
+        message = push.fakes.fcm.to("topic:es-miscellaneous")[0].body
+        assert message["topic"] == "es-miscellaneous" and message["android"]["collapse_key"] == flash_id(doc)
+        assert [len(push.fakes.fcm.to(t)) for t in fcm_devices] == [0, 0]
+        assert len(push.fakes.fcm.to("topic:es-miscellaneous")) == 1
+    finally:
+        service.stop()

@@ -34,6 +34,7 @@ from .problems import BrokerUnavailable
 DEVICE = "ticker:device:"
 ADDRESS = "ticker:devaddr:"
 INDEX = "ticker:devidx:"
+STATS = "ticker:push:stats"  # hash "<platform>:<outcome>" -> count, kept by the push jobs
 T = TypeVar("T")
 _UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
@@ -164,6 +165,11 @@ class DeviceStore:
                 pipe.hget(DEVICE + device_id, "d")
             raw: list[Any] = await self._call(pipe.execute)
         return [None if r is None else Device.from_record(i, orjson.loads(r)) for i, r in zip(ids, raw, strict=True)]
+
+    async def stats(self) -> dict[str, int]:
+        """Notifications counted by the push jobs, by ``<platform>:<outcome>``."""
+        raw: dict[bytes, bytes] = await self._call(lambda: self.redis.hgetall(STATS))  # type: ignore[arg-type, return-value]
+        return {k.decode(): int(v) for k, v in raw.items()}
 
     async def targets(self, doc: Document) -> list[str]:
         """The ids of every device whose filter accepts ``doc``, sorted (so batches are the same on a re-run)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from pathlib import Path
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -19,13 +18,12 @@ from starlette.routing import Route
 from .device_model import Device, DeviceError, DeviceIn, device_from_input
 from .device_store import DeviceStore
 from .filters import FilterError
-from .ingest import json_response, read_json
+from .ingest import authenticate, json_response, read_json
 from .problems import Problem
 from .push_settings import PushSettings
 from .settings import Settings
 from .vapid import load, public_key_b64
 
-JS = Path(__file__).resolve().parent.parent / "clients" / "js"
 _DEVICE_ID = re.compile(r"^[0-9a-f]{32}$")
 SCRIPT_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
@@ -115,18 +113,35 @@ def routes(push: PushSettings | None = None) -> list[Route]:
             raise Problem(404, "Web Push is not configured on this server (no VAPID key).")
         return json_response({"publicKey": vapid_public})
 
+    async def stats(request: Request) -> Response:
+        """Notifications by platform and outcome since Redis was started (needs an editor token with ``admin``)."""
+        await authenticate(request, "admin")
+        store = _store(request)
+        counts: dict[str, dict[str, int]] = {}
+        for field, value in sorted((await store.stats()).items()):
+            platform, _, outcome = field.partition(":")
+            counts.setdefault(platform, {})[outcome or "total"] = value
+        return json_response({"notifications": counts})
+
+    def script(name: str) -> Response:
+        path = push.js_dir / name
+        if not path.is_file():
+            raise Problem(404, f"{name} is not installed here (TICKER_PUSH_JS_DIR={push.js_dir}).")
+        return FileResponse(path, media_type="text/javascript", headers=SCRIPT_HEADERS)
+
     async def service_worker(request: Request) -> Response:
         # Served from the root so that its scope covers every page of the site.
-        return FileResponse(JS / "push-sw.js", media_type="text/javascript", headers=SCRIPT_HEADERS)
+        return script("push-sw.js")
 
     async def push_helper(request: Request) -> Response:
-        return FileResponse(JS / "push.js", media_type="text/javascript", headers=SCRIPT_HEADERS)
+        return script("push.js")
 
     return [
         Route("/v1/devices", register, methods=["POST"]),
         Route("/v1/devices/{device_id}", update, methods=["PUT"]),
         Route("/v1/devices/{device_id}", delete, methods=["DELETE"]),
         Route("/v1/push/vapid-public-key", vapid_key, methods=["GET"]),
+        Route("/v1/push/stats", stats, methods=["GET"]),
         Route("/push-sw.js", service_worker, methods=["GET"]),
         Route("/push.js", push_helper, methods=["GET"]),
     ]

@@ -22,6 +22,9 @@ DEFAULT_WEBPUSH_HOSTS = (
 )
 
 
+REPO_JS = Path(__file__).resolve().parent.parent / "clients" / "js"
+
+
 def _read(path: Path | None, inline: str | None) -> str | None:
     if inline:
         return inline
@@ -43,11 +46,15 @@ class PushSettings(BaseSettings):
     max_per_device_hour: int = Field(default=30, ge=1, description="Notifications per device per hour, at most.")
     marker_ttl_seconds: int = Field(default=7 * 86400, ge=60, description="How long (flash, device) sends are kept.")
     ca_file: Path | None = Field(default=None, description="Extra CA bundle to trust for push services (tests).")
+    js_dir: Path = Field(default=REPO_JS, description="Where push-sw.js and push.js are (the checkout's clients/js).")
 
     fcm_credentials_file: Path | None = Field(default=None, description="Service-account JSON key file.")
     fcm_credentials: str | None = Field(default=None, description="The service-account JSON itself.")
     fcm_project: str | None = Field(default=None, description="Defaults to the key's project_id.")
     fcm_url: str = "https://fcm.googleapis.com"
+    fcm_topics: bool = Field(
+        default=False, description="One FCM send per topic <language>-<category> instead of one per FCM device."
+    )
 
     apns_key_file: Path | None = Field(default=None, description="The .p8 signing key.")
     apns_key: str | None = Field(default=None, description="The .p8 key's PEM text itself.")

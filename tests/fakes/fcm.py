@@ -121,7 +121,7 @@ class FakeFcm(Fake):
         problem = _check(message)
         if problem:
             return fcm_error(400, problem, details=[])
-        token = message["token"]
+        token = message["token"] if "token" in message else f"topic:{message['topic']}"
         status = await self.next_status(token)
         if status != 200:
             return fcm_error(status)
@@ -139,6 +139,8 @@ def _check(message: dict[str, Any]) -> str | None:
     """What FCM itself rejects with INVALID_ARGUMENT."""
     if sum(k in message for k in ("token", "topic", "condition")) != 1:
         return "Exactly one of token, topic or condition must be set."
+    if "topic" in message and not re.fullmatch(r"[a-zA-Z0-9\-_.~%]{1,900}", message["topic"]):
+        return "Invalid topic name."
     data = message.get("data", {})
     if not all(isinstance(v, str) for v in data.values()):
         return "Invalid value at 'message.data': values must be strings."

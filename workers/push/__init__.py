@@ -15,7 +15,7 @@ from ticker_service.device_store import DeviceStore
 from ticker_service.push_settings import PushSettings
 
 from .bridges import build_bridges
-from .jobs import BATCH_JOB, PLAN_JOB, Pusher, enqueue_plan, push_batch, push_plan
+from .jobs import BATCH_JOB, PLAN_JOB, TOPIC_JOB, Pusher, enqueue_plan, push_batch, push_plan, push_topic
 
 __all__ = ["enqueue_plan", "functions", "start", "stop"]
 
@@ -25,6 +25,7 @@ def functions(timeout: float) -> list[Function]:
     return [
         func(push_plan, name=PLAN_JOB, timeout=timeout, max_tries=20),
         func(push_batch, name=BATCH_JOB, timeout=timeout, max_tries=20),
+        func(push_topic, name=TOPIC_JOB, timeout=timeout, max_tries=20),
     ]
 
 

@@ -69,13 +69,20 @@ class FcmBridge:
         await self.client.aclose()
 
     async def send(self, device: Device, alert: Alert) -> Outcome:
+        return await self._send(fcm_message(alert, device.address))
+
+    async def send_topic(self, topic: str, alert: Alert) -> Outcome:
+        """One message to every device the apps subscribed to ``topic``."""
+        return await self._send(fcm_message(alert, topic, target="topic"))
+
+    async def _send(self, message: dict[str, Any]) -> Outcome:
         try:
             token = await self.access_token()
         except httpx.HTTPStatusError as exc:
             return Outcome("retry", None, f"token endpoint answered {exc.response.status_code}")
         response = await self.client.post(
             self.url,
-            content=orjson.dumps({"message": fcm_message(alert, device.address)}),
+            content=orjson.dumps({"message": message}),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         if response.status_code == 200:

@@ -1,16 +1,17 @@
 """The push jobs: plan a flash's device batches, then send each batch with bounded concurrency.
 
-``fanout_job`` (live readers first) → ``push_plan`` (one per event: the index gives the matching devices, sorted,
-cut into batches) → ``push_batch`` (one per batch of ``TICKER_PUSH_BATCH_SIZE`` devices).
+``fanout_job`` (live readers first) → ``push_plan`` (one per event: the index gives the matching devices, sorted and
+stored as the plan) → ``push_batch`` (``TICKER_PUSH_BATCH_SIZE`` devices each, run as ``parallel_batches`` chains:
+each batch queues the one ``parallel_batches`` further on when it is done).
 
-**At most once per (event, device).** Before its request goes out, a send claims the device in the event's set
+**At most once per (event, device).** Right before its request goes out, a send claims the device in the event's set
 ``ticker:pushed:<flash>:<version>`` (``SADD``: only the first claim wins). A re-run job — arq re-runs a job whose
-worker died — skips claimed devices, so no device is notified twice. A send that failed before reaching the
-service (network error, 429, 5xx) gives its claim back and is retried in a deferred job; a worker killed while a
-request is in flight loses that one notification rather than risking a second one.
+worker died — skips claimed devices, so no device is notified twice. A send that certainly did not reach the service
+(no connection, GOAWAY) or was refused with 429/5xx gives its claim back and is retried in a deferred job; one cut off
+in flight is not retried, so a worker killed mid-batch loses the notifications it had in flight, never duplicates.
 
 Jobs keep within arq's timeout (the fan-out's, so a killed worker's jobs come back as soon as before): sends start
-only in the first half of it, and the rest of the batch goes on in a continuation job.
+in the first 45 % of it, and the rest of the batch goes on in a continuation job.
 """
 
 from __future__ import annotations
@@ -25,26 +26,30 @@ from typing import Any
 
 import httpx
 from arq import Retry
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from ticker_service.broker import Broker
 from ticker_service.broker.redis import WAKE_CHANNEL
 from ticker_service.device_model import Device
-from ticker_service.device_store import DeviceStore
+from ticker_service.device_store import STATS, DeviceStore
+from ticker_service.filters import Filter
 from ticker_service.problems import BrokerUnavailable
 from ticker_service.push_settings import PushSettings
 
 from .base import Bridge, Outcome
-from .payload import Alert, alert_for
+from .fcm import FcmBridge
+from .payload import Alert, alert_for, fcm_topic
 
 logger = logging.getLogger("ticker.push")
 
 PLAN_JOB = "push_plan"
+TOPIC_JOB = "push_topic"
 BATCH_JOB = "push_batch"
 SENT_SET = "ticker:pushed:"
 RATE = "ticker:pushrate:"
-STATS = "ticker:push:stats"
 PLAN = "ticker:pushplan:"
+REDIS_TROUBLE = (BrokerUnavailable, redis_errors.ConnectionError, redis_errors.TimeoutError)
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # KEYS: the event's claim set, the device's hourly counter. ARGV: device id, set TTL, hourly cap, counts ('1'/'0').
@@ -134,14 +139,46 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
                 pipe.rpush(key, *ids[start : start + 10_000])
             pipe.expire(key, alert.ttl + 3600)
             await pipe.execute()
-    except BrokerUnavailable as exc:
+    except REDIS_TROUBLE as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    if pusher.settings.fcm_topics and "fcm" in pusher.bridges:
+        await ctx["redis"].enqueue_job(TOPIC_JOB, flash_id, version, _job_id=f"{TOPIC_JOB}:{flash_id}:{version}")
     batches = -(-len(ids) // pusher.settings.batch_size)
     for index in range(min(batches, pusher.settings.parallel_batches)):
         await _enqueue_batch(ctx, flash_id, version, index)
     await _wake(ctx)
     logger.info("flash %s v%s: %d devices in %d batches", flash_id, version, len(ids), batches)
     return len(ids)
+
+
+async def push_topic(ctx: dict[str, Any], flash_id: str, version: str) -> str:
+    """With ``fcm_topics``: one FCM message to the topic ``<language>-<category>`` instead of one per FCM device."""
+    pusher: Pusher = ctx["push"]
+    bridge = pusher.bridges["fcm"]
+    assert isinstance(bridge, FcmBridge)
+    try:
+        event = await ctx["broker"].event_for(flash_id, version)
+        alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
+        if alert is None:
+            return "expired"
+        topic = fcm_topic(alert)
+        claim = Device(f"topic:{topic}", "fcm", topic, Filter())
+        if await pusher.claim(alert, claim) != "ok":
+            return "duplicate"
+    except REDIS_TROUBLE as exc:
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    try:
+        async with asyncio.timeout(pusher.send_timeout):
+            outcome = await bridge.send_topic(topic, alert)
+    except NOT_SENT as exc:
+        outcome = Outcome("retry", None, str(exc))
+    except (httpx.HTTPError, TimeoutError) as exc:
+        outcome = Outcome("unknown", None, f"{type(exc).__name__}: {exc}")
+    if outcome.kind == "retry":
+        await pusher.release(alert, claim)
+        raise Retry(defer=outcome.retry_after or min(2 ** ctx["job_try"], 60))
+    await pusher.redis.hincrby(STATS, f"fcm-topic:{outcome.kind}", 1)  # type: ignore[misc]
+    return f"{topic}: {outcome.kind} {outcome.detail}".strip()
 
 
 async def _enqueue_batch(ctx: dict[str, Any], flash_id: str, version: str, index: int) -> None:
@@ -168,7 +205,7 @@ async def push_batch(
             raw = await pusher.redis.lrange(f"{PLAN}{flash_id}:{version}", index * size, (index + 1) * size - 1)  # type: ignore[misc]
             ids = [i.decode() for i in raw]
         devices = await pusher.store.load(ids)
-    except BrokerUnavailable as exc:
+    except REDIS_TROUBLE as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
 
     counts: Counter[str] = Counter()
@@ -185,6 +222,9 @@ async def push_batch(
         bridge = pusher.bridges.get(device.platform)
         if bridge is None:
             counts[f"{device.platform}:disabled"] += 1
+            return
+        if device.platform == "fcm" and pusher.settings.fcm_topics:
+            counts["fcm:via_topic"] += 1
             return
         async with pusher.semaphore:
             if loop.time() > deadline:

@@ -127,6 +127,11 @@ def alert_for(event: Event, default_ttl: int, now: float | None = None) -> Alert
     )
 
 
+def fcm_topic(alert: Alert) -> str:
+    """The FCM topic apps subscribe to for this flash: ``<language>-<category>``, e.g. ``en-politics``."""
+    return f"{alert.lang.split('-')[0].lower()}-{alert.category}"
+
+
 def shorten(text: str, max_bytes: int) -> str:
     """``text`` in at most ``max_bytes`` of UTF-8, cut between grapheme clusters and ending in an ellipsis."""
     if len(text.encode()) <= max_bytes:
@@ -178,15 +183,16 @@ def apns_payload(alert: Alert) -> bytes:
     return fit(build, alert.headline, APNS_LIMIT)
 
 
-def fcm_message(alert: Alert, token: str) -> dict[str, Any]:
-    """The ``message`` of an FCM HTTP v1 send: a notification (data only for a withdrawal), replaced by tag."""
+def fcm_message(alert: Alert, token: str, target: str = "token") -> dict[str, Any]:
+    """The ``message`` of an FCM HTTP v1 send to a ``token`` (or a ``topic``): a notification (data only for a
+    withdrawal), replaced by tag."""
     data = alert.fields()
     android: dict[str, Any] = {
         "priority": alert.delivery.fcm_priority,
         "ttl": f"{alert.ttl}s",
         "collapse_key": alert.flash_id,
     }
-    message: dict[str, Any] = {"token": token, "data": data, "android": android}
+    message: dict[str, Any] = {target: token, "data": data, "android": android}
     if alert.kind == "withdraw":
         return message
 
