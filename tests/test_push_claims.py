@@ -1,0 +1,49 @@
+"""The per-(event, device) claim and the per-device hourly cap, on a real private Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from ticker_service.device_model import Device
+from ticker_service.device_store import DeviceStore
+from ticker_service.filters import Filter
+from ticker_service.push_settings import PushSettings
+from workers.push.jobs import Pusher
+from workers.push.payload import Alert
+
+from .support import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("claims")))
+    server.start()
+    yield server
+    server.stop()
+
+
+ALERT = Alert("flash", "f1", "1", "e-1-0", "BREAKING", "en", "ltr", 1, "politics", None, 600, 0)
+DEVICE = Device("d1", "apns", "ab" * 32, Filter())
+
+
+async def test_claims(redis_server: RedisServer) -> None:
+    """A device is claimed once per event; new flashes past the hourly cap are refused, corrections never are;
+    a released claim can be taken again."""
+    async with Redis.from_url(redis_server.url) as redis:
+        settings = PushSettings(max_per_device_hour=2)
+        pusher = Pusher(settings, {}, redis, DeviceStore(redis), asyncio.Semaphore(1), 1.0, 1.0, 1.0)
+        assert await pusher.claim(ALERT, DEVICE) == "ok"
+        assert await pusher.claim(ALERT, DEVICE) == "duplicate"
+        assert await pusher.claim(replace(ALERT, flash_id="f2"), DEVICE) == "ok"
+        assert await pusher.claim(replace(ALERT, flash_id="f3"), DEVICE) == "capped"
+        assert await pusher.claim(replace(ALERT, kind="update", version="2"), DEVICE) == "ok"
+        assert await pusher.claim(replace(ALERT, flash_id="f3"), replace(DEVICE, id="d2")) == "ok"
+        await pusher.release(replace(ALERT, flash_id="f2"), DEVICE)
+        assert await pusher.claim(replace(ALERT, flash_id="f4"), DEVICE) == "ok"
+        assert 0 < await redis.ttl("ticker:pushed:f1:1") <= 600 + 3600
