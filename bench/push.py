@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from redis.asyncio import Redis
 
 from bench.latency import redis_stack
 from bench.procstat import usage
 from ticker_service.device_model import Device
-from ticker_service.device_store import DeviceStore
+from ticker_service.device_store import STATS, DeviceStore
 from ticker_service.filters import Filter
 from ticker_service.vapid import generate
 
@@ -65,6 +67,10 @@ async def register(redis_url: str, fakes: PushFakes, devices: int, platforms: li
     return counts
 
 
+def jobs_pending(client: redis.Redis) -> bool:
+    return bool(client.zcard("arq:queue") or client.keys("arq:in-progress:*"))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="ticker-bench-push-") as tmp:
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env = fakes.env(Path(tmp), pem)
             with redis_stack(**env) as stack:
                 redis_url = stack.env["REDIS_URL"]
+                client = redis.Redis.from_url(redis_url)
                 started = time.perf_counter()
                 counts = asyncio.run(register(redis_url, fakes, args.devices, platforms))
                 registered_s = time.perf_counter() - started
@@ -90,17 +97,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 response.raise_for_status()
                 first = None
                 deadline = t0 + args.timeout
-                shown = t0
+                shown = idle_since = t0
                 while True:
+                    now = time.perf_counter()
                     done = fakes.fcm.total + fakes.apns.total + fakes.webpush.total
                     if first is None and done:
-                        first = time.perf_counter() - t0
-                    if done >= args.devices or time.perf_counter() > deadline:
+                        first = now - t0
+                    if done >= args.devices or now > deadline:
                         break
-                    if time.perf_counter() - shown > 5:
-                        shown = time.perf_counter()
-                        print(f"# {done} notifications after {shown - t0:.0f} s", file=sys.stderr, flush=True)
+                    # Every job finished (sends cut off in flight are not retried): nothing more will come.
+                    if jobs_pending(client):
+                        idle_since = now
+                    elif now - idle_since > 2.0:
+                        break
+                    if now - shown > 5:
+                        shown = now
+                        print(f"# {done} notifications after {now - t0:.0f} s", file=sys.stderr, flush=True)
                     time.sleep(0.05)
+                wall = time.perf_counter() - t0
+                after_worker, after_self = usage([worker.pid]), usage([os.getpid()])
+                outcomes = {k.decode(): int(v) for k, v in client.hgetall(STATS).items()}
                 if args.logs:
                     args.logs.mkdir(parents=True, exist_ok=True)
                     for name in ("worker", "hub"):
@@ -115,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "registered": counts,
         "registration_s": round(registered_s, 1),
         "delivered": {"fcm": fakes.fcm.total, "apns": fakes.apns.total, "webpush": fakes.webpush.total},
+        "outcomes": outcomes,
         "first_s": round(first or 0.0, 3),
         "wall_s": round(wall, 2),
         "pushes_per_s": round(done / wall),
@@ -137,10 +154,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # On SIGTERM (e.g. from `timeout`), unwind so the redis-server, hub and worker are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args)
     lines = [
         f"devices registered: {result['registered']} in {result['registration_s']} s",
         f"notifications accepted: {result['delivered']} (first after {result['first_s']} s)",
+        f"worker's outcomes: {result['outcomes']}",
         f"wall: {result['wall_s']} s → {result['pushes_per_s']} pushes/s with one worker process",
         f"worker CPU: {result['worker_cpu_s']} s → {result['pushes_per_worker_cpu_s']} pushes per worker CPU-second",
         f"fakes (this process) CPU: {result['fakes_cpu_s']} s; machine cores: {result['cores']}",

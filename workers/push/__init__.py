@@ -34,12 +34,12 @@ async def start(ctx: dict[str, Any], timeout: float) -> None:
     settings = PushSettings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per push request is too many
     redis = ctx["broker"].redis
-    bridges = build_bridges(settings, request_timeout=0.2 * timeout)  # per phase: connect, write, read
+    bridges = build_bridges(settings, request_timeout=0.3 * timeout)  # per phase: connect, write, read
     semaphore = asyncio.Semaphore(settings.concurrency)
-    # Sends start in the first 45% of the job's time and take at most 30% of it; whatever still runs at 80% is cut
+    # Sends start in the first 30% of the job's time and take at most 50% of it; whatever still runs at 85% is cut
     # off, leaving the rest of the time to queue the follow-up jobs.
     store = DeviceStore(redis)
-    ctx["push"] = Pusher(settings, bridges, redis, store, semaphore, 0.45 * timeout, 0.3 * timeout, 0.8 * timeout)
+    ctx["push"] = Pusher(settings, bridges, redis, store, semaphore, 0.3 * timeout, 0.5 * timeout, 0.85 * timeout)
 
 
 async def stop(ctx: dict[str, Any]) -> None:

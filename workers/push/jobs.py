@@ -11,7 +11,7 @@ worker died — skips claimed devices, so no device is notified twice. A send th
 in flight is not retried, so a worker killed mid-batch loses the notifications it had in flight, never duplicates.
 
 Jobs keep within arq's timeout (the fan-out's, so a killed worker's jobs come back as soon as before): sends start
-in the first 45 % of it, and the rest of the batch goes on in a continuation job.
+in the first 30 % of it, and the rest of the batch goes on in a continuation job.
 """
 
 from __future__ import annotations
@@ -230,11 +230,11 @@ async def push_batch(
             if loop.time() > deadline:
                 later.append(device.id)
                 return
+            claimed.add(device.id)  # before the claim: cut off during it, the device may be claimed but unsent
             claim = await pusher.claim(alert, device)
             if claim != "ok":
                 counts[f"{device.platform}:{claim}"] += 1
                 return
-            claimed.add(device.id)
             outcome = await _send(bridge, device, alert, pusher.send_timeout)
             if outcome.kind == "retry":
                 await pusher.release(alert, device)
