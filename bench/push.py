@@ -132,6 +132,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "registration_s": round(registered_s, 1),
         "delivered": {"fcm": fakes.fcm.total, "apns": fakes.apns.total, "webpush": fakes.webpush.total},
         "outcomes": outcomes,
+        "devices_notified_twice": sum(
+            1 for fake in (fakes.fcm, fakes.apns, fakes.webpush) for n in fake.accepted.values() if n > 1
+        ),
         "first_s": round(first or 0.0, 3),
         "wall_s": round(wall, 2),
         "pushes_per_s": round(done / wall),
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"devices registered: {result['registered']} in {result['registration_s']} s",
         f"notifications accepted: {result['delivered']} (first after {result['first_s']} s)",
-        f"worker's outcomes: {result['outcomes']}",
+        f"worker's outcomes: {result['outcomes']}; devices notified twice: {result['devices_notified_twice']}",
         f"wall: {result['wall_s']} s → {result['pushes_per_s']} pushes/s with one worker process",
         f"worker CPU: {result['worker_cpu_s']} s → {result['pushes_per_worker_cpu_s']} pushes per worker CPU-second",
         f"fakes (this process) CPU: {result['fakes_cpu_s']} s; machine cores: {result['cores']}",

@@ -26,6 +26,7 @@ class Fake:
     delay: float = 0.0
     keep: bool = True  # False: only count accepted messages (benchmarks)
     total: int = 0
+    accepted: Counter[str] = field(default_factory=Counter)  # per address, kept even when ``keep`` is off
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def next_status(self, address: str) -> int:
@@ -41,6 +42,7 @@ class Fake:
     def record(self, address: str, headers: dict[str, str], body: dict[str, Any]) -> None:
         with self.lock:
             self.total += 1
+            self.accepted[address] += 1
             if self.keep:
                 self.received.append(Received(address, headers, body))
 
