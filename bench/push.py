@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     time.sleep(0.05)
                 wall = time.perf_counter() - t0
                 after_worker, after_self = usage([worker.pid]), usage([os.getpid()])
+                drained = time.perf_counter()
+                while jobs_pending(client) and time.perf_counter() - drained < 30:
+                    time.sleep(0.05)  # the last batch writes its counts after its sends
                 outcomes = {k.decode(): int(v) for k, v in client.hgetall(STATS).items()}
                 if args.logs:
                     args.logs.mkdir(parents=True, exist_ok=True)
