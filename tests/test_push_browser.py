@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, CDPSession, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 
 from ticker_service.device_store import DEVICE
 from ticker_service.vapid import generate
 
+from .browser import chromium
 from .conftest import start_distributed
 from .support import TIMEOUT, Service, wait_until
-from .test_demo_page import CHROMIUM, CHROMIUM_ARGS
 from .test_devices import subscription
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -35,10 +35,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    async with chromium() as browser:
         yield browser
-        await browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
