@@ -18,7 +18,7 @@ from workers.push.jobs import SENT_SET
 
 from .conftest import start_distributed, start_worker
 from .fakes.services import PushFakes
-from .support import Service, flash_body, flash_id, run_ticker, wait_until
+from .support import Service, flash_body, flash_id, free_port, run_ticker, wait_until
 
 CONCURRENCY = 8
 
@@ -30,6 +30,7 @@ class Setup:
     client: httpx.Client
     vapid_public: str
     tmp: Path
+    metrics_url: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,17 @@ def push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     fakes = PushFakes.start(tmp)
     fakes.webpush.vapid_public_key = vapid_public
     env = fakes.env(tmp, (tmp / "cli-vapid.pem").read_text())
-    service = start_distributed(tmp, TICKER_PUSH_CONCURRENCY=str(CONCURRENCY), TICKER_LOG_LEVEL="info", **env)
+    metrics_port = free_port()
+    service = start_distributed(
+        tmp,
+        TICKER_PUSH_CONCURRENCY=str(CONCURRENCY),
+        TICKER_LOG_LEVEL="info",
+        TICKER_WORKER_METRICS_PORT=str(metrics_port),
+        **env,
+    )
     client = httpx.Client(base_url=service.base_url, timeout=10)
     try:
-        yield Setup(service, fakes, client, vapid_public, tmp)
+        yield Setup(service, fakes, client, vapid_public, tmp, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         client.close()
         service.stop()
@@ -146,12 +154,22 @@ def test_one_notification_per_matching_device(push: Setup) -> None:
     assert push.fakes.fcm.grants == 1  # the OAuth token is cached
 
 
+def sent_metric(push: Setup, platform: str) -> float:
+    """``ticker_push_notifications_total`` of ``platform`` and outcome ``sent`` on the worker's /metrics."""
+    for line in httpx.get(push.metrics_url, timeout=5).text.splitlines():
+        if line.startswith("ticker_push_notifications_total{") and f'platform="{platform}"' in line:
+            if 'outcome="sent"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_stats_count_outcomes(push: Setup) -> None:
-    """GET /v1/push/stats (admin token) counts notifications by platform and outcome."""
+    """GET /v1/push/stats (admin token) and the worker's Prometheus /metrics count notifications by outcome."""
     assert push.client.get("/v1/push/stats", headers=push.service.headers()).status_code == 403
     made = run_ticker(push.service.env, "token", "create", "--name", "ops", "--scopes", "admin")
     admin = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
     before = push.client.get("/v1/push/stats", headers=admin).json()["notifications"]
+    metrics_before = {p: sent_metric(push, p) for p in PLATFORMS}
     for platform in PLATFORMS:
         register(push, platform, category="arts-culture")
     publish(push, category="arts-culture")
@@ -166,6 +184,10 @@ def test_stats_count_outcomes(push: Setup) -> None:
             for p in PLATFORMS
         ),
         "the stats to count one more sent notification per platform",
+    )
+    wait_until(
+        lambda: all(sent_metric(push, p) == metrics_before[p] + 1 for p in PLATFORMS),
+        "the worker's metrics to count one more sent notification per platform",
     )
 
 

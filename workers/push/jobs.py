@@ -20,12 +20,13 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from arq import Retry
+from prometheus_client import Counter
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -50,6 +51,10 @@ SENT_SET = "ticker:pushed:"
 RATE = "ticker:pushrate:"
 PLAN = "ticker:pushplan:"
 REDIS_TROUBLE = (BrokerUnavailable, redis_errors.ConnectionError, redis_errors.TimeoutError)
+# Per batch, never per send: label values are the three platforms and the outcomes named in base.py and here.
+NOTIFICATIONS = Counter(
+    "ticker_push_notifications", "Device notifications by platform and outcome", ["platform", "outcome"]
+)
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # KEYS: the event's claim set, the device's hourly counter. ARGV: device id, set TTL, hourly cap, counts ('1'/'0').
@@ -178,6 +183,7 @@ async def push_topic(ctx: dict[str, Any], flash_id: str, version: str) -> str:
         await pusher.release(alert, claim)
         raise Retry(defer=outcome.retry_after or min(2 ** ctx["job_try"], 60))
     await pusher.redis.hincrby(STATS, f"fcm-topic:{outcome.kind}", 1)  # type: ignore[misc]
+    NOTIFICATIONS.labels("fcm-topic", outcome.kind).inc()
     return f"{topic}: {outcome.kind} {outcome.detail}".strip()
 
 
@@ -208,7 +214,7 @@ async def push_batch(
     except REDIS_TROUBLE as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
 
-    counts: Counter[str] = Counter()
+    counts: Tally[str] = Tally()
     later: list[str] = []
     retry: list[tuple[str, float | None]] = []
     settled: set[str] = set()  # devices whose send has an outcome, or that will not be sent
@@ -252,10 +258,10 @@ async def push_batch(
         # follow-up jobs are still queued below, so the batch chain never breaks.
         async with asyncio.timeout_at(started + pusher.hard_stop):
             results = await asyncio.gather(*(one(d) for d in matching), return_exceptions=True)
-        for result in results:
+        for device, result in zip(matching, results, strict=True):
             if isinstance(result, BaseException):
-                logger.warning("push send raised: %r", result)
-                counts["error"] += 1
+                logger.warning("push send to %s raised: %r", device.id, result)
+                counts[f"{device.platform}:error"] += 1
     except TimeoutError:
         pass
     finally:
@@ -278,7 +284,7 @@ async def _follow_up(
     attempt: int,
     later: list[str],
     retry: list[tuple[str, float | None]],
-    counts: Counter[str],
+    counts: Tally[str],
 ) -> None:
     """Queue the rest of the batch (or the chain's next batch), the retries, and add up the outcomes."""
     job_id = ctx.get("job_id") or f"push:{flash_id}:{version}:{index}"
@@ -293,6 +299,8 @@ async def _follow_up(
     await _wake(ctx)
     await _retry_later(ctx, pusher, flash_id, version, attempt, retry, counts, job_id)
     if counts:
+        for field, n in counts.items():
+            NOTIFICATIONS.labels(*field.split(":", 1)).inc(n)
         async with pusher.redis.pipeline(transaction=False) as pipe:
             for field, n in counts.items():
                 pipe.hincrby(STATS, field, n)
@@ -323,14 +331,14 @@ async def _retry_later(
     version: str,
     attempt: int,
     retry: list[tuple[str, float | None]],
-    counts: Counter[str],
+    counts: Tally[str],
     job_id: str,
 ) -> None:
     """Queue the devices to retry after Retry-After (or a jittered backoff), outside the batch chain."""
     if not retry:
         return
     if attempt >= pusher.settings.max_attempts:
-        counts["gave_up"] += len(retry)
+        counts["all:gave_up"] += len(retry)
         logger.warning("flash %s v%s: gave up on %d devices after %d tries", flash_id, version, len(retry), attempt)
         return
     hinted = [after for _, after in retry if after is not None]
