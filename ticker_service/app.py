@@ -24,6 +24,7 @@ from .hub import Hub
 from .memory import Trimmer
 from .observe import RequestObserver
 from .problems import BrokerUnavailable, Problem, handle_http_exception, handle_problem, handle_unavailable
+from .security import Security, middleware
 from .settings import Settings
 from .tokens import FileTokenStore, RedisTokenStore, TokenStore
 
@@ -66,6 +67,7 @@ def create_app(
     broker.subscribe(hub.dispatch)
     broker.on_history_lost(hub.forget)
     trimmer = Trimmer(settings.malloc_trim_seconds)
+    security = Security.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -80,7 +82,7 @@ def create_app(
             worker_task = asyncio.create_task(supervise_worker(settings))
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
-            yield {"ticker_hub": hub, "ticker_settings": settings}
+            yield {"ticker_hub": hub, "ticker_settings": settings, "ticker_security": security}
         finally:
             # Stop the readers' streams first so that open connections end, then the broker.
             hub.stop_heartbeat()
@@ -111,9 +113,10 @@ def create_app(
             HTTPException: handle_http_exception,
         },
         lifespan=lifespan,
-        middleware=[Middleware(RequestObserver)],
+        middleware=[Middleware(RequestObserver), *middleware(settings)],
     )
     app.state.settings = settings
+    app.state.security = security
     app.state.broker = broker
     app.state.hub = hub
     app.state.tokens = token_store(settings, broker)

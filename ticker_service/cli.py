@@ -54,6 +54,7 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
         "log_config": logs.uvicorn_config(settings.log_level),
         "access_log": False,  # the request middleware logs each request once, as JSON, without its query string
         "timeout_graceful_shutdown": settings.shutdown_seconds,
+        "timeout_keep_alive": settings.idle_timeout_seconds,
     }
     if processes > 1:
         # Each process builds its own app from the same environment: its own hub and Redis subscription.

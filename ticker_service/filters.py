@@ -7,7 +7,7 @@ BCP 47 basic filtering (RFC 4647 §3.3.1): the range ``en`` matches ``en`` and `
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .models import Document
@@ -42,6 +42,9 @@ class Filter:
     categories: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     max_urgency: int = 9
+    # Private topics (categories or regions) and the ones this reader's token grants: see reader_auth.py.
+    private: frozenset[str] = frozenset()
+    grants: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> Filter:
@@ -66,6 +69,8 @@ class Filter:
     def matches(self, doc: Document) -> bool:
         if doc.get("urgency", 9) > self.max_urgency:
             return False
+        if self.private and not self.may_see(doc):
+            return False
         if self.languages:
             tag = str(doc.get("language", "")).lower()
             if not any(tag == r or tag.startswith(r + "-") for r in self.languages):
@@ -79,6 +84,15 @@ class Filter:
             if regions.isdisjoint(self.regions):
                 return False
         return True
+
+    def keeping_access(self, old: Filter) -> Filter:
+        """This filter with ``old``'s private topics and grants (a reader changing its filter keeps its token)."""
+        return replace(self, private=old.private, grants=old.grants)
+
+    def may_see(self, doc: Document) -> bool:
+        """Every private topic of ``doc`` (its category and regions) is granted."""
+        topics = {s.get("literal") for s in doc.get("subjects", ())} | {p.get("literal") for p in doc.get("places", ())}
+        return not (topics & self.private) - self.grants
 
     def to_params(self) -> dict[str, str]:
         params = {"max_urgency": str(self.max_urgency)}

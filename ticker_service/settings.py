@@ -92,7 +92,27 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
-    @field_validator("categories", "regions", mode="before")
+    # -- security (docs/security.md) -----------------------------------------------------------------------------
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Browser origins allowed on WebSocket and CORS; empty: the service's own origin."
+    )
+    publish_rate_per_minute: int = Field(default=1200, ge=1, description="Writes per editor token per minute.")
+    max_connections: int = Field(default=50_000, ge=1, description="Open client connections per hub process.")
+    max_connections_per_ip: int = Field(default=5_000, ge=1, description="Open connections per client address.")
+    new_connections_per_second: int = Field(default=2_000, ge=1, description="Accepted connections per second.")
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0, description="Time to send a request's headers.")
+    idle_timeout_seconds: float = Field(default=5.0, gt=0, description="Idle HTTP keep-alive connections close.")
+    audit_max_entries: int = Field(default=10_000, ge=10, description="Audit entries kept (newest).")
+    private_topics: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Categories or regions whose flashes only readers with a JWT granting them get."
+    )
+    jwt_algorithm: str = Field(default="RS256", description="The one algorithm reader JWTs may use.")
+    jwt_key: str | None = Field(default=None, description="Verification key: a PEM public key, or an HMAC secret.")
+    jwt_audience: str = "ticker"
+    jwt_issuer: str | None = None
+    jwt_topics_claim: str = "topics"
+
+    @field_validator("categories", "regions", "private_topics", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -104,6 +124,13 @@ class Settings(BaseSettings):
     def _split_addresses(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
         return value
 
     @property

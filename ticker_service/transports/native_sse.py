@@ -9,6 +9,7 @@ goes to the ASGI app as usual.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 from urllib.parse import parse_qsl
@@ -21,7 +22,9 @@ from ..filters import FilterError
 from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
 from ..hub import Hub, TransportReader
 from ..problems import TITLES
-from .native_ws import StreamProtocol, limit_send_buffer
+from ..reader_auth import Grant, ReaderTokenError, bearer, from_cookie
+from ..security import Security
+from .native_ws import StreamProtocol, expire_at, limit_send_buffer
 from .resume import read_subscription
 
 logger = logging.getLogger("ticker.sse")
@@ -45,8 +48,58 @@ class ReaderHttpProtocol(HttpToolsProtocol):
 
     reader: TransportReader | None = None
     hub: Hub | None = None
+    security: Security | None = None
+    _client_ip: str | None = None  # counted by the ConnectionGuard until released
+    _header_timer: asyncio.TimerHandle | None = None
+    _expiry: asyncio.TimerHandle | None = None
+    _refused: tuple[int, str] | None = None  # over a connection limit: answered once the headers are in
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        security = self.app_state.get("ticker_security")
+        if not isinstance(security, Security):
+            return
+        self.security = security
+        ip = self.client[0] if self.client else ""
+        self._refused = security.guard.admit(ip)
+        if self._refused is None:
+            self._client_ip = ip
+        self._arm_header_timer()
+
+    # -- handshake timeout: a client must finish each request's headers in time (slowloris) ---------------------
+    def _arm_header_timer(self) -> None:
+        if self.security is not None and self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._handshake_timeout(), self._headers_too_slow)
+
+    def _handshake_timeout(self) -> float:
+        settings = self.app_state.get("ticker_settings")
+        return float(getattr(settings, "handshake_timeout_seconds", 10.0))
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _release_slot(self) -> None:
+        if self._client_ip is not None and self.security is not None:
+            self.security.guard.release(self._client_ip)
+            self._client_ip = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        if self._refused is not None:
+            # Read the request first, so that the client sees the answer rather than a reset connection.
+            self._problem(*self._refused, [], retry_after=1)
+            return
         hub = self.app_state.get("ticker_hub")
         if (
             isinstance(hub, Hub)
@@ -67,22 +120,38 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         except FilterError as exc:
             self._problem(400, exc.message, [{"field": exc.field, "message": exc.message}])
             return
+        grant = Grant()
+        cors: list[tuple[bytes, bytes]] = []
+        if self.security is not None:
+            wanted = (b"authorization", b"cookie", b"origin")
+            headers = {k.decode(): v.decode("latin-1") for k, v in self.headers if k in wanted}
+            cors = self.security.origins.cors_headers(headers.get("origin"))
+            try:
+                token = bearer(headers.get("authorization")) or from_cookie(headers.get("cookie"))
+                grant = self.security.readers.verify(token)
+            except ReaderTokenError as exc:
+                self._problem(401, str(exc), [{"field": "Authorization", "message": str(exc)}])
+                return
+            flt = self.security.readers.apply(flt, grant)
         self.hub = hub
         self.reader = TransportReader(
             flt, hub.write_buffer_limit, self.transport, websocket=False, closer=self._close_reader, beat=self._beat
         )
         limit_send_buffer(self.transport, hub.send_buffer)
         head = [HEAD]
-        for name, value in self.server_state.default_headers:
+        for name, value in [*self.server_state.default_headers, *cors]:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", http_chunk(sse_opening())]))
         hub.connect(self.reader, last)
+        self._expiry = expire_at(grant, self.reader.close)
 
     def _beat(self) -> None:
         self.transport.write(HEARTBEAT)
 
     def handle_websocket_upgrade(self) -> None:
         """Hand ``/v1/stream`` upgrades to the native reader protocol; other paths go to uvicorn's."""
+        if self._refused is not None:
+            return  # already answered
         hub = self.app_state.get("ticker_hub")
         if not isinstance(hub, Hub) or httptools.parse_url(self.url).path != b"/v1/stream":
             super().handle_websocket_upgrade()
@@ -92,19 +161,26 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         for name, value in self.scope["headers"]:
             request += [name, b": ", value, b"\r\n"]
         request.append(b"\r\n")
-        protocol = StreamProtocol(hub, max_size=self.config.ws_max_size, connections=self.connections)
+        protocol = StreamProtocol(
+            hub,
+            max_size=self.config.ws_max_size,
+            connections=self.connections,
+            security=self.security,
+            release=self._release_slot,
+        )
+        self._client_ip = None  # the stream protocol gives the place back now
         protocol.connection_made(self.transport)
         protocol.data_received(b"".join(request))
         self.transport.set_protocol(protocol)
 
-    def _problem(self, status: int, detail: str, errors: list[dict[str, str]]) -> None:
-        body = orjson.dumps(
-            {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail, "errors": errors}
-        )
+    def _problem(self, status: int, detail: str, errors: list[dict[str, str]], *, retry_after: int = 0) -> None:
+        problem = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
+        body = orjson.dumps({**problem, "errors": errors} if errors else problem)
+        extra = b"retry-after: %d\r\n" % retry_after if retry_after else b""
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\n"
-            b"content-length: %d\r\ndate: %s\r\nconnection: close\r\n\r\n%s"
-            % (status, TITLES[status].encode(), len(body), email.utils.formatdate(usegmt=True).encode(), body)
+            b"x-content-type-options: nosniff\r\n%scontent-length: %d\r\ndate: %s\r\nconnection: close\r\n\r\n%s"
+            % (status, TITLES[status].encode(), extra, len(body), email.utils.formatdate(usegmt=True).encode(), body)
         )
         self.transport.close()
 
@@ -120,19 +196,23 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         self.loop.call_later(CLOSE_AFTER_SECONDS, self.transport.abort)
 
     def data_received(self, data: bytes) -> None:
-        if self.reader is not None:
-            return  # an event stream reads nothing more from its client
+        if self.reader is not None or (self._refused is not None and self.transport.is_closing()):
+            return  # an event stream reads nothing more from its client; a refused one is being closed
         super().data_received(data)
 
     def on_body(self, body: bytes) -> None:
-        if self.reader is None:
+        if self.reader is None and self._refused is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self.reader is None:
+        if self.reader is None and self._refused is None:
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        self._release_slot()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self.hub is not None and self.reader is not None:
             self.hub.detach(self.reader)
             self.transport.close()

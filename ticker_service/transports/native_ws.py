@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -22,10 +24,13 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from ..filters import Filter, FilterError
 from ..frames import retry_ms, ws_frame
 from ..hub import Hub, TransportReader
+from ..reader_auth import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
+from ..security import Security
 from .resume import read_subscription
 from .websocket import CLOSE_SLOW
 
@@ -33,13 +38,27 @@ logger = logging.getLogger("ticker.ws")
 
 PING = ws_frame(b"", 0x89)
 CLOSE_TIMEOUT = 10.0
+CLOSE_EXPIRED = 4401  # the reader's JWT expired: reconnect with a fresh token (like HTTP 401)
 # Reasons end with a reconnect hint, "retry=<ms>", jittered per reader (clients add their own jitter too).
 CLOSE_CODES = {
     "slow": (CLOSE_SLOW, "reader too slow; resume with last_event_id"),
     "shutdown": (1012, "service restart; resume with last_event_id"),
     "history": (1011, "history unavailable"),
     "keepalive": (1011, "keepalive ping timeout"),
+    "expired": (CLOSE_EXPIRED, "reader token expired; reconnect with a fresh one"),
 }
+
+
+def _select_subprotocol(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """``ticker`` if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too), else none."""
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+
+
+def expire_at(grant: Grant, close: Callable[[str], None]) -> asyncio.TimerHandle | None:
+    """Close a reader when its token expires."""
+    if grant.expires is None:
+        return None
+    return asyncio.get_running_loop().call_later(max(0.0, grant.expires - time.time()), close, "expired")
 
 
 def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
@@ -52,12 +71,35 @@ def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
 class StreamProtocol(asyncio.Protocol):
     """One WebSocket reader of ``/v1/stream``: handshake, inbound frames, close; outbound data comes from the hub."""
 
-    __slots__ = ("_awaiting_pong", "_close_timer", "conn", "connections", "hub", "reader", "transport")
+    __slots__ = (
+        "_awaiting_pong",
+        "_close_timer",
+        "_expiry",
+        "_release",
+        "conn",
+        "connections",
+        "hub",
+        "reader",
+        "security",
+        "transport",
+    )
 
-    def __init__(self, hub: Hub, *, max_size: int, connections: set[Any]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        max_size: int,
+        connections: set[Any],
+        security: Security | None = None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
-        self.conn = ServerProtocol(max_size=max_size)
+        self.security = security
+        self._release = release  # gives the connection's place back to the hub's ConnectionGuard
+        self._expiry: asyncio.TimerHandle | None = None
+        # No extensions: permessage-deflate is never negotiated, so a compressed frame is a protocol error.
+        self.conn = ServerProtocol(max_size=max_size, select_subprotocol=_select_subprotocol)
         self.transport: asyncio.Transport | None = None
         self.reader: TransportReader | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -89,6 +131,11 @@ class StreamProtocol(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._release is not None:
+            self._release()
+            self._release = None
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
@@ -117,6 +164,19 @@ class StreamProtocol(asyncio.Protocol):
         except FilterError as exc:
             self.conn.send_response(self.conn.reject(400, exc.message + "\n"))
             return
+        grant = Grant()
+        if self.security is not None:
+            headers = request.headers
+            if not self.security.origins.allows(headers.get("Origin"), headers.get("Host")):
+                self.conn.send_response(self.conn.reject(403, "This Origin may not open the stream.\n"))
+                return
+            offered = [p for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
+            try:
+                grant = self.security.readers.verify(bearer(headers.get("Authorization")) or from_subprotocols(offered))
+            except ReaderTokenError as exc:
+                self.conn.send_response(self.conn.reject(401, f"{exc}\n"))
+                return
+            flt = self.security.readers.apply(flt, grant)
         response = self.conn.accept(request)
         self.conn.send_response(response)
         if response.status_code != 101:
@@ -127,6 +187,7 @@ class StreamProtocol(asyncio.Protocol):
         limit_send_buffer(self.transport, self.hub.send_buffer)
         self.reader = reader
         self.hub.connect(reader, last)
+        self._expiry = expire_at(grant, reader.close)
 
     def _frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.PONG:
@@ -142,7 +203,7 @@ class StreamProtocol(asyncio.Protocol):
             message = orjson.loads(frame.data)
             if not isinstance(message, dict) or message.get("type") != "subscribe":
                 raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
-            flt = Filter.parse(message)
+            flt = Filter.parse(message).keeping_access(self.reader.filter)
         except (orjson.JSONDecodeError, FilterError) as exc:
             self.reader.close(f"bad message: {exc}")
             return

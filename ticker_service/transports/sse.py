@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -12,6 +13,8 @@ from ..filters import FilterError
 from ..frames import sse_opening
 from ..hub import Hub, QueueReader
 from ..problems import Problem
+from ..reader_auth import COOKIE, ReaderTokenError, bearer
+from ..security import Security
 from .resume import read_subscription
 
 # Any site may embed the ticker: the stream is public, and a page on another origin reads it only with CORS.
@@ -23,7 +26,10 @@ HEADERS = {
 }
 
 
-async def _frames(hub: Hub, sub: QueueReader, heartbeat: float) -> AsyncIterator[bytes]:
+async def _frames(hub: Hub, sub: QueueReader, heartbeat: float, expires: float | None) -> AsyncIterator[bytes]:
+    expiry = None
+    if expires is not None:  # the reader's token expires: its stream ends
+        expiry = asyncio.get_running_loop().call_later(max(0.0, expires - time.time()), sub.close, "expired")
     try:
         # A comment first, so that proxies and clients see the stream open at once.
         yield sse_opening()
@@ -37,6 +43,8 @@ async def _frames(hub: Hub, sub: QueueReader, heartbeat: float) -> AsyncIterator
                 return
             yield b"".join(frames.sse for frames in batch)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.detach(sub)
 
 
@@ -46,7 +54,13 @@ async def events(request: Request) -> Response:
         flt, last = read_subscription(request.query_params, request.headers.get("last-event-id"))
     except FilterError as exc:
         raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
-    sub = QueueReader(flt, hub.max_queue)
+    security: Security = request.app.state.security
+    try:
+        grant = security.readers.verify(bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE))
+    except ReaderTokenError as exc:
+        raise Problem(401, str(exc), errors=[{"field": "Authorization", "message": str(exc)}]) from None
+    sub = QueueReader(security.readers.apply(flt, grant), hub.max_queue)
     await hub.attach(sub, last)
     heartbeat = request.app.state.settings.heartbeat_seconds
-    return StreamingResponse(_frames(hub, sub, heartbeat), media_type="text/event-stream", headers=HEADERS)
+    body = _frames(hub, sub, heartbeat, grant.expires)
+    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -18,11 +19,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..filters import Filter, FilterError
 from ..hub import Hub, QueueReader
 from ..problems import BrokerUnavailable
+from ..reader_auth import ReaderTokenError, bearer, from_subprotocols
+from ..security import Security
 from .resume import read_subscription
 
 logger = logging.getLogger("ticker.ws")
 
 CLOSE_SLOW = 4008
+CLOSE_EXPIRED = 4401
 
 
 async def _receive(websocket: WebSocket, hub: Hub, sub: QueueReader) -> None:
@@ -34,7 +38,7 @@ async def _receive(websocket: WebSocket, hub: Hub, sub: QueueReader) -> None:
                 data = orjson.loads(message)
                 if not isinstance(data, dict) or data.get("type") != "subscribe":
                     raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
-                hub.refilter(sub, Filter.parse(data))
+                hub.refilter(sub, Filter.parse(data).keeping_access(sub.filter))
             except (orjson.JSONDecodeError, FilterError) as exc:
                 sub.close(f"bad message: {exc}"[:120])
                 return
@@ -49,14 +53,29 @@ async def stream(websocket: WebSocket) -> None:
     except FilterError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
         return
+    security: Security = websocket.app.state.security
+    headers = websocket.headers
+    if not security.origins.allows(headers.get("origin"), headers.get("host")):
+        await websocket.close(code=1008, reason="origin not allowed")  # before accept: an HTTP 403
+        return
+    offered = [p for value in headers.getlist("sec-websocket-protocol") for p in value.split(",")]
+    try:
+        grant = security.readers.verify(bearer(headers.get("authorization")) or from_subprotocols(offered))
+    except ReaderTokenError:
+        await websocket.close(code=1008, reason="reader token refused")  # before accept: an HTTP 403
+        return
+    flt = security.readers.apply(flt, grant)
     sub = QueueReader(flt, hub.max_queue)
     try:
         await hub.attach(sub, last)
     except BrokerUnavailable:
         await websocket.close(code=1011, reason="history unavailable, retry shortly")
         return
-    await websocket.accept()
+    await websocket.accept(subprotocol="ticker" if "ticker" in [p.strip() for p in offered] else None)
     receiver = asyncio.create_task(_receive(websocket, hub, sub))
+    expiry = None
+    if grant.expires is not None:
+        expiry = asyncio.get_running_loop().call_later(max(0.0, grant.expires - time.time()), sub.close, "expired")
     try:
         while True:
             batch = await sub.next_batch()
@@ -68,8 +87,12 @@ async def stream(websocket: WebSocket) -> None:
             await websocket.close(code=CLOSE_SLOW, reason="reader too slow; resume with last_event_id")
         elif sub.close_reason.startswith("bad message"):
             await websocket.close(code=1008, reason=sub.close_reason)
+        elif sub.close_reason == "expired":
+            await websocket.close(code=CLOSE_EXPIRED, reason="reader token expired")
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
+        if expiry is not None:
+            expiry.cancel()
         receiver.cancel()
         hub.detach(sub)

@@ -1,0 +1,116 @@
+"""Browser origins: the WebSocket Origin allowlist (checked before the handshake completes), CORS, headers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from ..conftest import start_embedded
+from ..support import TIMEOUT, Service
+
+LISTED = "https://news.example"
+FOREIGN = "https://evil.example"
+
+
+@pytest.fixture(scope="module")
+def default_origins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_embedded(Path(tmp_path_factory.mktemp("origins-default")))
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def listed_origins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_embedded(Path(tmp_path_factory.mktemp("origins-listed")), TICKER_ALLOWED_ORIGINS=LISTED)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        yield client
+
+
+async def ws_status(service: Service, origin: str | None, path: str = "/v1/stream") -> int:
+    """The handshake's HTTP status: 101 if the stream opened."""
+    try:
+        async with websockets.connect(f"{service.ws_url}{path}", origin=origin, open_timeout=TIMEOUT) as ws:  # type: ignore[arg-type]
+            await ws.ping()
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def test_websocket_default_allows_own_origin_and_non_browsers(default_origins: Service) -> None:
+    """With no list, the service's own origin and clients that send no Origin (not browsers) may connect."""
+    assert await ws_status(default_origins, default_origins.base_url) == 101
+    assert await ws_status(default_origins, None) == 101
+
+
+async def test_websocket_from_foreign_origin_is_refused_before_the_handshake(default_origins: Service) -> None:
+    """A page on another site gets 403 instead of 101: no stream, on either WebSocket path."""
+    for origin in (FOREIGN, "null", default_origins.base_url.replace("127.0.0.1", "localhost")):
+        assert await ws_status(default_origins, origin) == 403, origin
+
+
+async def test_websocket_with_a_list_allows_exactly_the_listed_origins(listed_origins: Service) -> None:
+    """With TICKER_ALLOWED_ORIGINS, the listed origin connects; others, near misses included, get 403."""
+    assert await ws_status(listed_origins, LISTED) == 101
+    for origin in (FOREIGN, LISTED + ":8443", "http://news.example", "https://news.example.evil.example"):
+        assert await ws_status(listed_origins, origin) == 403, origin
+
+
+async def test_cors_echoes_a_listed_origin_with_credentials_never_a_wildcard(
+    listed_origins: Service, client: httpx.AsyncClient
+) -> None:
+    """Preflight and simple requests from a listed origin are allowed by name; a foreign origin gets no CORS."""
+    url = f"{listed_origins.base_url}/v1/flashes"
+    preflight = await client.options(
+        url,
+        headers={
+            "Origin": LISTED,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == LISTED
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    listed = await client.get(url, headers={"Origin": LISTED})
+    assert listed.headers["access-control-allow-origin"] == LISTED
+    foreign = await client.get(url, headers={"Origin": FOREIGN})
+    assert "access-control-allow-origin" not in foreign.headers
+    refused = await client.options(url, headers={"Origin": FOREIGN, "Access-Control-Request-Method": "POST"})
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+    async with client.stream("GET", f"{listed_origins.base_url}/v1/events", headers={"Origin": LISTED}) as sse:
+        assert sse.status_code == 200
+        assert sse.headers["access-control-allow-origin"] == LISTED
+        assert sse.headers["access-control-allow-credentials"] == "true"
+    async with client.stream("GET", f"{listed_origins.base_url}/v1/events", headers={"Origin": FOREIGN}) as sse:
+        assert "access-control-allow-origin" not in sse.headers
+
+
+async def test_security_headers(default_origins: Service, client: httpx.AsyncClient) -> None:
+    """API answers are never cached and never sniffed; the page carries a strict CSP."""
+    base = default_origins.base_url
+    for response in (
+        await client.get(f"{base}/v1/flashes"),
+        await client.get(f"{base}/v1/flashes/nope"),
+        await client.post(f"{base}/v1/flashes", json={}),
+        await client.get(f"{base}/healthz"),
+    ):
+        assert response.headers["cache-control"] == "no-store", response.url
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+    page = await client.get(f"{base}/")
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "base-uri 'none'" in csp and "*" not in csp
+    assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
