@@ -35,12 +35,13 @@ COMMANDS = {
     "run": "run everything: embedded in-memory mode, or hub + worker with REDIS_URL",
     "hub": "run a hub (API + readers' WebSocket/SSE) on REDIS_URL",
     "worker": "run the arq fan-out worker on REDIS_URL",
-    "token": "create or revoke editor tokens",
+    "token": "create, rotate or revoke editor tokens",
     "publish": "publish a flash through the HTTP API",
     "tail": "follow flashes live and print each event as it arrives",
 }
 TOKEN_ACTIONS = {
     "create": "create a token and print it once (last line of output)",
+    "rotate": "replace a token; the old one keeps working for the overlap",
     "revoke": "revoke the token with this name",
 }
 # The options each subcommand's own --help must list.
@@ -48,8 +49,9 @@ OPTIONS = {
     ("run",): ["--host", "--port"],
     ("hub",): ["--host", "--port"],
     ("worker",): [],
-    ("token",): ["create", "revoke"],
-    ("token", "create"): ["--name", "--scopes"],
+    ("token",): ["create", "rotate", "revoke"],
+    ("token", "create"): ["--name", "--scopes", "--languages", "--categories"],
+    ("token", "rotate"): ["--name", "--overlap-seconds"],
     ("token", "revoke"): ["name"],
     ("publish",): ["headline", "--lang", "--category", "--urgency", "--region", "--token", "--server"],
     ("tail",): ["--lang", "--category", "--region", "--max-urgency", "--server"],

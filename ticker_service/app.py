@@ -18,12 +18,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, devices, ingest, pages, transports
+from . import admin, audit_api, devices, ingest, pages, transports
+from .audit import AuditLog, MemoryAuditLog, RedisAuditLog
 from .broker import Broker, create_broker
 from .hub import Hub
 from .memory import Trimmer
 from .observe import RequestObserver
 from .problems import BrokerUnavailable, Problem, handle_http_exception, handle_problem, handle_unavailable
+from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .security import Security, middleware
 from .settings import Settings
 from .tokens import FileTokenStore, RedisTokenStore, TokenStore
@@ -38,6 +40,15 @@ def token_store(settings: Settings, broker: Broker) -> TokenStore:
     if isinstance(broker, RedisBroker):
         return RedisTokenStore(broker.redis)
     return FileTokenStore(settings.data_dir)
+
+
+def audit_and_limits(settings: Settings, broker: Broker) -> tuple[AuditLog, RateLimiter]:
+    """In Redis mode shared by every hub; embedded, in this process."""
+    from .broker.redis import RedisBroker
+
+    if isinstance(broker, RedisBroker):
+        return RedisAuditLog(broker.redis, settings.audit_max_entries), RedisRateLimiter(broker.redis)
+    return MemoryAuditLog(settings.audit_max_entries), MemoryRateLimiter()
 
 
 async def healthz(request: Request) -> Response:
@@ -103,6 +114,7 @@ def create_app(
             Route("/readyz", readyz),
             *ingest.routes(),
             *devices.routes(),
+            *audit_api.routes(),
             *transports.routes(),
             *admin.routes(),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
@@ -120,4 +132,5 @@ def create_app(
     app.state.broker = broker
     app.state.hub = hub
     app.state.tokens = token_store(settings, broker)
+    app.state.audit, app.state.rate_limiter = audit_and_limits(settings, broker)
     return app

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .redis_conn import describe
 from .settings import Settings
-from .tokens import EDITOR_SCOPES, SCOPES
+from .tokens import EDITOR_SCOPES, SCOPES, Desk
 
 if TYPE_CHECKING:
     from .tokens import TokenStore
@@ -135,9 +135,21 @@ async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaita
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({describe(settings)})"
     if args.token_command == "create":
-        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes)))
+        desk = Desk(args.languages, args.categories)
+        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes, desk)))
         print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")
         print(token)
+        return 0
+    if args.token_command == "rotate":
+        rotated = asyncio.run(_with_tokens(settings, lambda store: store.rotate(args.name, args.overlap_seconds)))
+        if rotated is None:
+            print(f"No editor token named {args.name!r} {where}.", file=sys.stderr)
+            return 1
+        print(
+            f"Rotated editor token {args.name!r} {where}: the new one works now, the old one for "
+            f"{args.overlap_seconds:g} more seconds. It is shown only once."
+        )
+        print(rotated)
         return 0
     if asyncio.run(_with_tokens(settings, lambda store: store.revoke(args.name))):
         print(f"Revoked editor token {args.name!r} {where}.")
@@ -245,6 +257,10 @@ def _scopes(text: str) -> frozenset[str]:
     return scopes
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticker", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,7 +285,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hub)
     _command(sub, "worker", "run the arq fan-out worker on REDIS_URL").set_defaults(func=cmd_worker)
 
-    p = _command(sub, "token", "create or revoke editor tokens")
+    p = _command(sub, "token", "create, rotate or revoke editor tokens")
     tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = _command(tokens, "create", "create a token and print it once (last line of output)")
     create.add_argument("--name", required=True, help="who the token is for, e.g. 'sports-desk'")
@@ -278,6 +294,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         type=_scopes,
         default=EDITOR_SCOPES,
         help=f"comma-separated, of {', '.join(SCOPES)} (default: publish,correct,withdraw)",
+    )
+    create.add_argument("--languages", type=_csv, default=(), help="desk: only these languages (e.g. en,ar)")
+    create.add_argument("--categories", type=_csv, default=(), help="desk: only these categories (e.g. sports)")
+    rotate = _command(tokens, "rotate", "replace a token; the old one keeps working for the overlap")
+    rotate.add_argument("--name", required=True, help="the token to rotate")
+    rotate.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=600.0,
+        help="how long the old token stays valid (default: %(default)g; 0 ends it at once)",
     )
     revoke = _command(tokens, "revoke", "revoke the token with this name")
     revoke.add_argument("name")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .audit import audit
 from .broker import Broker, ClaimLost, VersionConflict
 from .filters import Filter, FilterError
 from .models import (
@@ -26,12 +28,14 @@ from .models import (
     FlashPatch,
     check_taxonomy,
     corrected_document,
+    editor_values,
     flash_id_of,
     is_flash_id,
     new_document,
     withdrawn_document,
 )
 from .problems import Problem
+from .ratelimit import RateLimiter
 from .settings import Settings
 from .tokens import Editor, TokenStore
 
@@ -45,20 +49,50 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status, {**API_HEADERS, **(headers or {})}, media_type="application/json")
 
 
+WRITE_SCOPES = ("publish", "correct", "withdraw")
+
+
 async def authenticate(request: Request, scope: str | None = None) -> Editor:
-    """The editor behind the request's bearer token (401 without one); 403 if it lacks ``scope``."""
+    """The editor behind the request's bearer token (401 without one); 403 if it lacks ``scope``; 429 past the
+    token's writes per minute. Each refusal goes to the audit log."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     tokens: TokenStore = request.app.state.tokens
     editor = await tokens.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    action = scope or request.method.lower()
     if editor is None:
+        await audit(request, action, 401, None, detail="no token, or an unknown or revoked one")
         raise Problem(
             401,
             "A valid editor token is required: Authorization: Bearer <token>.",
             headers={"WWW-Authenticate": 'Bearer realm="ticker"'},
         )
     if scope is not None and scope not in editor.scopes:
+        await audit(request, action, 403, editor.name, detail=f"lacks the {scope!r} scope")
         raise Problem(403, f"The token {editor.name!r} lacks the {scope!r} scope.")
+    if scope in WRITE_SCOPES:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        limit = request.app.state.settings.publish_rate_per_minute
+        wait = await limiter.hit(editor.name, limit)
+        if wait is not None:
+            await audit(request, action, 429, editor.name, detail=f"over {limit} writes per minute")
+            raise Problem(
+                429,
+                f"The token {editor.name!r} is over its limit of {limit} writes per minute.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     return editor
+
+
+async def check_desk(request: Request, editor: Editor, action: str, doc_or_values: dict[str, Any]) -> None:
+    """403 (audited) if a flash's language or category is outside the editor's desk."""
+    language, category = doc_or_values.get("language", ""), doc_or_values.get("category")
+    if category is None:  # a stored document: its category is the subject's literal
+        category = doc_or_values.get("subjects", [{}])[0].get("literal", "")
+    reason = editor.desk.refuses(str(language), str(category))
+    if reason is not None:
+        flash = flash_id_of(doc_or_values) if "uri" in doc_or_values else None
+        await audit(request, action, 403, editor.name, flash=flash, detail=reason)
+        raise Problem(403, f"The token {editor.name!r} may not do this: {reason}.")
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -126,6 +160,7 @@ async def publish(request: Request) -> Response:
     broker: Broker = request.app.state.broker
     editor = await authenticate(request, "publish")
     flash = validate(FlashIn, await read_json(request, settings.max_body_bytes), settings)
+    await check_desk(request, editor, "publish", flash.model_dump())
 
     idempotency: tuple[str, str, str] | None = None
     key = request.headers.get("idempotency-key")
@@ -147,6 +182,8 @@ async def publish(request: Request) -> Response:
                 errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
             )
         if claim.state == "done" and claim.document is not None:
+            flash_id = flash_id_of(claim.document)
+            await audit(request, "publish", 201, editor.name, flash=flash_id, detail="repeat of an Idempotency-Key")
             return json_response(claim.document, 201, _location(claim.document))
         idempotency = (scope, print_, claim.token)
 
@@ -163,6 +200,7 @@ async def publish(request: Request) -> Response:
         if idempotency is not None:
             await broker.release(idempotency[0], idempotency[2])
         raise
+    await audit(request, "publish", 201, editor.name, flash=flash_id_of(doc))
     return json_response(doc, 201, _location(doc))
 
 
@@ -178,7 +216,8 @@ async def _change(request: Request, type: EventType) -> Response:
     """Correct (``update``) or withdraw a flash, re-reading it if a concurrent change won the race."""
     settings: Settings = request.app.state.settings
     broker: Broker = request.app.state.broker
-    await authenticate(request, "correct" if type == "update" else "withdraw")
+    action = "correct" if type == "update" else "withdraw"
+    editor = await authenticate(request, action)
     patch = None
     if type == "update":
         patch = validate(FlashPatch, await read_json(request, settings.max_body_bytes), settings)
@@ -186,6 +225,9 @@ async def _change(request: Request, type: EventType) -> Response:
         raise Problem(422, "Give at least one field to correct.", errors=[{"field": "body", "message": "empty"}])
     for _ in range(5):
         doc = await _current(broker, request)
+        await check_desk(request, editor, action, doc)  # the flash as it is, and as corrected, are on the desk
+        if patch is not None and ("language" in patch.model_fields_set or "category" in patch.model_fields_set):
+            await check_desk(request, editor, action, {**editor_values(doc), **patch.model_dump(exclude_unset=True)})
         if doc["pubStatus"] == "canceled":
             if patch is None:
                 return json_response(doc)  # withdrawing twice changes nothing and pushes nothing
@@ -195,6 +237,7 @@ async def _change(request: Request, type: EventType) -> Response:
             await broker.record(type, new, expect_version=doc["version"])
         except VersionConflict:
             continue
+        await audit(request, action, 200, editor.name, flash=flash_id_of(new))
         return json_response(new)
     raise Problem(409, "The flash kept changing under this request; retry.")
 

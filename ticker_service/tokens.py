@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from .problems import BrokerUnavailable
 
 PREFIX = "tkr_"
-REDIS_KEY = "ticker:tokens"  # hash: name -> JSON {"sha256", "created", "scopes"}
+REDIS_KEY = "ticker:tokens"  # hash: name -> JSON {"id", "sha256", "created", "scopes", "languages", ...}
 SCOPES = ("publish", "correct", "withdraw", "admin")
 EDITOR_SCOPES = frozenset({"publish", "correct", "withdraw"})  # what a token without --scopes may do
 
@@ -41,35 +41,93 @@ def digest(token: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Desk:
+    """The languages and categories a token may publish in; empty means any."""
+
+    languages: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    def refuses(self, language: str, category: str) -> str | None:
+        """Why a flash in ``language``/``category`` is outside this desk, or ``None`` if it is inside.
+
+        Languages match like reader filters (BCP 47 basic filtering): the desk ``en`` covers ``en-GB``.
+        """
+        tag = language.lower()
+        if self.languages and not any(tag == r or tag.startswith(r + "-") for r in self.languages):
+            return f"language {language!r} is outside this desk ({', '.join(self.languages)})"
+        if self.categories and category.lower() not in self.categories:
+            return f"category {category!r} is outside this desk ({', '.join(self.categories)})"
+        return None
+
+
+ANY_DESK = Desk()
+
+
+@dataclass(frozen=True, slots=True)
 class Editor:
-    """Who is publishing: the token's name (for logs and idempotency scopes), its hash and what it may do."""
+    """Who is publishing: the token's name (for logs and audit), a stable id (idempotency scopes survive a
+    rotation), what it may do and on which desk."""
 
     name: str
     token_hash: str
     scopes: frozenset[str] = EDITOR_SCOPES
+    desk: Desk = ANY_DESK
 
 
-def _record(token: str, scopes: frozenset[str]) -> dict[str, Any]:
+def _record(token: str, scopes: frozenset[str], desk: Desk = ANY_DESK) -> dict[str, Any]:
     unknown = scopes - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
-    return {"sha256": digest(token), "created": int(time.time()), "scopes": sorted(scopes)}
+    hashed = digest(token)
+    return {
+        "id": hashed,
+        "sha256": hashed,
+        "created": int(time.time()),
+        "scopes": sorted(scopes),
+        "languages": [lang.lower() for lang in desk.languages],
+        "categories": [c.lower() for c in desk.categories],
+    }
+
+
+def _rotated(record: dict[str, Any], token: str, overlap_seconds: float) -> dict[str, Any]:
+    """``record`` with ``token`` as its hash; the old hash stays valid for ``overlap_seconds`` more."""
+    now = time.time()
+    previous = [p for p in record.get("previous", []) if p["until"] > now]
+    if overlap_seconds > 0:
+        previous.append({"sha256": record["sha256"], "until": now + overlap_seconds})
+    return {**record, "sha256": digest(token), "rotated": int(now), "previous": previous}
+
+
+def _editor(name: str, record: dict[str, Any]) -> Editor:
+    return Editor(
+        name=name,
+        token_hash=record.get("id", record["sha256"]),
+        scopes=frozenset(record.get("scopes", EDITOR_SCOPES)),
+        desk=Desk(tuple(record.get("languages", ())), tuple(record.get("categories", ()))),
+    )
 
 
 def _find(records: dict[str, dict[str, Any]], token: str) -> Editor | None:
-    """Constant-time match of ``token`` against every stored hash."""
+    """Constant-time match of ``token`` against every stored hash, and the old ones still in their overlap."""
     wanted = digest(token)
+    now = time.time()
     found: Editor | None = None
     for name, record in records.items():
-        stored = record["sha256"]
-        if hmac.compare_digest(stored, wanted):
-            found = Editor(name=name, token_hash=stored, scopes=frozenset(record.get("scopes", EDITOR_SCOPES)))
+        hashes = [record["sha256"], *(p["sha256"] for p in record.get("previous", ()) if p["until"] > now)]
+        for stored in hashes:
+            if hmac.compare_digest(stored, wanted):
+                found = _editor(name, record)
     return found
 
 
 class TokenStore(Protocol):
-    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES) -> str:
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES, desk: Desk = ANY_DESK) -> str:
         """Create (or replace) the token called ``name``; return the token, which is never stored."""
+        ...
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str | None:
+        """A new token for ``name`` (same scopes and desk), valid at once; the old one works ``overlap_seconds``
+        more. ``None`` if there is no such token."""
         ...
 
     async def revoke(self, name: str) -> bool: ...
@@ -107,11 +165,19 @@ class FileTokenStore:
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
 
-    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES) -> str:
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES, desk: Desk = ANY_DESK) -> str:
         token = new_token()
-        record = _record(token, scopes)
+        record = _record(token, scopes, desk)
         with self._changing() as records:
             records[name] = record
+        return token
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str | None:
+        token = new_token()
+        with self._changing() as records:
+            if name not in records:
+                return None
+            records[name] = _rotated(records[name], token, overlap_seconds)
         return token
 
     async def revoke(self, name: str) -> bool:
@@ -126,10 +192,26 @@ class RedisTokenStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES) -> str:
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES, desk: Desk = ANY_DESK) -> str:
         token = new_token()
-        await self.redis.hset(REDIS_KEY, name, json.dumps(_record(token, scopes)))  # type: ignore[misc]
+        await self.redis.hset(REDIS_KEY, name, json.dumps(_record(token, scopes, desk)))  # type: ignore[misc]
         return token
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str | None:
+        token = new_token()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:  # optimistic: a concurrent change to the hash makes this try again
+                try:
+                    await pipe.watch(REDIS_KEY)
+                    raw = await pipe.hget(REDIS_KEY, name)  # type: ignore[misc]
+                    if raw is None:
+                        return None
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(REDIS_KEY, name, json.dumps(_rotated(json.loads(raw), token, overlap_seconds)))
+                    await pipe.execute()
+                    return token
+                except redis_errors.WatchError:
+                    continue
 
     async def revoke(self, name: str) -> bool:
         return bool(await self.redis.hdel(REDIS_KEY, name))  # type: ignore[misc]
