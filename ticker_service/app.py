@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, audit_api, devices, ingest, pages, transports
+from . import admin, audit_api, devices, ingest, pages, reader_session, transports
 from .audit import AuditLog, MemoryAuditLog, RedisAuditLog
 from .broker import Broker, create_broker
 from .hub import Hub
@@ -115,6 +115,7 @@ def create_app(
             *ingest.routes(),
             *devices.routes(),
             *audit_api.routes(),
+            *reader_session.routes(),
             *transports.routes(),
             *admin.routes(),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

@@ -36,6 +36,7 @@ from .models import (
 )
 from .problems import Problem
 from .ratelimit import RateLimiter
+from .reader_auth import request_grant
 from .settings import Settings
 from .tokens import Editor, TokenStore
 
@@ -251,7 +252,10 @@ async def withdraw(request: Request) -> Response:
 
 
 async def get_flash(request: Request) -> Response:
-    return json_response(await _current(request.app.state.broker, request))
+    doc = await _current(request.app.state.broker, request)
+    if not request.app.state.security.readers.apply(Filter(), request_grant(request)).may_see(doc):
+        raise Problem(404, f"No flash with id {request.path_params['flash_id']!r}.")  # not even its existence
+    return json_response(doc)
 
 
 async def list_flashes(request: Request) -> Response:
@@ -261,6 +265,7 @@ async def list_flashes(request: Request) -> Response:
         flt = Filter.parse(request.query_params)
     except FilterError as exc:
         raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
+    flt = request.app.state.security.readers.apply(flt, request_grant(request))
     raw_limit = request.query_params.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise Problem(

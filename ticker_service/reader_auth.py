@@ -16,9 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import jwt
+from starlette.requests import Request
 
 from .filters import Filter
+from .problems import Problem
 from .settings import Settings
+from .tokens import PREFIX as EDITOR_PREFIX
 
 COOKIE = "ticker_reader"
 SUBPROTOCOL = "ticker"
@@ -50,8 +53,11 @@ class ReaderAuth:
         self.claim = settings.jwt_topics_claim
 
     def verify(self, token: str | None) -> Grant:
-        """The grant of ``token`` (no token: only public topics); :class:`ReaderTokenError` if it is bad."""
-        if token is None:
+        """The grant of ``token`` (no token: only public topics); :class:`ReaderTokenError` if it is bad.
+
+        With no private topics there is nothing to grant, and tokens are not looked at.
+        """
+        if token is None or not self.private:
             return NO_GRANT
         if not self.key:
             raise ReaderTokenError("this service does not accept reader tokens (TICKER_JWT_KEY is not set)")
@@ -78,9 +84,23 @@ class ReaderAuth:
         return replace(flt, private=self.private, grants=grant.topics & self.private)
 
 
+def request_grant(request: Request) -> Grant:
+    """The grant of an API request's reader token (header or cookie); editor tokens (``tkr_``) grant nothing."""
+    auth: ReaderAuth = request.app.state.security.readers
+    token = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
+    if token is not None and token.startswith(EDITOR_PREFIX):
+        return NO_GRANT
+    try:
+        return auth.verify(token)
+    except ReaderTokenError as exc:
+        raise Problem(401, str(exc), errors=[{"field": "Authorization", "message": str(exc)}]) from None
+
+
 def bearer(authorization: str | None) -> str | None:
     scheme, _, value = (authorization or "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
 
 
 def from_subprotocols(offered: Iterable[str]) -> str | None:
