@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, audit_api, devices, ingest, pages, reader_session, transports
+from . import admin, audit_api, devices, ingest, openapi, pages, reader_session, transports
 from .audit import AuditLog, MemoryAuditLog, RedisAuditLog
 from .broker import Broker, create_broker
 from .hub import Hub
@@ -116,6 +116,7 @@ def create_app(
             *devices.routes(),
             *audit_api.routes(),
             *reader_session.routes(),
+            *openapi.routes(),
             *transports.routes(),
             *admin.routes(),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

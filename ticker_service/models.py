@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from .settings import Settings
 
@@ -112,29 +113,40 @@ class _FlashFields(BaseModel):
         return out
 
 
+# What the validators above enforce, said in the JSON Schema too (the OpenAPI document is built from these models).
+# The length caps in Field() only stop huge values before the validators run.
+HEADLINE_SCHEMA: JsonDict = {
+    "minLength": 1,
+    "maxLength": 280,
+    "description": "One line of plain text, no control characters.",
+}
+SOURCE_SCHEMA: JsonDict = {"minLength": 1, "maxLength": 200, "description": "Plain text, no control characters."}
+LANGUAGE_SCHEMA: JsonDict = {"pattern": _BCP47.pattern, "description": "A BCP 47 language tag."}
+
+
 class FlashIn(_FlashFields):
     """The body of ``POST /v1/flashes``."""
 
-    headline: str = Field(max_length=4096)
-    language: str = Field(max_length=35)
+    headline: str = Field(max_length=4096, json_schema_extra=HEADLINE_SCHEMA)
+    language: str = Field(max_length=35, json_schema_extra=LANGUAGE_SCHEMA)
     urgency: int = Field(default=5, ge=1, le=9)
     category: str = Field(max_length=64)
     regions: list[str] = Field(default_factory=list, max_length=16)
     url: AnyUrl | None = Field(default=None)
-    source: str | None = Field(default=None, max_length=4096)
+    source: str | None = Field(default=None, max_length=4096, json_schema_extra=SOURCE_SCHEMA)
     expires: datetime | None = None
 
 
 class FlashPatch(_FlashFields):
     """The body of ``PATCH /v1/flashes/{id}``: only the fields that change."""
 
-    headline: str | None = Field(default=None, max_length=4096)
-    language: str | None = Field(default=None, max_length=35)
+    headline: str | None = Field(default=None, max_length=4096, json_schema_extra=HEADLINE_SCHEMA)
+    language: str | None = Field(default=None, max_length=35, json_schema_extra=LANGUAGE_SCHEMA)
     urgency: int | None = Field(default=None, ge=1, le=9)
     category: str | None = Field(default=None, max_length=64)
     regions: list[str] | None = Field(default=None, max_length=16)
     url: AnyUrl | None = None
-    source: str | None = Field(default=None, max_length=4096)
+    source: str | None = Field(default=None, max_length=4096, json_schema_extra=SOURCE_SCHEMA)
     expires: datetime | None = None
 
 
