@@ -64,10 +64,10 @@ json_values = st.recursive(
 def test_sse_frame_is_one_event_whatever_the_flash_contains(flash: dict[str, object], kind: str) -> None:
     """CR, LF, NUL or U+2028 in any value cannot break out of the data line (no field injection)."""
     flash = {"uri": "urn:ticker:flash:x", **flash}
-    event = Event("1700000000000-3", kind, flash)  # type: ignore[arg-type]
+    event = Event("e1-1700000000000-3", kind, flash)  # type: ignore[arg-type]
     parsed = parse_sse(event.to_sse())
     assert len(parsed) == 1
-    assert parsed[0]["id"] == "1700000000000-3"
+    assert parsed[0]["id"] == "e1-1700000000000-3"
     assert parsed[0]["event"] == kind
     assert json.loads(parsed[0]["data"]) == flash
     assert set(parsed[0]) == {"id", "event", "data"}

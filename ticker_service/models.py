@@ -22,6 +22,7 @@ from pydantic.config import JsonDict
 from .settings import Settings
 
 EventType = Literal["flash", "update", "withdraw", "reset"]
+SSE_TYPES = frozenset({"flash", "update", "withdraw", "reset"})
 Document = dict[str, Any]
 
 # A small, permissive BCP 47 shape check: language subtag, then up to 8-character subtags.
@@ -311,7 +312,10 @@ class Event:
         return orjson.dumps({"type": self.type, "event_id": self.event_id, "flash": self.flash})
 
     def to_sse(self) -> bytes:
-        # Event ids and types are generated here, never taken from input, so they cannot carry CR/LF.
+        # Event ids and types are generated here, never taken from input; checked anyway, because a CR, LF or NUL
+        # in either would inject SSE fields (CWE-93). The data is JSON, whose strings escape every control char.
+        if not is_event_id(self.event_id) or self.type not in SSE_TYPES:
+            raise ValueError(f"not an event id and type for SSE: {self.event_id!r} {self.type!r}")
         return b"id: %s\nevent: %s\ndata: %s\n\n" % (
             self.event_id.encode(),
             self.type.encode(),
