@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from ..conftest import start_embedded
-from ..support import TIMEOUT, Service
+from ..support import TIMEOUT, Process, Service, base_env, free_port, wait_ready
 
 LISTED = "https://news.example"
 FOREIGN = "https://evil.example"
@@ -114,3 +115,27 @@ async def test_security_headers(default_origins: Service, client: httpx.AsyncCli
     assert "frame-ancestors 'none'" in csp and "base-uri 'none'" in csp and "*" not in csp
     assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.fixture(scope="module")
+def plain_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The app under plain uvicorn (no native protocols): the ASGI WebSocket endpoint serves /v1/stream."""
+    tmp = Path(tmp_path_factory.mktemp("asgi"))
+    env = base_env(TICKER_DATA_DIR=str(tmp / "data"))
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "--factory", "ticker_service.app:create_app", "--port", str(port)]
+    server = Process([*args, "--ws", "websockets-sansio", "--log-level", "warning"], env, tmp / "uvicorn.log")
+    service = Service("asgi", f"http://127.0.0.1:{port}", "", env, [server])
+    server.start()
+    try:
+        wait_ready(service.base_url, server)
+        yield service
+    finally:
+        service.stop()
+
+
+async def test_asgi_fallback_checks_the_origin_too(plain_asgi: Service) -> None:
+    """Served through ASGI, /v1/stream refuses a foreign Origin before accepting (403) and allows its own."""
+    assert await ws_status(plain_asgi, FOREIGN) == 403
+    assert await ws_status(plain_asgi, plain_asgi.base_url) == 101
+    assert await ws_status(plain_asgi, None) == 101
