@@ -110,15 +110,23 @@ async def test_flood_from_one_address_is_refused_past_its_limit(limited: Service
     await wait_accepting(limited)
 
 
-async def test_new_connections_per_second_are_bounded(limited: Service) -> None:
-    """A burst past the per-second allowance (from many addresses) gets 503 with Retry-After; then it recovers."""
-    await wait_accepting(limited)
-    replies = []
-    for i in range(120):  # under the per-address limit: 6 addresses, one connection at a time each
-        replies.append(await answer(*await raw(limited, f"127.0.3.{i % 6 + 1}"), GET_HEALTH))
-    assert any(r.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in r.lower() for r in replies)
+@pytest.fixture(scope="module")
+def rationed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """Few new connections per second, otherwise default limits."""
+    svc = start_embedded(Path(tmp_path_factory.mktemp("rationed")), TICKER_NEW_CONNECTIONS_PER_SECOND="20")
+    yield svc
+    svc.stop()
+
+
+async def test_new_connections_per_second_are_bounded(rationed: Service) -> None:
+    """A burst of 100 connections against an allowance of 20 a second: the excess gets 503 with Retry-After."""
+    await wait_accepting(rationed)
+    opened = await asyncio.gather(*(raw(rationed) for _ in range(100)))
+    replies = await asyncio.gather(*(answer(reader, writer, GET_HEALTH) for reader, writer in opened))
+    refused = [r for r in replies if r.startswith(b"HTTP/1.1 503 ")]
+    assert refused and all(b"retry-after: 1" in r.lower() and b"new connections" in r for r in refused)
     assert any(r.startswith(b"HTTP/1.1 200 ") for r in replies)
-    await wait_accepting(limited)
+    await wait_accepting(rationed)
 
 
 async def test_connections_per_hub_are_bounded(limited: Service) -> None:
@@ -135,11 +143,16 @@ async def test_connections_per_hub_are_bounded(limited: Service) -> None:
 
 
 async def test_slow_headers_and_idle_keepalive_are_cut_off(limited: Service) -> None:
-    """A request whose headers never end is dropped after the handshake timeout; an idle keep-alive too."""
+    """A request whose headers or body never end is dropped after the handshake timeout; an idle keep-alive too."""
     await wait_accepting(limited)
     reader, writer = await raw(limited, "127.0.5.1")
     writer.write(PARTIAL_REQUEST)
     assert await closed_by_server(reader)
+    writer.close()
+    reader, writer = await raw(limited, "127.0.5.3")
+    auth = f"Authorization: Bearer {limited.token}\r\nContent-Type: application/json\r\n".encode()
+    writer.write(b"POST /v1/flashes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n" + auth + b'\r\n{"head')
+    assert await closed_by_server(reader)  # and so is a body that never ends
     writer.close()
     reader, writer = await raw(limited, "127.0.5.2")
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

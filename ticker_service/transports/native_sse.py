@@ -50,7 +50,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
     hub: Hub | None = None
     security: Security | None = None
     _client_ip: str | None = None  # counted by the ConnectionGuard until released
-    _header_timer: asyncio.TimerHandle | None = None
+    _request_timer: asyncio.TimerHandle | None = None
     _expiry: asyncio.TimerHandle | None = None
     _refused: tuple[int, str] | None = None  # over a connection limit: answered once the headers are in
 
@@ -64,26 +64,26 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         self._refused = security.guard.admit(ip)
         if self._refused is None:
             self._client_ip = ip
-        self._arm_header_timer()
+        self._arm_request_timer()
 
-    # -- handshake timeout: a client must finish each request's headers in time (slowloris) ---------------------
-    def _arm_header_timer(self) -> None:
-        if self.security is not None and self._header_timer is None:
-            self._header_timer = self.loop.call_later(self._handshake_timeout(), self._headers_too_slow)
+    # -- handshake timeout: a client must send each request, headers and body, in time (slowloris) --------------
+    def _arm_request_timer(self) -> None:
+        if self.security is not None and self._request_timer is None:
+            self._request_timer = self.loop.call_later(self._handshake_timeout(), self._request_too_slow)
 
     def _handshake_timeout(self) -> float:
         settings = self.app_state.get("ticker_settings")
         return float(getattr(settings, "handshake_timeout_seconds", 10.0))
 
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
+    def _request_too_slow(self) -> None:
+        self._request_timer = None
         if not self.transport.is_closing():
             self.transport.abort()
 
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+    def _disarm_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
 
     def _release_slot(self) -> None:
         if self._client_ip is not None and self.security is not None:
@@ -92,11 +92,11 @@ class ReaderHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_header_timer()
+        self._arm_request_timer()
 
     def on_headers_complete(self) -> None:
-        self._disarm_header_timer()
         if self._refused is not None:
+            self._disarm_request_timer()
             # Read the request first, so that the client sees the answer rather than a reset connection.
             self._problem(*self._refused, [], retry_after=1)
             return
@@ -133,6 +133,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
                 self._problem(401, str(exc), [{"field": "Authorization", "message": str(exc)}])
                 return
             flt = self.security.readers.apply(flt, grant)
+        self._disarm_request_timer()  # an event stream: the request is complete, and the stream lives on
         self.hub = hub
         self.reader = TransportReader(
             flt, hub.write_buffer_limit, self.transport, websocket=False, closer=self._close_reader, beat=self._beat
@@ -150,6 +151,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """Hand ``/v1/stream`` upgrades to the native reader protocol; other paths go to uvicorn's."""
+        self._disarm_request_timer()
         if self._refused is not None:
             return  # already answered
         hub = self.app_state.get("ticker_hub")
@@ -205,11 +207,12 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._disarm_request_timer()  # the request is in; the app's answer takes the time it takes
         if self.reader is None and self._refused is None:
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
+        self._disarm_request_timer()
         self._release_slot()
         if self._expiry is not None:
             self._expiry.cancel()
