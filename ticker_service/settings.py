@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CATEGORIES = (
@@ -132,6 +132,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _reader_tokens_complete(self) -> Settings:
+        """Private topics need a way to verify readers' tokens: say so at start, not at the first reader."""
+        if self.jwt_algorithm.lower() == "none":
+            raise ValueError("TICKER_JWT_ALGORITHM must be a signing algorithm, not 'none'")
+        if self.private_topics and not (self.jwt_key and self.jwt_issuer):
+            raise ValueError("TICKER_PRIVATE_TOPICS needs TICKER_JWT_KEY and TICKER_JWT_ISSUER")
+        return self
 
     @property
     def embedded(self) -> bool:

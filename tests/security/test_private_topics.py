@@ -18,7 +18,10 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ticker_service.settings import Settings
 
 from ..conftest import start_embedded
 from ..support import TIMEOUT, Service, SSEReader, next_ws_event, publish
@@ -207,3 +210,12 @@ async def test_connection_is_closed_when_its_token_expires(private: Service, cli
                 await SSEReader(response).next_event()
 
     await asyncio.gather(websocket(), sse())
+
+
+def test_private_topics_without_a_way_to_verify_tokens_refuse_to_start(tmp_path: Path) -> None:
+    """Settings fail loudly: private topics without a key or issuer, or the algorithm 'none'."""
+    with pytest.raises(ValidationError, match="TICKER_JWT_KEY and TICKER_JWT_ISSUER"):
+        Settings(data_dir=tmp_path, private_topics=("health",), jwt_key="k")
+    with pytest.raises(ValidationError, match="not 'none'"):
+        Settings(data_dir=tmp_path, jwt_algorithm="none")
+    assert Settings(data_dir=tmp_path, private_topics=("health",), jwt_key="k", jwt_issuer="i").private_topics
