@@ -92,7 +92,14 @@ def _wait_http(url: str, stack: Stack, name: str) -> None:
 def ticker(hub_workers: int = 1) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="ticker-fanout-") as tmp:
         redis_port, port = free_port(), free_port()
-        stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"))
+        # The benchmark opens tens of thousands of readers from a few loopback addresses at once: the hub's
+        # connection limits (docs/security.md) are raised past that, as the peers have none.
+        limits = {
+            "TICKER_MAX_CONNECTIONS": "1000000",
+            "TICKER_MAX_CONNECTIONS_PER_IP": "1000000",
+            "TICKER_NEW_CONNECTIONS_PER_SECOND": "1000000",
+        }
+        stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", **limits))
         try:
             store = stack.spawn(
                 "redis",
