@@ -110,6 +110,16 @@ async def test_flood_from_one_address_is_refused_past_its_limit(limited: Service
     await wait_accepting(limited)
 
 
+async def test_closed_connections_give_their_place_back(limited: Service) -> None:
+    """30 WebSocket readers and 30 requests, one after another, from one address limited to 20 at a time."""
+    await wait_accepting(limited)
+    for _ in range(30):
+        async with websockets.connect(f"{limited.ws_url}/v1/stream", open_timeout=TIMEOUT) as ws:
+            await ws.ping()
+    for _ in range(30):
+        assert (await answer(*await raw(limited), GET_HEALTH)).startswith(b"HTTP/1.1 200 ")
+
+
 @pytest.fixture(scope="module")
 def rationed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """Few new connections per second, otherwise default limits."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import httptools
@@ -89,6 +90,14 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         if self._client_ip is not None and self.security is not None:
             self.security.guard.release(self._client_ip)
             self._client_ip = None
+
+    def _hand_over_slot(self) -> Callable[[], None] | None:
+        """The connection's place in the ConnectionGuard, for the WebSocket protocol to give back when it ends."""
+        ip, self._client_ip = self._client_ip, None
+        security = self.security
+        if ip is None or security is None:
+            return None
+        return lambda: security.guard.release(ip)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -168,9 +177,8 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             max_size=self.config.ws_max_size,
             connections=self.connections,
             security=self.security,
-            release=self._release_slot,
+            release=self._hand_over_slot(),
         )
-        self._client_ip = None  # the stream protocol gives the place back now
         protocol.connection_made(self.transport)
         protocol.data_received(b"".join(request))
         self.transport.set_protocol(protocol)
