@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..conftest import start_embedded
 from ..support import TIMEOUT, Service
@@ -111,13 +111,19 @@ async def test_flood_from_one_address_is_refused_past_its_limit(limited: Service
 
 
 async def test_closed_connections_give_their_place_back(limited: Service) -> None:
-    """30 WebSocket readers and 30 requests, one after another, from one address limited to 20 at a time."""
+    """30 WebSocket readers, 30 requests and 30 refused WebSocket upgrades, one after another, from one address
+    limited to 20 at a time."""
     await wait_accepting(limited)
     for _ in range(30):
         async with websockets.connect(f"{limited.ws_url}/v1/stream", open_timeout=TIMEOUT) as ws:
             await ws.ping()
     for _ in range(30):
         assert (await answer(*await raw(limited), GET_HEALTH)).startswith(b"HTTP/1.1 200 ")
+    for _ in range(30):  # a WebSocket path the app does not serve: uvicorn's protocol refuses it
+        with pytest.raises(InvalidStatus):
+            async with websockets.connect(f"{limited.ws_url}/nowhere", open_timeout=TIMEOUT):
+                pass
+    assert (await answer(*await raw(limited), GET_HEALTH)).startswith(b"HTTP/1.1 200 ")
 
 
 @pytest.fixture(scope="module")

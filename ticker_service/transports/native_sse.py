@@ -165,6 +165,10 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             return  # already answered
         hub = self.app_state.get("ticker_hub")
         if not isinstance(hub, Hub) or httptools.parse_url(self.url).path != b"/v1/stream":
+            # uvicorn's WebSocket protocol takes the connection and never reports its end here: give the place back.
+            release = self._hand_over_slot()
+            if release is not None:
+                release()
             super().handle_websocket_upgrade()
             return
         self.connections.discard(self)
