@@ -19,6 +19,8 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
+from ticker_client import TickerClient
+from ticker_client.client import TerminalError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ticker_service.settings import Settings
@@ -219,3 +221,58 @@ def test_private_topics_without_a_way_to_verify_tokens_refuse_to_start(tmp_path:
     with pytest.raises(ValidationError, match="not 'none'"):
         Settings(data_dir=tmp_path, jwt_algorithm="none")
     assert Settings(data_dir=tmp_path, private_topics=("health",), jwt_key="k", jwt_issuer="i").private_topics
+
+
+async def test_python_client_reads_private_topics_with_a_token(private: Service, client: httpx.AsyncClient) -> None:
+    """ticker_client sends the token on both transports, and a token function gets a fresh one after expiry."""
+    start = await last_event_id(client, private)
+    issued: list[str] = []
+
+    def fresh() -> str:
+        issued.append(good(exp=int(time.time()) + (1 if not issued else 600)))
+        return issued[-1]
+
+    async def first_two(transport: str, token: Any) -> list[str]:
+        uris: list[str] = []
+        async with TickerClient(private.base_url, transport=transport, last_event_id=start, token=token) as reader:  # type: ignore[arg-type]
+            async for event in reader:
+                uris.append(event.flash["uri"])
+                if len(uris) == 2:
+                    return uris
+        return uris
+
+    readers = [asyncio.create_task(first_two(t, good())) for t in ("ws", "sse")]
+    secret, public = await publish_pair(client, private)
+    for task in readers:
+        assert await asyncio.wait_for(task, TIMEOUT) == [secret["uri"], public["uri"]]
+    later = "BREAKING: after the first token expired"
+
+    async def publish_after_refresh() -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while len(issued) < 2:  # the client met close 4401 and asked for a fresh token
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await publish(client, private, later, category=PRIVATE)
+
+    async with TickerClient(private.base_url, last_event_id=start, token=fresh, max_delay=0.5) as reader:
+        seen = [event.flash["uri"] async for event in _take(reader, 2)]
+        assert seen == [secret["uri"], public["uri"]]
+        publisher = asyncio.create_task(publish_after_refresh())
+        async for event in reader:
+            if event.flash["headlines"][0]["value"] == later:
+                break
+        await publisher
+    assert len(issued) >= 2  # the first token expired (close 4401) and the client fetched another
+    with pytest.raises(TerminalError):
+        async with TickerClient(private.base_url, token=good(exp=int(time.time()) + 1)) as reader:
+            async for _ in reader:
+                pass
+
+
+async def _take(reader: TickerClient, count: int) -> AsyncIterator[Any]:
+    seen = 0
+    async for event in reader:
+        yield event
+        seen += 1
+        if seen == count:
+            return

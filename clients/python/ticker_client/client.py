@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -18,6 +18,7 @@ from .events import Event
 
 # WebSocket close codes after which retrying the same request cannot help.
 TERMINAL_CODES = {1008, 1003, 1007, 1009}
+TOKEN_EXPIRED = 4401  # the reader token expired: reconnect only with a fresh one
 
 
 class TerminalError(Exception):
@@ -29,6 +30,8 @@ class TickerClient:
 
     ``transport`` is ``"ws"`` (WebSocket) or ``"sse"`` (Server-Sent Events). ``last_event_id`` resumes from a
     known point (e.g. the ``last_event_id`` of ``GET /v1/flashes``). ``reconnects`` counts reconnections.
+    ``token`` is a reader JWT for private topics, sent as ``Authorization: Bearer``; give a function to get a fresh
+    one on each connection, and the client reconnects when a token expires instead of stopping.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class TickerClient:
         transport: Literal["ws", "sse"] = "ws",
         last_event_id: str | None = None,
         max_delay: float = 20.0,
+        token: str | Callable[[], str] | None = None,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
@@ -51,6 +55,7 @@ class TickerClient:
         self.transport = transport
         self.last_event_id = last_event_id
         self.max_delay = max_delay
+        self.token = token
         self.reconnects = 0
         self._http: httpx.AsyncClient | None = None
         self._iterators: list[AsyncGenerator[Event, None]] = []
@@ -85,7 +90,7 @@ class TickerClient:
                         yield event
             except ConnectionClosed as exc:
                 code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
-                if code in TERMINAL_CODES:
+                if code in TERMINAL_CODES or (code == TOKEN_EXPIRED and not callable(self.token)):
                     raise TerminalError(f"closed with {code}: {reason}") from exc
                 hint = hint_from_reason(reason)
             except InvalidStatus as exc:
@@ -101,6 +106,10 @@ class TickerClient:
             self.reconnects += 1
             await asyncio.sleep(delay(attempt, cap=self.max_delay, hint=hint))
 
+    def _auth(self) -> dict[str, str]:
+        token = self.token() if callable(self.token) else self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _params(self) -> dict[str, str]:
         params = dict(self.query)
         if self.last_event_id:
@@ -109,14 +118,16 @@ class TickerClient:
 
     async def _websocket(self, base: str) -> AsyncGenerator[Event, None]:
         url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        async with websockets.connect(f"{url}/v1/stream?{urlencode(self._params())}", open_timeout=10) as ws:
+        async with websockets.connect(
+            f"{url}/v1/stream?{urlencode(self._params())}", open_timeout=10, additional_headers=self._auth()
+        ) as ws:
             async for message in ws:
                 yield Event.from_json(json.loads(message))
 
     async def _sse(self, base: str) -> AsyncGenerator[Event, None]:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **self._auth()}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         async with self._http.stream("GET", f"{base}/v1/events", params=self.query, headers=headers) as response:
