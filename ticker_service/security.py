@@ -20,7 +20,7 @@ from .settings import Settings
 
 # Pages: scripts, styles and connections only from here; no framing, no plugins, no <base> tricks.
 PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; img-src 'self'; "
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 

@@ -114,6 +114,7 @@ async def test_security_headers(default_origins: Service, client: httpx.AsyncCli
     csp = page.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp and "base-uri 'none'" in csp and "*" not in csp
     assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+    assert not {"ws:", "wss:", "http:", "https:"} & set(csp.replace(";", " ").split())  # no scheme-wide sources
     assert page.headers["x-content-type-options"] == "nosniff"
 
 
