@@ -55,12 +55,17 @@ WRITE_SCOPES = ("publish", "correct", "withdraw")
 
 async def authenticate(request: Request, scope: str | None = None) -> Editor:
     """The editor behind the request's bearer token (401 without one); 403 if it lacks ``scope``; 429 past the
-    token's writes per minute. Each refusal goes to the audit log."""
+    token's writes per minute, or past the failed attempts per minute from the client's address. Refusals go to
+    the audit log (of each run of 429s, the first), so that a flood cannot push real entries out of it."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     tokens: TokenStore = request.app.state.tokens
+    limiter: RateLimiter = request.app.state.rate_limiter
+    settings: Settings = request.app.state.settings
     editor = await tokens.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     action = scope or request.method.lower()
     if editor is None:
+        ip = request.client.host if request.client else "-"
+        await _limit(request, limiter, f"failed:{ip}", settings.failed_auth_per_minute, action, None, "failed attempts")
         await audit(request, action, 401, None, detail="no token, or an unknown or revoked one")
         raise Problem(
             401,
@@ -71,17 +76,22 @@ async def authenticate(request: Request, scope: str | None = None) -> Editor:
         await audit(request, action, 403, editor.name, detail=f"lacks the {scope!r} scope")
         raise Problem(403, f"The token {editor.name!r} lacks the {scope!r} scope.")
     if scope in WRITE_SCOPES:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        limit = request.app.state.settings.publish_rate_per_minute
-        wait = await limiter.hit(editor.name, limit)
-        if wait is not None:
-            await audit(request, action, 429, editor.name, detail=f"over {limit} writes per minute")
-            raise Problem(
-                429,
-                f"The token {editor.name!r} is over its limit of {limit} writes per minute.",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+        limit = settings.publish_rate_per_minute
+        await _limit(request, limiter, f"token:{editor.name}", limit, action, editor.name, "writes")
     return editor
+
+
+async def _limit(
+    request: Request, limiter: RateLimiter, key: str, limit: int, action: str, who: str | None, what: str
+) -> None:
+    """429 with Retry-After once ``key`` is past ``limit`` this minute; the first time, audited."""
+    count, left = await limiter.hit(key)
+    if count <= limit:
+        return
+    detail = f"over {limit} {what} per minute"
+    if count == limit + 1:
+        await audit(request, action, 429, who, detail=detail)
+    raise Problem(429, f"Too many requests: {detail}.", headers={"Retry-After": str(max(1, math.ceil(left)))})
 
 
 async def check_desk(request: Request, editor: Editor, action: str, doc_or_values: dict[str, Any]) -> None:

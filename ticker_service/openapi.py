@@ -203,7 +203,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "summary": "Newest audit entries (admin scope)",
                 "security": EDITOR,
                 "parameters": [_query("limit", "How many.", {"type": "integer", "minimum": 1, "maximum": 1000})],
-                "responses": _responses({200: ("Audit entries.", AuditList)}, (400, 401, 403, 503)),
+                "responses": _responses({200: ("Audit entries.", AuditList)}, (400, 401, 403, 429, 503)),
             }
         },
         "/v1/reader-session": {

@@ -1,4 +1,5 @@
-"""Writes per editor token per minute (``TICKER_PUBLISH_RATE_PER_MINUTE``): a fixed one-minute window.
+"""Counts per key and minute (a fixed one-minute window): writes per editor token (``TICKER_PUBLISH_RATE_PER_MINUTE``)
+and failed authentications per client address (``TICKER_FAILED_AUTH_PER_MINUTE``).
 
 In Redis the count is shared by every hub (``INCR`` on a key per token and minute, expiring with the minute);
 in the embedded mode it lives in the process.
@@ -18,8 +19,8 @@ WINDOW = 60
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, limit: int) -> float | None:
-        """Count one write for ``key``; over ``limit`` in this window, the seconds until the next one."""
+    async def hit(self, key: str) -> tuple[int, float]:
+        """Count one event for ``key``: how many this window has had, and the seconds until the next window."""
         ...
 
 
@@ -32,21 +33,21 @@ class MemoryRateLimiter:
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (window start, count)
 
-    async def hit(self, key: str, limit: int) -> float | None:
+    async def hit(self, key: str) -> tuple[int, float]:
         start, left = _window(time.time())
         if len(self._counts) > 10_000:  # forget finished windows now and then
             self._counts = {k: v for k, v in self._counts.items() if v[0] == start}
         window, count = self._counts.get(key, (start, 0))
         count = count + 1 if window == start else 1
         self._counts[key] = (start, count)
-        return left if count > limit else None
+        return count, left
 
 
 class RedisRateLimiter:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def hit(self, key: str, limit: int) -> float | None:
+    async def hit(self, key: str) -> tuple[int, float]:
         start, left = _window(time.time())
         name = f"ticker:rate:{key}:{start}"
         try:
@@ -56,4 +57,4 @@ class RedisRateLimiter:
                 count, _ = await pipe.execute()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        return left if int(count) > limit else None
+        return int(count), left

@@ -15,12 +15,13 @@ from ..conftest import start_distributed, start_embedded, start_hub
 from ..support import TIMEOUT, Service, flash_body, flash_id, run_ticker
 
 RATE = 5  # writes per token per minute in this module's services
+FAILURES = 10  # refused tokens per address per minute
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
 def svc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp(f"editors-{request.param}")
-    extra = {"TICKER_PUBLISH_RATE_PER_MINUTE": str(RATE)}
+    extra = {"TICKER_PUBLISH_RATE_PER_MINUTE": str(RATE), "TICKER_FAILED_AUTH_PER_MINUTE": str(FAILURES)}
     service = start_embedded(tmp, **extra) if request.param == "embedded" else start_distributed(tmp, **extra)
     yield service
     service.stop()
@@ -125,6 +126,28 @@ async def test_publishes_per_token_per_minute_get_429_with_retry_after(svc: Serv
     assert (await post(client, svc, other)).status_code == 201
     admin = await asyncio.to_thread(token, svc, unique("admin"), "--scopes", "admin")
     assert any(e["who"] == name and e["status"] == 429 for e in await audit_entries(client, svc, admin))
+
+
+async def test_failed_attempts_per_address_get_429_and_do_not_flood_the_audit(svc: Service) -> None:
+    """Past the refused tokens per minute from one address: 429 with Retry-After, one audit entry for the run;
+    a valid token from that address and other addresses still get through."""
+    source = "127.0.0.77"  # an address of its own: the other tests' refusals do not count here
+    async with httpx.AsyncClient(timeout=TIMEOUT, transport=httpx.AsyncHTTPTransport(local_address=source)) as near:
+        statuses = []
+        for _ in range(2 * FAILURES + 1):
+            statuses.append((await post(near, svc, "tkr_" + uuid.uuid4().hex)).status_code)
+            if statuses[-1] == 429:
+                break
+        assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+        limited = await post(near, svc, "tkr_guess")
+        assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
+        assert (await post(near, svc, svc.token)).status_code == 201
+    async with httpx.AsyncClient(timeout=TIMEOUT) as elsewhere:
+        assert (await post(elsewhere, svc, "tkr_guess")).status_code == 401
+        admin = await asyncio.to_thread(token, svc, unique("admin"), "--scopes", "admin")
+        entries = [e for e in await audit_entries(elsewhere, svc, admin) if e["ip"] == source]
+    assert [e["status"] for e in entries].count(429) == 1
+    assert [e["status"] for e in entries].count(401) == len(statuses) - 1
 
 
 async def test_rotation_keeps_the_old_token_for_the_overlap_only(svc: Service, client: httpx.AsyncClient) -> None:
