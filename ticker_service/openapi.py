@@ -3,7 +3,8 @@
 Request bodies are the ingest models themselves (:class:`FlashIn`, :class:`FlashPatch`); responses are the models
 below, which describe what the handlers return. The configured taxonomy (categories, regions) goes into the
 schemas, so the document says what this service accepts. The reader streams (``/v1/stream``, ``/v1/events``) are
-not request/response operations and are described in the README instead. ``tests/security/test_openapi.py``
+not request/response operations and are described in the README instead, as are the pages (``/``, ``/admin``) and
+Prometheus' ``/metrics``. ``tests/security/test_openapi.py``
 checks that every route is documented, validates the document and fuzzes a live server against it.
 """
 
@@ -88,6 +89,12 @@ class Ready(BaseModel):
     pid: int
 
 
+class AdminStats(BaseModel):
+    """What the operations page shows: hubs, workers, Redis, flashes per minute (see ``ops.py``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class ReaderSession(BaseModel):
     topics: list[str]
     expires: float | None
@@ -103,6 +110,7 @@ MODELS: list[type[BaseModel]] = [
     Health,
     Ready,
     ReaderSession,
+    AdminStats,
 ]
 EDITOR: list[dict[str, list[str]]] = [{"editorToken": []}]
 OPTIONAL_READER: list[dict[str, list[str]]] = [{}, {"readerToken": []}, {"readerCookie": []}]
@@ -204,6 +212,13 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "security": EDITOR,
                 "parameters": [_query("limit", "How many.", {"type": "integer", "minimum": 1, "maximum": 1000})],
                 "responses": _responses({200: ("Audit entries.", AuditList)}, (400, 401, 403, 429, 503)),
+            }
+        },
+        "/v1/admin/stats": {
+            "get": {
+                "summary": "Operations figures across hubs and workers (admin scope)",
+                "security": EDITOR,
+                "responses": _responses({200: ("The figures.", AdminStats)}, (401, 403, 429, 503)),
             }
         },
         "/v1/reader-session": {
