@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -130,8 +131,14 @@ class Settings(BaseSettings):
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
+        """Exact origins only: a wildcard with credentialed CORS would let any site read the API as its reader."""
         if isinstance(value, str):
-            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+            value = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        for origin in value if isinstance(value, tuple | list) else ():
+            if not re.fullmatch(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:\d{1,5})?", str(origin)):
+                raise ValueError(
+                    f"TICKER_ALLOWED_ORIGINS takes exact origins like https://news.example, not {origin!r}"
+                )
         return value
 
     @model_validator(mode="after")

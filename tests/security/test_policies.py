@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from pydantic import ValidationError
 
 from ticker_service.guard import ConnectionGuard
 from ticker_service.origins import OriginPolicy
+from ticker_service.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -61,3 +65,16 @@ def test_guard_new_connections_per_second_burst() -> None:
     results = [guard.admit("10.0.0.1") for _ in range(200)]
     assert 50 <= results.count(None) < 200  # a burst of one second's worth, then refusals (503)
     assert {r[0] for r in results if r is not None} == {503}
+
+
+@pytest.mark.parametrize("value", ["*", "https://*.example", "https://a.example/path", "a.example", "null"])
+def test_allowed_origins_must_be_exact(value: str, tmp_path: Path) -> None:
+    """No wildcard (CORS with credentials would then trust every site), no paths, no bare hosts."""
+    with pytest.raises(ValidationError, match="exact origins"):
+        Settings(data_dir=tmp_path, allowed_origins=value)
+    listed = "https://a.example, http://b.example:8080/, http://[::1]:8000"
+    assert Settings(data_dir=tmp_path, allowed_origins=listed).allowed_origins == (
+        "https://a.example",
+        "http://b.example:8080",
+        "http://[::1]:8000",
+    )
