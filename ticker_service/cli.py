@@ -120,8 +120,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaitable[T]]) -> T:
-    """Run ``action`` on the token store of this mode: the data directory's file, or Redis."""
+async def _with_tokens(
+    settings: Settings, action: Callable[[TokenStore], Awaitable[T]], audited: str | None = None
+) -> T:
+    """Run ``action`` on the token store of this mode: the data directory's file, or Redis. In Redis mode, a token
+    change (``audited`` says which) also goes to the hubs' audit log, as done from the command line by whom."""
     from .tokens import FileTokenStore, RedisTokenStore
 
     if settings.embedded:
@@ -129,19 +132,34 @@ async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaita
     from .redis_conn import redis_client
 
     async with redis_client(settings) as redis:
-        return await action(RedisTokenStore(redis))
+        result = await action(RedisTokenStore(redis))
+        if audited is not None:
+            import getpass
+            import socket
+
+            from .audit import RedisAuditLog, entry
+
+            who = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+            status = 404 if result is None or result is False else 200
+            item = entry("token", status, who=who, ip=None, flash=None, detail=audited)
+            await RedisAuditLog(redis, settings.audit_max_entries).record(item)
+        return result
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({describe(settings)})"
     if args.token_command == "create":
         desk = Desk(args.languages, args.categories)
-        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes, desk)))
+        change = f"create {args.name!r}: scopes {','.join(sorted(args.scopes))}; desk {desk}"
+        token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes, desk), change))
         print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")
         print(token)
         return 0
     if args.token_command == "rotate":
-        rotated = asyncio.run(_with_tokens(settings, lambda store: store.rotate(args.name, args.overlap_seconds)))
+        change = f"rotate {args.name!r}: overlap {args.overlap_seconds:g} s"
+        rotated = asyncio.run(
+            _with_tokens(settings, lambda store: store.rotate(args.name, args.overlap_seconds), change)
+        )
         if rotated is None:
             print(f"No editor token named {args.name!r} {where}.", file=sys.stderr)
             return 1
@@ -151,7 +169,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(rotated)
         return 0
-    if asyncio.run(_with_tokens(settings, lambda store: store.revoke(args.name))):
+    if asyncio.run(_with_tokens(settings, lambda store: store.revoke(args.name), f"revoke {args.name!r}")):
         print(f"Revoked editor token {args.name!r} {where}.")
         return 0
     print(f"No editor token named {args.name!r} {where}.", file=sys.stderr)

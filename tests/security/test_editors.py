@@ -188,7 +188,8 @@ def two_hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service
 async def test_revocation_is_effective_on_every_hub_within_5_seconds(
     two_hubs: tuple[Service, str], client: httpx.AsyncClient
 ) -> None:
-    """A token revoked with the CLI is refused by both hubs of a distributed service within 5 s."""
+    """A token revoked with the CLI is refused by both hubs of a distributed service within 5 s; the CLI's token
+    changes are in the audit log."""
     service, second = two_hubs
     name = unique("leaked")
     leaked = await asyncio.to_thread(token, service, name)
@@ -206,3 +207,8 @@ async def test_revocation_is_effective_on_every_hub_within_5_seconds(
             if response.status_code == 401:
                 pending.discard(base)
         await asyncio.sleep(0.05)
+    admin = await asyncio.to_thread(token, service, unique("admin"), "--scopes", "admin")
+    changes = [e for e in await audit_entries(client, service, admin) if e["action"] == "token"]
+    details = [e["detail"] for e in changes]
+    assert f"revoke {name!r}" in details and any(d.startswith(f"create {name!r}: scopes ") for d in details)
+    assert all(e["who"].startswith("cli:") and e["status"] == 200 for e in changes)
