@@ -45,7 +45,8 @@ class Security:
 
 
 class SecurityHeaders:
-    """``nosniff`` on every response, ``no-store`` on the API, a strict CSP on HTML pages (unless one is set)."""
+    """``nosniff`` on every response, ``no-store`` on the API, a strict CSP on HTML pages (unless one is set), and
+    no credentials beside a wildcard CORS origin."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -60,6 +61,9 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
+                if headers.get("access-control-allow-origin") == "*":
+                    # Public data for any page, never with credentials (CORSMiddleware adds them to every answer).
+                    del headers["access-control-allow-credentials"]
                 if api:
                     headers["Cache-Control"] = "no-store"
                 if headers.get("content-type", "").startswith("text/html"):

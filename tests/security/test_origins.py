@@ -70,7 +70,8 @@ async def test_websocket_with_a_list_allows_exactly_the_listed_origins(listed_or
 async def test_cors_echoes_a_listed_origin_with_credentials_never_a_wildcard(
     listed_origins: Service, client: httpx.AsyncClient
 ) -> None:
-    """Preflight and simple requests from a listed origin are allowed by name; a foreign origin gets no CORS."""
+    """A listed origin is allowed by name, with credentials (preflight, API, SSE). Any other page may read the
+    public data (``*``) but never with credentials, and cannot preflight a request that carries them."""
     url = f"{listed_origins.base_url}/v1/flashes"
     preflight = await client.options(
         url,
@@ -85,18 +86,21 @@ async def test_cors_echoes_a_listed_origin_with_credentials_never_a_wildcard(
     assert preflight.headers["access-control-allow-credentials"] == "true"
     assert "POST" in preflight.headers["access-control-allow-methods"]
     listed = await client.get(url, headers={"Origin": LISTED})
-    assert listed.headers["access-control-allow-origin"] == LISTED
+    assert listed.headers.get_list("access-control-allow-origin") == [LISTED]
+    assert listed.headers["access-control-allow-credentials"] == "true"
     foreign = await client.get(url, headers={"Origin": FOREIGN})
-    assert "access-control-allow-origin" not in foreign.headers
+    assert foreign.headers.get_list("access-control-allow-origin") == ["*"]
+    assert "access-control-allow-credentials" not in foreign.headers
     refused = await client.options(url, headers={"Origin": FOREIGN, "Access-Control-Request-Method": "POST"})
     assert refused.status_code == 400
     assert "access-control-allow-origin" not in refused.headers
     async with client.stream("GET", f"{listed_origins.base_url}/v1/events", headers={"Origin": LISTED}) as sse:
         assert sse.status_code == 200
-        assert sse.headers["access-control-allow-origin"] == LISTED
+        assert sse.headers.get_list("access-control-allow-origin") == [LISTED]
         assert sse.headers["access-control-allow-credentials"] == "true"
     async with client.stream("GET", f"{listed_origins.base_url}/v1/events", headers={"Origin": FOREIGN}) as sse:
-        assert "access-control-allow-origin" not in sse.headers
+        assert sse.headers.get_list("access-control-allow-origin") == ["*"]
+        assert "access-control-allow-credentials" not in sse.headers
 
 
 async def test_security_headers(default_origins: Service, client: httpx.AsyncClient) -> None:

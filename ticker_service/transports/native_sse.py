@@ -36,7 +36,6 @@ HEAD = (
     b"cache-control: no-store\r\n"
     b"x-accel-buffering: no\r\n"
     b"x-content-type-options: nosniff\r\n"
-    b"access-control-allow-origin: *\r\n"  # public stream: pages on other origins may embed the ticker
     b"transfer-encoding: chunked\r\n"
 )
 END = b"0\r\n\r\n"
@@ -130,11 +129,13 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             self._problem(400, exc.message, [{"field": exc.field, "message": exc.message}])
             return
         grant = Grant()
-        cors: list[tuple[bytes, bytes]] = []
+        # The public stream: any page may embed the ticker (``*``, never with credentials). A listed origin gets
+        # its own name and credentials instead, so that its pages may send the reader cookie.
+        cors: list[tuple[bytes, bytes]] = [(b"access-control-allow-origin", b"*")]
         if self.security is not None:
             wanted = (b"authorization", b"cookie", b"origin")
             headers = {k.decode(): v.decode("latin-1") for k, v in self.headers if k in wanted}
-            cors = self.security.origins.cors_headers(headers.get("origin"))
+            cors = self.security.origins.cors_headers(headers.get("origin")) or cors
             try:
                 token = bearer(headers.get("authorization")) or from_cookie(headers.get("cookie"))
                 grant = self.security.readers.verify(token)
