@@ -3,9 +3,9 @@
 Request bodies are the ingest models themselves (:class:`FlashIn`, :class:`FlashPatch`); responses are the models
 below, which describe what the handlers return. The configured taxonomy (categories, regions) goes into the
 schemas, so the document says what this service accepts. The reader streams (``/v1/stream``, ``/v1/events``) are
-not request/response operations and are described in the README instead, as are the pages (``/``, ``/admin``) and
-Prometheus' ``/metrics``. ``tests/security/test_openapi.py``
-checks that every route is documented, validates the document and fuzzes a live server against it.
+not request/response operations and are described in the README instead, as are the pages (``/``, ``/editor``,
+``/admin``, the scripts under ``/static/``) and Prometheus' ``/metrics``. ``tests/security/test_openapi.py`` checks
+that every route is documented, validates the document and fuzzes a live server against it.
 """
 
 from __future__ import annotations
