@@ -111,9 +111,18 @@ async def test_flood_from_one_address_is_refused_past_its_limit(limited: Service
     await wait_accepting(limited)
 
 
-async def test_closed_connections_give_their_place_back(limited: Service) -> None:
+@pytest.fixture(scope="module")
+def per_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """20 connections per address, the other limits as by default."""
+    svc = start_embedded(Path(tmp_path_factory.mktemp("per-address")), TICKER_MAX_CONNECTIONS_PER_IP="20")
+    yield svc
+    svc.stop()
+
+
+async def test_closed_connections_give_their_place_back(per_address: Service) -> None:
     """30 WebSocket readers, 30 requests and 30 refused WebSocket upgrades, one after another, from one address
     limited to 20 at a time."""
+    limited = per_address
     await wait_accepting(limited)
     for _ in range(30):
         async with websockets.connect(f"{limited.ws_url}/v1/stream", open_timeout=TIMEOUT) as ws:
