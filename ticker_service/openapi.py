@@ -1,11 +1,12 @@
 """The OpenAPI 3.1 document of the HTTP API, built from the pydantic models the API validates with.
 
-Request bodies are the ingest models themselves (:class:`FlashIn`, :class:`FlashPatch`); responses are the models
-below, which describe what the handlers return. The configured taxonomy (categories, regions) goes into the
-schemas, so the document says what this service accepts. The reader streams (``/v1/stream``, ``/v1/events``) are
-not request/response operations and are described in the README instead, as are the pages (``/``, ``/editor``,
-``/admin``, the scripts under ``/static/``) and Prometheus' ``/metrics``. ``tests/security/test_openapi.py`` checks
-that every route is documented, validates the document and fuzzes a live server against it.
+Request bodies are the models the handlers validate with (:class:`FlashIn`, :class:`FlashPatch`, :class:`DeviceIn`);
+responses are the models below, which describe what the handlers return. The configured taxonomy (categories,
+regions) goes into the schemas, so the document says what this service accepts. Not operations, and so described
+in the README instead: the reader streams (``/v1/stream``, ``/v1/events``), the pages (``/``, ``/editor``,
+``/admin``), the scripts (``/static/``, ``/push.js``, ``/push-sw.js``) and Prometheus' ``/metrics``.
+``tests/security/test_openapi.py`` checks that every route is documented, validates the document and fuzzes a live
+server against it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .device_model import DeviceIn
 from .ingest import MAX_LIMIT, json_response
 from .models import FlashIn, FlashPatch
 from .settings import Settings
@@ -95,6 +97,31 @@ class AdminStats(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class DeviceView(BaseModel):
+    """A registered device as the API shows it (no secret, no push address in full)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DeviceRegistered(BaseModel):
+    id: str
+    secret: str = Field(description="Shown once: PUT and DELETE need it as Authorization: Bearer <secret>.")
+    device: DeviceView
+
+
+class DeviceUpdated(BaseModel):
+    id: str
+    device: DeviceView
+
+
+class VapidKey(BaseModel):
+    publicKey: str
+
+
+class PushStats(BaseModel):
+    notifications: dict[str, dict[str, int]]
+
+
 class ReaderSession(BaseModel):
     topics: list[str]
     expires: float | None
@@ -111,9 +138,15 @@ MODELS: list[type[BaseModel]] = [
     Ready,
     ReaderSession,
     AdminStats,
+    DeviceIn,
+    DeviceRegistered,
+    DeviceUpdated,
+    VapidKey,
+    PushStats,
 ]
 EDITOR: list[dict[str, list[str]]] = [{"editorToken": []}]
 OPTIONAL_READER: list[dict[str, list[str]]] = [{}, {"readerToken": []}, {"readerCookie": []}]
+DEVICE: list[dict[str, list[str]]] = [{"deviceSecret": []}]
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 
 
@@ -221,6 +254,40 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "responses": _responses({200: ("The figures.", AdminStats)}, (401, 403, 429, 503)),
             }
         },
+        "/v1/devices": {
+            "post": {
+                "summary": "Register a phone or browser for push notifications (see docs/push.md)",
+                "requestBody": _body(DeviceIn),
+                "responses": _responses({201: ("Registered.", DeviceRegistered)}, (400, 413, 415, 422, 503)),
+            }
+        },
+        "/v1/devices/{device_id}": {
+            "parameters": [{"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "put": {
+                "summary": "Change a device's address or filter",
+                "security": DEVICE,
+                "requestBody": _body(DeviceIn),
+                "responses": _responses({200: ("Changed.", DeviceUpdated)}, (400, 401, 404, 413, 415, 422, 503)),
+            },
+            "delete": {
+                "summary": "Forget a device",
+                "security": DEVICE,
+                "responses": _responses({204: ("Forgotten.", None)}, (401, 404, 503)),
+            },
+        },
+        "/v1/push/vapid-public-key": {
+            "get": {
+                "summary": "The Web Push (VAPID) public key",
+                "responses": _responses({200: ("The key.", VapidKey)}, (404,)),
+            }
+        },
+        "/v1/push/stats": {
+            "get": {
+                "summary": "Notifications by platform and outcome (admin scope)",
+                "security": EDITOR,
+                "responses": _responses({200: ("Counts.", PushStats)}, (401, 403, 429, 503)),
+            }
+        },
         "/v1/reader-session": {
             "post": {
                 "summary": "Set the reader token as an HttpOnly cookie (for EventSource)",
@@ -269,6 +336,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "editorToken": {"type": "http", "scheme": "bearer", "description": "An editor token, tkr_..."},
                 "readerToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "readerCookie": {"type": "apiKey", "in": "cookie", "name": "ticker_reader"},
+                "deviceSecret": {"type": "http", "scheme": "bearer", "description": "A device's secret."},
             },
         },
     }
