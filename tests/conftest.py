@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from playwright.async_api import Browser
 
+from .browser import chromium
 from .support import Process, RedisServer, Service, base_env, free_port, run_ticker, ticker, wait_ready, wait_until
 
 
@@ -75,3 +78,10 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = start_distributed(tmp_path_factory.mktemp("distributed"))
     yield svc
     svc.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Debian Chromium, one per browser test module."""
+    async with chromium() as browser:
+        yield browser

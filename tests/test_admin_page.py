@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
-from .browser import CHROMIUM, CHROMIUM_ARGS
 from .conftest import start_distributed, start_embedded, start_hub, start_worker
 from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
 
@@ -43,14 +42,6 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
         yield Ops(service, dataclasses.replace(service, base_url=second_url), token, tmp)
     finally:
         service.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

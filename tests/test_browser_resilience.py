@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .browser import chromium, open_page
+from .browser import open_page
 from .conftest import start_distributed, start_hub
 from .support import TIMEOUT, Process, Service, flash_id, publish, ticker, wait_ready
 
@@ -83,12 +83,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, s
         yield service, api_url, tmp
     finally:
         service.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest_asyncio.fixture(loop_scope="module")

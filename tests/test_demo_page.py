@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
-from .browser import OUTPUT, axe_violations, chromium, open_page
+from .browser import OUTPUT, axe_violations, open_page
 from .conftest import start_embedded
 from .support import ROOT, TIMEOUT, Service, flash_id, publish
 
@@ -41,12 +41,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     service = start_embedded(tmp_path_factory.mktemp("demo"))
     yield service
     service.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .browser import axe_violations, chromium, open_page
+from .browser import axe_violations, open_page
 from .conftest import start_embedded
 from .support import TIMEOUT, Service, flash_id, publish
 
@@ -26,12 +26,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     service = start_embedded(tmp_path_factory.mktemp("editor"))
     yield service
     service.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest_asyncio.fixture(loop_scope="module")

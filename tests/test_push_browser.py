@@ -14,7 +14,6 @@ from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 from ticker_service.device_store import DEVICE
 from ticker_service.vapid import generate
 
-from .browser import chromium
 from .conftest import start_distributed
 from .support import TIMEOUT, Service, wait_until
 from .test_devices import subscription
@@ -31,12 +30,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     service = start_distributed(tmp_path_factory.mktemp("push-browser"), TICKER_PUSH_VAPID_PRIVATE_KEY=pem)
     yield service
     service.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest_asyncio.fixture(loop_scope="module")
