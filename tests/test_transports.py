@@ -230,3 +230,18 @@ async def test_websocket_keepalive_pings_and_cuts_off_a_silent_reader(fast_heart
         async with httpx.AsyncClient() as client:
             doc = await publish(client, fast_heartbeat, "BREAKING: still here")
         assert (await next_ws_event(answering))["flash"]["uri"] == doc["uri"]
+
+
+async def test_only_a_get_opens_the_stream(service: Service) -> None:
+    """An upgrade request must be a GET (RFC 6455 §4.1): anything else never gets a 101."""
+    host, port = service.base_url.removeprefix("http://").rsplit(":", 1)
+    handshake = (
+        "{method} /v1/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"
+    )
+    for method, expected in (("GET", b"HTTP/1.1 101"), ("POST", b"")):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(handshake.format(method=method, host=host, port=port).encode())
+        answer = await asyncio.wait_for(reader.read(12), 10)
+        writer.close()
+        assert answer.startswith(expected) if expected else not answer.startswith(b"HTTP/1.1 101"), (method, answer)

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from websockets.datastructures import Headers
+from websockets.http11 import Request
 
 from ..filters import FilterError
 from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
@@ -173,10 +175,6 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             super().handle_websocket_upgrade()
             return
         self.connections.discard(self)
-        request = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
-        for name, value in self.scope["headers"]:
-            request += [name, b": ", value, b"\r\n"]
-        request.append(b"\r\n")
         protocol = StreamProtocol(
             hub,
             max_size=self.config.ws_max_size,
@@ -185,7 +183,17 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             release=self._hand_over_slot(),
         )
         protocol.connection_made(self.transport)
-        protocol.data_received(b"".join(request))
+        if self.scope["method"] == "GET" and self.scope["http_version"] == "1.1":
+            headers = Headers()
+            for name, value in self.scope["headers"]:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+            protocol.upgrade(Request(self.url.decode("latin-1"), headers))
+        else:
+            # Not a valid opening handshake: let the WebSocket library's own parser refuse it, as it words it.
+            request = [self.scope["method"].encode(), b" ", self.url, b" HTTP/", self.scope["http_version"].encode()]
+            for name, value in self.scope["headers"]:
+                request += [b"\r\n", name, b": ", value]
+            protocol.data_received(b"".join([*request, b"\r\n\r\n"]))
         self.transport.set_protocol(protocol)
 
     def _problem(self, status: int, detail: str, errors: list[dict[str, str]], *, retry_after: int = 0) -> None:
