@@ -27,7 +27,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import redis
 
 from .latency import STARTUP_TIMEOUT, Stack, free_port, redis_version, wait_for
 
@@ -101,26 +100,7 @@ def ticker(hub_workers: int = 1) -> Iterator[Target]:
         }
         stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", **limits))
         try:
-            store = stack.spawn(
-                "redis",
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    tmp,
-                    "--protected-mode",
-                    "no",
-                ],
-            )
-            with redis.Redis(port=redis_port, socket_timeout=2) as client:
-                wait_for(lambda: bool(client.ping()), f"redis-server on {redis_port}")
+            store = stack.redis(redis_port)
             stack.create_token()
             workers = ["--workers", str(hub_workers)] if hub_workers > 1 else []
             hub = stack.ticker("hub", "hub", "--port", str(port), *workers)

@@ -83,6 +83,17 @@ class Stack:
     def ticker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, [sys.executable, "-m", "ticker_service", *args])
 
+    def redis(self, port: int) -> subprocess.Popen[bytes]:
+        """A throwaway redis-server (no persistence) on ``port``, once it answers."""
+        proc = self.spawn(
+            "redis",
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(self.workdir), "--protected-mode", "no"],
+        )
+        with redis.Redis(port=port, socket_timeout=2) as client:
+            wait_for(lambda: bool(client.ping()), f"redis-server on {port}")
+        return proc
+
     def log_tail(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
@@ -150,26 +161,8 @@ def redis_stack(**extra_env: str) -> Iterator[Stack]:
         port = free_port()
         stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{port}/0", **extra_env))
         try:
-            stack.spawn(
-                "redis",
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    tmp,
-                    "--protected-mode",
-                    "no",
-                ],
-            )
+            stack.redis(port)
             with redis.Redis(port=port, socket_timeout=2) as client:
-                wait_for(lambda: bool(client.ping()), f"redis-server on {port}")
                 stack.create_token()
                 stack.serve("hub", "hub")
                 worker = stack.ticker("worker", "worker")
