@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from ticker_service.device_store import DEVICE, DeviceStore
 from ticker_service.filters import Filter
 
-from .conftest import start_embedded
+from .conftest import start_distributed, start_embedded
 from .support import Service
 
 FCM_TOKEN = "fcm-token:" + "a" * 140
@@ -184,5 +184,24 @@ def test_embedded_mode_answers_503(tmp_path_factory: pytest.TempPathFactory) -> 
         response = httpx.post(f"{service.base_url}/v1/devices", json={"platform": "fcm", "token": FCM_TOKEN})
         assert response.status_code == 503
         assert "REDIS_URL" in response.json()["detail"]
+    finally:
+        service.stop()
+
+
+def test_device_writes_per_address_are_limited(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Registration is public, so one address gets a bounded number of writes a minute, then 429 + Retry-After."""
+    service = start_distributed(tmp_path_factory.mktemp("device-limit"), TICKER_DEVICE_WRITES_PER_MINUTE="3")
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            statuses = []
+            for n in range(7):  # a fixed one-minute window: even if it turns once meanwhile, 7 > 2 × 3
+                response = client.post("/v1/devices", json={"platform": "fcm", "token": f"{FCM_TOKEN}-{n}"})
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    assert int(response.headers["retry-after"]) >= 1
+                    assert response.headers["content-type"] == "application/problem+json"
+                    assert "device writes" in response.json()["detail"]
+            assert statuses[:3] == [201, 201, 201], statuses
+            assert 429 in statuses, statuses
     finally:
         service.stop()

@@ -48,6 +48,7 @@ def push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         TICKER_PUSH_CONCURRENCY=str(CONCURRENCY),
         TICKER_LOG_LEVEL="info",
         TICKER_WORKER_METRICS_PORT=str(metrics_port),
+        TICKER_DEVICE_WRITES_PER_MINUTE="100000",  # the tests register hundreds of devices from one address
         **env,
     )
     client = httpx.Client(base_url=service.base_url, timeout=10)

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from .device_model import Device, DeviceError, DeviceIn, device_from_input
 from .device_store import DeviceStore
 from .filters import FilterError
-from .ingest import authenticate, json_response, read_json
+from .ingest import authenticate, json_response, limit_rate, read_json
 from .problems import Problem
 from .push_settings import PushSettings
 from .settings import Settings
@@ -64,6 +64,14 @@ def _parse(request: Request, raw: object, device_id: str, push: PushSettings) ->
         raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors) from None
 
 
+async def _throttle(request: Request) -> None:
+    """429 past ``TICKER_DEVICE_WRITES_PER_MINUTE`` from one address: registration is public, so it is bounded."""
+    settings = request.app.state.settings
+    ip = request.client.host if request.client else "-"
+    limit = settings.device_writes_per_minute
+    await limit_rate(request, request.app.state.rate_limiter, f"devices:{ip}", limit, "device", None, "device writes")
+
+
 async def _authorised(request: Request, store: DeviceStore) -> str:
     device_id = request.path_params["device_id"]
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
@@ -88,6 +96,7 @@ def routes(push: PushSettings | None = None) -> list[Route]:
 
     async def register(request: Request) -> Response:
         store = _store(request)
+        await _throttle(request)
         raw = await read_json(request, request.app.state.settings.max_body_bytes)
         device = _parse(request, raw, secrets.token_hex(16), push)
         secret = await store.register(device)
@@ -96,6 +105,7 @@ def routes(push: PushSettings | None = None) -> list[Route]:
 
     async def update(request: Request) -> Response:
         store = _store(request)
+        await _throttle(request)
         device_id = await _authorised(request, store)
         raw = await read_json(request, request.app.state.settings.max_body_bytes)
         device = _parse(request, raw, device_id, push)
@@ -105,6 +115,7 @@ def routes(push: PushSettings | None = None) -> list[Route]:
 
     async def delete(request: Request) -> Response:
         store = _store(request)
+        await _throttle(request)
         await store.delete(await _authorised(request, store))
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 

@@ -65,7 +65,8 @@ async def authenticate(request: Request, scope: str | None = None) -> Editor:
     action = scope or request.method.lower()
     if editor is None:
         ip = request.client.host if request.client else "-"
-        await _limit(request, limiter, f"failed:{ip}", settings.failed_auth_per_minute, action, None, "failed attempts")
+        limit = settings.failed_auth_per_minute
+        await limit_rate(request, limiter, f"failed:{ip}", limit, action, None, "failed attempts")
         await audit(request, action, 401, None, detail="no token, or an unknown or revoked one")
         raise Problem(
             401,
@@ -77,11 +78,11 @@ async def authenticate(request: Request, scope: str | None = None) -> Editor:
         raise Problem(403, f"The token {editor.name!r} lacks the {scope!r} scope.")
     if scope in WRITE_SCOPES:
         limit = settings.publish_rate_per_minute
-        await _limit(request, limiter, f"token:{editor.name}", limit, action, editor.name, "writes")
+        await limit_rate(request, limiter, f"token:{editor.name}", limit, action, editor.name, "writes")
     return editor
 
 
-async def _limit(
+async def limit_rate(
     request: Request, limiter: RateLimiter, key: str, limit: int, action: str, who: str | None, what: str
 ) -> None:
     """429 with Retry-After once ``key`` is past ``limit`` this minute; the first time, audited."""

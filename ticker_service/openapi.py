@@ -258,7 +258,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "post": {
                 "summary": "Register a phone or browser for push notifications (see docs/push.md)",
                 "requestBody": _body(DeviceIn),
-                "responses": _responses({201: ("Registered.", DeviceRegistered)}, (400, 413, 415, 422, 503)),
+                "responses": _responses({201: ("Registered.", DeviceRegistered)}, (400, 413, 415, 422, 429, 503)),
             }
         },
         "/v1/devices/{device_id}": {
@@ -267,12 +267,12 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "summary": "Change a device's address or filter",
                 "security": DEVICE,
                 "requestBody": _body(DeviceIn),
-                "responses": _responses({200: ("Changed.", DeviceUpdated)}, (400, 401, 404, 413, 415, 422, 503)),
+                "responses": _responses({200: ("Changed.", DeviceUpdated)}, (400, 401, 404, 413, 415, 422, 429, 503)),
             },
             "delete": {
                 "summary": "Forget a device",
                 "security": DEVICE,
-                "responses": _responses({204: ("Forgotten.", None)}, (401, 404, 503)),
+                "responses": _responses({204: ("Forgotten.", None)}, (401, 404, 429, 503)),
             },
         },
         "/v1/push/vapid-public-key": {

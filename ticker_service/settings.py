@@ -98,6 +98,9 @@ class Settings(BaseSettings):
         default=(), description="Browser origins allowed on WebSocket and CORS; empty: the service's own origin."
     )
     publish_rate_per_minute: int = Field(default=1200, ge=1, description="Writes per editor token per minute.")
+    device_writes_per_minute: int = Field(
+        default=120, ge=1, description="Device registrations, changes and deletions per client address a minute."
+    )
     failed_auth_per_minute: int = Field(default=60, ge=1, description="Refused editor tokens per address a minute.")
     max_connections: int = Field(default=50_000, ge=1, description="Open client connections per hub process.")
     max_connections_per_ip: int = Field(default=5_000, ge=1, description="Open connections per client address.")
