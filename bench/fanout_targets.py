@@ -200,9 +200,9 @@ def node_binary() -> str:
     if shutil.which("node") is None or shutil.which("npm") is None:
         apt_install("nodejs", "npm")
     if not (NODE_DIR / "node_modules" / "ws" / "package.json").exists():
-        print("# npm install (bench/peers/node-ws)", file=sys.stderr, flush=True)
+        print("# npm ci (bench/peers/node-ws)", file=sys.stderr, flush=True)
         subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--omit=dev"],
+            ["npm", "ci", "--no-audit", "--no-fund", "--omit=dev"],  # the committed lock file pins ws
             cwd=NODE_DIR,
             capture_output=True,
             timeout=600,
