@@ -41,12 +41,12 @@ def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = Fals
         # Each hub process keeps its metrics in files there and /metrics sums them; the files of an earlier run go.
         multiproc.prepare(port)
     from .app import create_app
-    from .transports.native_sse import ReaderHttpProtocol
+    from .transports.front import FrontProtocol
 
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "http": ReaderHttpProtocol,
+        "http": FrontProtocol,
         "ws": "websockets-sansio",  # for WebSocket paths other than /v1/stream
         "ws_max_size": settings.ws_max_message_bytes,
         "ws_per_message_deflate": False,

@@ -9,6 +9,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+import email.utils
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -25,9 +27,11 @@ TITLES = {
     413: "Content too large",
     415: "Unsupported media type",
     422: "Invalid flash",
+    426: "Upgrade required",
     429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
+    505: "HTTP version not supported",
 }
 
 
@@ -58,6 +62,19 @@ class Problem(TickerError):
         return f"Problem(status={self.status}, detail={self.detail!r})"
 
 
+def problem_body(
+    status: int, detail: str, *, instance: str | None = None, errors: Sequence[dict[str, str]] | None = None
+) -> bytes:
+    """The JSON problem document (the ASGI responses here and the native protocols' answers share it)."""
+    body: dict[str, Any] = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+    body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = list(errors)
+    return orjson.dumps(body)
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -66,15 +83,30 @@ def problem_response(
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
-    body["detail"] = detail
-    if instance:
-        body["instance"] = instance
-    if errors:
-        body["errors"] = errors
     all_headers = {"Cache-Control": "no-store"}
     all_headers.update(headers or {})
-    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=all_headers)
+    body = problem_body(status, detail, instance=instance, errors=errors)
+    return Response(body, status_code=status, media_type="application/problem+json", headers=all_headers)
+
+
+def problem_http(
+    status: int,
+    detail: str,
+    *,
+    errors: Sequence[dict[str, str]] = (),
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """A complete HTTP/1.1 problem response (RFC 9457) that ends the connection, for protocols below ASGI."""
+    title = TITLES.get(status, "Error")
+    body = problem_body(status, detail, errors=errors)
+    head = [
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\n"
+        b"x-content-type-options: nosniff\r\ncontent-length: %d\r\ndate: %s\r\nconnection: close\r\n"
+        % (status, title.encode(), len(body), email.utils.formatdate(usegmt=True).encode())
+    ]
+    for name, value in headers:
+        head += [name, b": ", value, b"\r\n"]
+    return b"".join([*head, b"\r\n", body])
 
 
 async def handle_problem(request: Request, exc: Exception) -> Response:

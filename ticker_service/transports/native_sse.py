@@ -10,21 +10,17 @@ goes to the ASGI app as usual.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import httptools
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from websockets.datastructures import Headers
-from websockets.http11 import Request
 
 from ..filters import FilterError
 from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
 from ..hub import Hub, TransportReader
-from ..problems import TITLES
+from ..problems import problem_http
 from ..reader_auth import Grant, ReaderTokenError, bearer, from_cookie
 from ..security import Security
 from .native_ws import StreamProtocol, expire_at, limit_send_buffer
@@ -45,8 +41,18 @@ HEARTBEAT = http_chunk(SSE_HEARTBEAT)
 CLOSE_AFTER_SECONDS = 10.0
 
 
+def handshake_timeout(app_state: dict[str, object]) -> float:
+    """Seconds a client has to send each request, headers and body (against slowloris)."""
+    settings = app_state.get("ticker_settings")
+    return float(getattr(settings, "handshake_timeout_seconds", 10.0))
+
+
 class ReaderHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with ``GET /v1/events`` readers attached to the hub directly."""
+    """uvicorn's httptools protocol, with ``GET /v1/events`` readers attached to the hub directly.
+
+    It serves what the front protocol (``front.FrontProtocol``) hands over: every request but a connection's first
+    WebSocket opening of ``/v1/stream``.
+    """
 
     reader: TransportReader | None = None
     hub: Hub | None = None
@@ -68,14 +74,22 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             self._client_ip = ip
         self._arm_request_timer()
 
+    def take_over(
+        self, transport: asyncio.Transport, *, client_ip: str | None, refused: tuple[int, str] | None
+    ) -> None:
+        """Serve a connection the front protocol admitted (or refused) and read the start of."""
+        super().connection_made(transport)
+        security = self.app_state.get("ticker_security")
+        if isinstance(security, Security):
+            self.security = security
+            self._client_ip = client_ip
+            self._refused = refused
+            self._arm_request_timer()
+
     # -- handshake timeout: a client must send each request, headers and body, in time (slowloris) --------------
     def _arm_request_timer(self) -> None:
         if self.security is not None and self._request_timer is None:
-            self._request_timer = self.loop.call_later(self._handshake_timeout(), self._request_too_slow)
-
-    def _handshake_timeout(self) -> float:
-        settings = self.app_state.get("ticker_settings")
-        return float(getattr(settings, "handshake_timeout_seconds", 10.0))
+            self._request_timer = self.loop.call_later(handshake_timeout(self.app_state), self._request_too_slow)
 
     def _request_too_slow(self) -> None:
         self._request_timer = None
@@ -183,28 +197,15 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             release=self._hand_over_slot(),
         )
         protocol.connection_made(self.transport)
-        if self.scope["method"] == "GET" and self.scope["http_version"] == "1.1":
-            headers = Headers()
-            for name, value in self.scope["headers"]:
-                headers[name.decode("latin-1")] = value.decode("latin-1")
-            protocol.upgrade(Request(self.url.decode("latin-1"), headers))
-        else:
-            # Not a valid opening handshake: let the WebSocket library's own parser refuse it, as it words it.
-            request = [self.scope["method"].encode(), b" ", self.url, b" HTTP/", self.scope["http_version"].encode()]
-            for name, value in self.scope["headers"]:
-                request += [b"\r\n", name, b": ", value]
-            protocol.data_received(b"".join([*request, b"\r\n\r\n"]))
         self.transport.set_protocol(protocol)
+        scope = self.scope
+        protocol.upgrade(
+            scope["method"], scope["http_version"], self.url, scope["headers"], self.server_state.default_headers
+        )
 
     def _problem(self, status: int, detail: str, errors: list[dict[str, str]], *, retry_after: int = 0) -> None:
-        problem = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
-        body = orjson.dumps({**problem, "errors": errors} if errors else problem)
-        extra = b"retry-after: %d\r\n" % retry_after if retry_after else b""
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\n"
-            b"x-content-type-options: nosniff\r\n%scontent-length: %d\r\ndate: %s\r\nconnection: close\r\n\r\n%s"
-            % (status, TITLES[status].encode(), extra, len(body), email.utils.formatdate(usegmt=True).encode(), body)
-        )
+        extra = [(b"retry-after", b"%d" % retry_after)] if retry_after else []
+        self.transport.write(problem_http(status, detail, errors=errors, headers=extra))
         self.transport.close()
 
     def _close_reader(self, reason: str) -> None:

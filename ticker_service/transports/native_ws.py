@@ -15,26 +15,27 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import orjson
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
 from ..filters import Filter, FilterError
 from ..frames import retry_ms, ws_frame
 from ..hub import Hub, TransportReader
+from ..problems import problem_http
 from ..reader_auth import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
 from ..security import Security
+from .handshake import Refusal, read_opening, switching_protocols
 from .resume import read_subscription
 from .websocket import CLOSE_SLOW
 
 logger = logging.getLogger("ticker.ws")
+PROTOCOL_LOGGER = logging.getLogger("websockets.server")  # given to each connection: no lookup per accept
 
 PING = ws_frame(b"", 0x89)
 CLOSE_TIMEOUT = 10.0
@@ -47,11 +48,6 @@ CLOSE_CODES = {
     "keepalive": (1011, "keepalive ping timeout"),
     "expired": (CLOSE_EXPIRED, "reader token expired; reconnect with a fresh one"),
 }
-
-
-def _select_subprotocol(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    """``ticker`` if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too), else none."""
-    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
 
 
 def expire_at(grant: Grant, close: Callable[[str], None]) -> asyncio.TimerHandle | None:
@@ -69,12 +65,18 @@ def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
 
 
 class StreamProtocol(asyncio.Protocol):
-    """One WebSocket reader of ``/v1/stream``: handshake, inbound frames, close; outbound data comes from the hub."""
+    """One WebSocket reader of ``/v1/stream``: handshake, inbound frames, close; outbound data comes from the hub.
+
+    The opening request arrives already split into headers (by the front protocol, or by uvicorn's parser for a
+    request that follows another on a kept-alive connection); :meth:`upgrade` answers it. From then on the
+    ``websockets`` sans-I/O protocol, created in the open state, parses what the reader sends.
+    """
 
     __slots__ = (
         "_awaiting_pong",
         "_close_timer",
         "_expiry",
+        "_max_size",
         "_release",
         "conn",
         "connections",
@@ -98,8 +100,8 @@ class StreamProtocol(asyncio.Protocol):
         self.security = security
         self._release = release  # gives the connection's place back to the hub's ConnectionGuard
         self._expiry: asyncio.TimerHandle | None = None
-        # No extensions: permessage-deflate is never negotiated, so a compressed frame is a protocol error.
-        self.conn = ServerProtocol(max_size=max_size, select_subprotocol=_select_subprotocol)
+        self._max_size = max_size
+        self.conn: ServerProtocol | None = None  # once the WebSocket is open
         self.transport: asyncio.Transport | None = None
         self.reader: TransportReader | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -111,30 +113,63 @@ class StreamProtocol(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.conn is None:
+            return  # a client may not send before the handshake's answer; a refused one is being closed
         self.conn.receive_data(data)
         for event in self.conn.events_received():
-            if isinstance(event, Request):
-                self._handshake(event)
-            elif isinstance(event, Frame):
+            if isinstance(event, Frame):
                 self._frame(event)
         self._flush()
 
-    def upgrade(self, request: Request) -> None:
-        """Answer a handshake whose request uvicorn's parser has already read, without parsing its headers again.
-
-        Feeding the request's bytes to the sans-I/O parser would parse every header a second time (a third of the
-        accept path's Python time). Its parser still waits for that request, so once the connection is open it
-        restarts on frames: ``parse()`` of an open connection reads frames only.
-        """
-        self._handshake(request)
-        if self.conn.state is State.OPEN:
-            self.conn.parser = self.conn.parse()
-            next(self.conn.parser)
-        self._flush()
+    def upgrade(
+        self,
+        method: str,
+        http_version: str,
+        target: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        default_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Answer an opening request (header names in lower case): ``101`` and a reader, or a problem response."""
+        assert self.transport is not None
+        try:
+            opening = read_opening(method, http_version, headers)
+            _, _, query = target.decode("latin-1").partition("?")
+            try:
+                flt, last = read_subscription(dict(parse_qsl(query, keep_blank_values=True)))
+            except FilterError as exc:
+                raise Refusal(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
+            grant = Grant()
+            if self.security is not None:
+                if not self.security.origins.allows(opening.origin, opening.host):
+                    raise Refusal(403, "This Origin may not open the stream.")
+                try:
+                    token = bearer(opening.authorization) or from_subprotocols(opening.subprotocols)
+                    grant = self.security.readers.verify(token)
+                except ReaderTokenError as exc:
+                    raise Refusal(401, str(exc)) from None
+                flt = self.security.readers.apply(flt, grant)
+        except Refusal as refusal:
+            answer = problem_http(refusal.status, refusal.detail, errors=refusal.errors, headers=refusal.headers)
+            self.transport.write(answer)
+            self.transport.close()
+            return
+        # Answer "ticker" if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too).
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in opening.subprotocols else None
+        self.transport.write(switching_protocols(opening, subprotocol, default_headers))
+        # No extensions: permessage-deflate is never negotiated, so a compressed frame is a protocol error.
+        self.conn = ServerProtocol(state=State.OPEN, max_size=self._max_size, logger=PROTOCOL_LOGGER)
+        reader = TransportReader(
+            flt, self.hub.write_buffer_limit, self.transport, websocket=True, closer=self._close, beat=self._beat
+        )
+        limit_send_buffer(self.transport, self.hub.send_buffer)
+        self.reader = reader
+        self.hub.connect(reader, last)
+        self._expiry = expire_at(grant, reader.close)
 
     def eof_received(self) -> bool | None:
-        self.conn.receive_eof()
-        self._flush()
+        if self.conn is not None:
+            self.conn.receive_eof()
+            self._flush()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -152,14 +187,14 @@ class StreamProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
-        if self.reader is not None and self.conn.state is State.OPEN:
+        if self.reader is not None and self.conn is not None and self.conn.state is State.OPEN:
             self.reader.close("shutdown")
         elif self.transport is not None:
             self.transport.close()
 
     # -- protocol ----------------------------------------------------------------------------------------------
     def _flush(self) -> None:
-        assert self.transport is not None
+        assert self.transport is not None and self.conn is not None
         for chunk in self.conn.data_to_send():
             if chunk:
                 self.transport.write(chunk)
@@ -168,39 +203,6 @@ class StreamProtocol(asyncio.Protocol):
                 return
         if self.conn.close_expected() and self.conn.state is State.CLOSED:
             self.transport.close()
-
-    def _handshake(self, request: Request) -> None:
-        assert self.transport is not None
-        _, _, query = request.path.partition("?")
-        try:
-            flt, last = read_subscription(dict(parse_qsl(query, keep_blank_values=True)))
-        except FilterError as exc:
-            self.conn.send_response(self.conn.reject(400, exc.message + "\n"))
-            return
-        grant = Grant()
-        if self.security is not None:
-            headers = request.headers
-            if not self.security.origins.allows(headers.get("Origin"), headers.get("Host")):
-                self.conn.send_response(self.conn.reject(403, "This Origin may not open the stream.\n"))
-                return
-            offered = [p for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
-            try:
-                grant = self.security.readers.verify(bearer(headers.get("Authorization")) or from_subprotocols(offered))
-            except ReaderTokenError as exc:
-                self.conn.send_response(self.conn.reject(401, f"{exc}\n"))
-                return
-            flt = self.security.readers.apply(flt, grant)
-        response = self.conn.accept(request)
-        self.conn.send_response(response)
-        if response.status_code != 101:
-            return
-        reader = TransportReader(
-            flt, self.hub.write_buffer_limit, self.transport, websocket=True, closer=self._close, beat=self._beat
-        )
-        limit_send_buffer(self.transport, self.hub.send_buffer)
-        self.reader = reader
-        self.hub.connect(reader, last)
-        self._expiry = expire_at(grant, reader.close)
 
     def _frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.PONG:
@@ -235,7 +237,7 @@ class StreamProtocol(asyncio.Protocol):
         """Close for the hub: slow reader, shutdown, history unreadable, keepalive or a bad message."""
         assert self.reader is not None and self.transport is not None
         self.hub.remove(self.reader)
-        if self.conn.state is not State.OPEN or self.transport.is_closing():
+        if self.conn is None or self.conn.state is not State.OPEN or self.transport.is_closing():
             return
         code, text = CLOSE_CODES.get(reason, (1008, reason[:100]))
         if code != 1008:  # a bad filter or message will not get better by retrying
