@@ -139,7 +139,7 @@ class Reader:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
-            metrics.DISCONNECTS.labels(metrics.close_reason_label(reason)).inc()
+            metrics.count_disconnect(reason)
             if reason in ("slow", "keepalive"):
                 logger.info(
                     "reader closed", extra={"conn_id": self.conn_id, "reason": reason, "transport": self.transport}
@@ -308,9 +308,9 @@ class Hub:
                 del self.groups[reader.filter]
 
     def _census(self, reader: Reader, change: int) -> None:
-        labels = (reader.transport, metrics.language_label(reader.filter.languages))
+        labels, gauge = metrics.reader_census(reader.transport, reader.filter.languages)
         self.census[labels] += change
-        metrics.READERS.labels(*labels).inc(change)
+        gauge.inc(change)
 
     def refilter(self, reader: Reader, flt: Filter) -> None:
         """Change a connected reader's filter (a WebSocket ``subscribe`` message)."""

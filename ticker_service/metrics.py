@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections import deque
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -78,6 +79,31 @@ def language_label(languages: tuple[str, ...]) -> str:
 
 def close_reason_label(reason: str) -> str:
     return reason if reason in _CLOSE_REASONS else "bad_message"
+
+
+# Readers come and go by the thousand in a reconnect storm: their metric children are looked up once per kind.
+_CENSUS_CACHE_LIMIT = 1024
+_census: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, str], Any]] = {}
+_disconnects: dict[str, Any] = {}
+
+
+def reader_census(transport: str, languages: tuple[str, ...]) -> tuple[tuple[str, str], Any]:
+    """The ``(transport, language)`` labels of a reader and its child of :data:`READERS`."""
+    found = _census.get((transport, languages))
+    if found is None:
+        labels = (transport, language_label(languages))
+        found = (labels, READERS.labels(*labels))
+        if len(_census) < _CENSUS_CACHE_LIMIT:  # languages are user input: the cache stays bounded
+            _census[(transport, languages)] = found
+    return found
+
+
+def count_disconnect(reason: str) -> None:
+    label = close_reason_label(reason)
+    child = _disconnects.get(label)
+    if child is None:
+        child = _disconnects[label] = DISCONNECTS.labels(label)
+    child.inc()
 
 
 def observe_fanout(event_ms: list[int], readers: int) -> None:

@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 import orjson
 from websockets.frames import Frame, Opcode
@@ -31,7 +30,7 @@ from ..problems import problem_http
 from ..reader_auth import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
 from ..security import Security
 from .handshake import Refusal, read_opening, switching_protocols
-from .resume import read_subscription
+from .resume import subscription_of_query
 from .websocket import CLOSE_SLOW
 
 logger = logging.getLogger("ticker.ws")
@@ -135,7 +134,7 @@ class StreamProtocol(asyncio.Protocol):
             opening = read_opening(method, http_version, headers)
             _, _, query = target.decode("latin-1").partition("?")
             try:
-                flt, last = read_subscription(dict(parse_qsl(query, keep_blank_values=True)))
+                flt, last = subscription_of_query(query)
             except FilterError as exc:
                 raise Refusal(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
             grant = Grant()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 from ..filters import Filter, FilterError
 from ..models import is_event_id
@@ -19,3 +21,10 @@ def read_subscription(query: Mapping[str, str], last_event_header: str | None = 
     if last is not None and not is_event_id(last):
         raise FilterError("last_event_id", "last_event_id must be an event id as sent in 'event_id' / 'id:'")
     return flt, last
+
+
+@functools.lru_cache(maxsize=1024)
+def subscription_of_query(query: str) -> tuple[Filter, str | None]:
+    """:func:`read_subscription` of a raw query string, remembered: in a reconnect storm thousands of readers ask
+    with the same few queries (and a filter is immutable, so they can share one)."""
+    return read_subscription(dict(parse_qsl(query, keep_blank_values=True)))
