@@ -27,8 +27,10 @@ def ws_frame(payload: bytes, opcode_byte: int = _TEXT_FIN) -> bytes:
 
 
 def ws_close_frame(code: int, reason: str = "") -> bytes:
-    """An unmasked close frame; the reason is cut to fit the 123 bytes a control frame allows."""
-    return ws_frame(struct.pack("!H", code) + reason.encode()[:123], _CLOSE_FIN)
+    """An unmasked close frame; the reason is cut to fit the 123 bytes a control frame allows (between characters:
+    a reason must stay valid UTF-8)."""
+    cut = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    return ws_frame(struct.pack("!H", code) + cut, _CLOSE_FIN)
 
 
 def http_chunk(data: bytes) -> bytes:

@@ -2,11 +2,12 @@
 
 Going through ASGI costs a task per connection and, per message, a coroutine step, an ASGI message dict and a
 frame serialisation. Here the hub writes the pre-built frame bytes (the same for every reader) with one
-``transport.write``. The websockets library's sans-I/O ``ServerProtocol`` does the handshake and parses what the
-reader sends (``subscribe`` messages, pongs, pings, close); keepalive pings come from the hub's one timer.
+``transport.write``. ``handshake`` answers the opening request and ``inbound`` reads what the reader sends
+(``subscribe`` messages, pongs, pings, close); keepalive pings come from the hub's one timer.
 
-The HTTP protocol (``native_sse.ReaderHttpProtocol``) hands a WebSocket upgrade for ``/v1/stream`` to this class;
-any other WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
+The front protocol (``front.FrontProtocol``), or for a later request on a kept-alive connection uvicorn's HTTP
+protocol (``native_sse.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
+WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
 """
 
 from __future__ import annotations
@@ -19,24 +20,24 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import orjson
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from ..filters import Filter, FilterError
-from ..frames import retry_ms, ws_frame
+from ..frames import retry_ms, ws_close_frame, ws_frame
 from ..hub import Hub, TransportReader
 from ..problems import problem_http
 from ..reader_auth import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
 from ..security import Security
+from . import inbound
 from .handshake import Refusal, read_opening, switching_protocols
+from .inbound import CLOSE, PONG, TEXT, FrameError, close_code, read_frames
 from .resume import subscription_of_query
 from .websocket import CLOSE_SLOW
 
 logger = logging.getLogger("ticker.ws")
-PROTOCOL_LOGGER = logging.getLogger("websockets.server")  # given to each connection: no lookup per accept
 
 PING = ws_frame(b"", 0x89)
+_PONG = 0x8A
+CONNECTING, OPEN, CLOSING = 0, 1, 2  # CLOSING: our close frame is sent, the reader's is awaited
 CLOSE_TIMEOUT = 10.0
 CLOSE_EXPIRED = 4401  # the reader's JWT expired: reconnect with a fresh token (like HTTP 401)
 # Reasons end with a reconnect hint, "retry=<ms>", jittered per reader (clients add their own jitter too).
@@ -67,17 +68,17 @@ class StreamProtocol(asyncio.Protocol):
     """One WebSocket reader of ``/v1/stream``: handshake, inbound frames, close; outbound data comes from the hub.
 
     The opening request arrives already split into headers (by the front protocol, or by uvicorn's parser for a
-    request that follows another on a kept-alive connection); :meth:`upgrade` answers it. From then on the
-    ``websockets`` sans-I/O protocol, created in the open state, parses what the reader sends.
+    request that follows another on a kept-alive connection); :meth:`upgrade` answers it.
     """
 
     __slots__ = (
         "_awaiting_pong",
         "_close_timer",
         "_expiry",
+        "_inbound",
         "_max_size",
         "_release",
-        "conn",
+        "_state",
         "connections",
         "hub",
         "reader",
@@ -100,7 +101,8 @@ class StreamProtocol(asyncio.Protocol):
         self._release = release  # gives the connection's place back to the hub's ConnectionGuard
         self._expiry: asyncio.TimerHandle | None = None
         self._max_size = max_size
-        self.conn: ServerProtocol | None = None  # once the WebSocket is open
+        self._state = CONNECTING
+        self._inbound = b""  # the start of a frame not wholly received yet
         self.transport: asyncio.Transport | None = None
         self.reader: TransportReader | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -112,13 +114,23 @@ class StreamProtocol(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.conn is None:
+        if self._state == CONNECTING:
             return  # a client may not send before the handshake's answer; a refused one is being closed
-        self.conn.receive_data(data)
-        for event in self.conn.events_received():
-            if isinstance(event, Frame):
-                self._frame(event)
-        self._flush()
+        try:
+            frames, self._inbound = read_frames(self._inbound + data if self._inbound else data, self._max_size)
+            for opcode, fin, payload in frames:
+                if opcode == PONG:
+                    self._awaiting_pong = False
+                elif opcode == inbound.PING:
+                    if self._state == OPEN:
+                        self._write(ws_frame(payload, _PONG))
+                elif opcode == CLOSE:
+                    self._close_received(payload)
+                    return
+                elif self._state == OPEN:
+                    self._message(opcode, fin, payload)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
 
     def upgrade(
         self,
@@ -155,8 +167,7 @@ class StreamProtocol(asyncio.Protocol):
         # Answer "ticker" if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too).
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in opening.subprotocols else None
         self.transport.write(switching_protocols(opening, subprotocol, default_headers))
-        # No extensions: permessage-deflate is never negotiated, so a compressed frame is a protocol error.
-        self.conn = ServerProtocol(state=State.OPEN, max_size=self._max_size, logger=PROTOCOL_LOGGER)
+        self._state = OPEN
         reader = TransportReader(
             flt, self.hub.write_buffer_limit, self.transport, websocket=True, closer=self._close, beat=self._beat
         )
@@ -166,10 +177,7 @@ class StreamProtocol(asyncio.Protocol):
         self._expiry = expire_at(grant, reader.close)
 
     def eof_received(self) -> bool | None:
-        if self.conn is not None:
-            self.conn.receive_eof()
-            self._flush()
-        return None
+        return None  # the transport closes; connection_lost lets the hub forget the reader
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
@@ -186,35 +194,44 @@ class StreamProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
-        if self.reader is not None and self.conn is not None and self.conn.state is State.OPEN:
+        if self.reader is not None and self._state == OPEN:
             self.reader.close("shutdown")
         elif self.transport is not None:
             self.transport.close()
 
     # -- protocol ----------------------------------------------------------------------------------------------
-    def _flush(self) -> None:
-        assert self.transport is not None and self.conn is not None
-        for chunk in self.conn.data_to_send():
-            if chunk:
-                self.transport.write(chunk)
-            else:
-                self.transport.close()  # the sans-I/O protocol says the exchange is over
-                return
-        if self.conn.close_expected() and self.conn.state is State.CLOSED:
-            self.transport.close()
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.write(data)
 
-    def _frame(self, frame: Frame) -> None:
-        if frame.opcode is Opcode.PONG:
-            self._awaiting_pong = False
-        elif frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT) and self.reader is not None:
-            self._message(frame)
+    def _close_received(self, payload: bytes) -> None:
+        """The reader's close frame: answer it (unless it answers ours) and end the connection (RFC 6455 §5.5.1)."""
+        assert self.transport is not None
+        code = close_code(payload)
+        if self._state == OPEN:
+            self._write(ws_close_frame(code) if code is not None else ws_frame(b"", 0x88))
+        self._state = CLOSING
+        if self.reader is not None:
+            self.hub.remove(self.reader)
+        self.transport.close()
 
-    def _message(self, frame: Frame) -> None:
+    def _fail(self, code: int, reason: str) -> None:
+        """The reader broke the protocol: a close frame saying how, then the connection ends."""
+        assert self.transport is not None
+        if self._state == OPEN:
+            self._write(ws_close_frame(code, reason))
+        self._state = CLOSING
+        if self.reader is not None:
+            self.hub.remove(self.reader)
+        self.transport.close()
+
+    def _message(self, opcode: int, fin: bool, payload: bytes) -> None:
         assert self.reader is not None
         try:
-            if frame.opcode is not Opcode.TEXT or not frame.fin:
+            if opcode != TEXT or not fin:
                 raise FilterError("type", "send subscribe messages as single text frames")
-            message = orjson.loads(frame.data)
+            message = orjson.loads(payload)
             if not isinstance(message, dict) or message.get("type") != "subscribe":
                 raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
             flt = Filter.parse(message).keeping_access(self.reader.filter)
@@ -236,12 +253,12 @@ class StreamProtocol(asyncio.Protocol):
         """Close for the hub: slow reader, shutdown, history unreadable, keepalive or a bad message."""
         assert self.reader is not None and self.transport is not None
         self.hub.remove(self.reader)
-        if self.conn is None or self.conn.state is not State.OPEN or self.transport.is_closing():
+        if self._state != OPEN or self.transport.is_closing():
             return
         code, text = CLOSE_CODES.get(reason, (1008, reason[:100]))
         if code != 1008:  # a bad filter or message will not get better by retrying
             text = f"{text}; retry={retry_ms()}"
-        self.conn.send_close(code, text)
-        self._flush()
+        self.transport.write(ws_close_frame(code, text))
+        self._state = CLOSING
         # A slow reader may never drain its buffer, so the closing handshake gets a deadline.
         self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)

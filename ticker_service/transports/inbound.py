@@ -1,0 +1,95 @@
+"""What a reader sends on its ``/v1/stream`` WebSocket: masked client frames (RFC 6455 §5), read without an object
+per connection.
+
+A reader only ever sends pongs, the odd ``subscribe`` message, pings and a close, so the hub needs a small part
+of the protocol, and it needs it for every one of tens of thousands of mostly silent connections: a library
+protocol object per connection (a parser coroutine, a stream buffer, a logger, a UUID) was a sixth of the accept
+path's Python time and a good part of an idle connection's memory. Here a connection keeps only its unparsed bytes.
+
+No extension is ever negotiated, so a reserved bit is a protocol error (a compressed frame is refused, never
+inflated); a frame longer than the message limit is refused from its header, before its payload is buffered.
+"""
+
+from __future__ import annotations
+
+import struct
+
+try:
+    from websockets.speedups import apply_mask  # the websockets library's C implementation
+except ImportError:  # pragma: no cover - a build without it
+    from websockets.utils import apply_mask
+
+CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_DATA = frozenset({CONT, TEXT, BINARY})
+_CONTROL = frozenset({CLOSE, PING, PONG})
+# Close codes a peer may send (RFC 6455 §7.4, the IANA registry, and the private 3000–4999 range).
+_PEER_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+class FrameError(Exception):
+    """The reader broke the protocol: close the connection with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+Frame = tuple[int, bool, bytes]  # opcode, FIN, unmasked payload
+
+
+def read_frames(buffer: bytes, max_size: int) -> tuple[list[Frame], bytes]:
+    """The complete frames at the start of ``buffer`` and the bytes left over (the start of the next frame)."""
+    frames: list[Frame] = []
+    pos = 0
+    size = len(buffer)
+    while size - pos >= 2:
+        first, second = buffer[pos], buffer[pos + 1]
+        if first & 0x70:
+            raise FrameError(1002, "reserved bits set: no extension was negotiated")
+        opcode = first & 0x0F
+        fin = bool(first & 0x80)
+        if not second & 0x80:
+            raise FrameError(1002, "client frames must be masked")
+        length = second & 0x7F
+        start = pos + 2
+        if length == 126:
+            if size - pos < 4:
+                break
+            (length,) = struct.unpack_from("!H", buffer, start)
+            start += 2
+        elif length == 127:
+            if size - pos < 10:
+                break
+            (length,) = struct.unpack_from("!Q", buffer, start)
+            start += 8
+        if opcode in _CONTROL:
+            if not fin or length > 125:
+                raise FrameError(1002, "control frames must be final and at most 125 bytes")
+        elif opcode not in _DATA:
+            raise FrameError(1002, f"unknown opcode {opcode}")
+        if length > max_size:
+            raise FrameError(1009, f"frame of {length} bytes; the limit is {max_size}")
+        end = start + 4 + length
+        if end > size:
+            break
+        payload = apply_mask(buffer[start + 4 : end], buffer[start : start + 4]) if length else b""
+        frames.append((opcode, fin, payload))
+        pos = end
+    return frames, buffer[pos:] if pos else buffer
+
+
+def close_code(payload: bytes) -> int | None:
+    """The status code of a received close frame (``None``: none given); :class:`FrameError` if it is invalid."""
+    if not payload:
+        return None
+    if len(payload) == 1:
+        raise FrameError(1002, "a close frame's payload is a 2-byte code and a reason")
+    code: int = struct.unpack_from("!H", payload)[0]
+    if code not in _PEER_CODES and not 3000 <= code <= 4999:
+        raise FrameError(1002, f"invalid close code {code}")
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(1007, "a close reason must be UTF-8") from None
+    return code
