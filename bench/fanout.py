@@ -39,8 +39,9 @@ import httpx
 import websockets
 
 from . import fanout_report, fanout_targets, procstat
-from .fanout_readers import marker, parse_marker, raise_open_files_limit, raw_text, ticker_ws_text
+from .fanout_readers import raise_open_files_limit
 from .fanout_targets import Target
+from .fanout_wire import find_marker, marker
 from .latency import ROOT, STARTUP_TIMEOUT
 
 PROBE_PHASE, WARMUP_PHASE, PACED_PHASE, BURST_PHASE = 9, 0, 1, 2
@@ -68,8 +69,6 @@ class ReaderProcess:
                 transport,
                 "--readers",
                 str(readers),
-                "--format",
-                target.format,
                 "--source",
                 source,
                 stdin=asyncio.subprocess.PIPE,
@@ -173,14 +172,13 @@ async def publish(
 
 async def probe(target: Target, client: httpx.AsyncClient, args: argparse.Namespace) -> None:
     """Publish until one message reaches a WebSocket reader: every process on the path is up and connected."""
-    extract = ticker_ws_text if target.format == "ticker" else raw_text
     deadline = time.monotonic() + PROBE_TIMEOUT
     async with websockets.connect(target.reader_url("ws"), compression=None, open_timeout=STARTUP_TIMEOUT) as ws:
         for _ in range(int(PROBE_TIMEOUT)):
             await publish(target, client, args, PROBE_PHASE, 1, None)
             with contextlib.suppress(TimeoutError):
                 while time.monotonic() < deadline:
-                    mark = parse_marker(extract(await asyncio.wait_for(ws.recv(decode=False), 1.0)))
+                    mark = find_marker(await asyncio.wait_for(ws.recv(decode=False), 1.0))
                     if mark is not None and mark[0] == PROBE_PHASE:
                         return
             if time.monotonic() > deadline:
