@@ -11,9 +11,11 @@ Every round starts each target afresh, in turn (A B C A B C …), and runs one s
    when all of its readers are open;
 3. a few untimed messages reach every reader (first-use costs are paid);
 4. paced: M messages (``--messages``) published ``--rate`` per second; then burst: M more, all at once, at most
-   ``--burst-concurrency`` POSTs in flight. Each message's text (ticker: the headline; the peers: the whole body,
-   ``--payload-bytes`` long) starts with ``FANOUT <phase> <seq> <time.time() at send>``, and the readers time
-   every arrival against it. After each phase the readers wait (at most ``--drain-timeout``) for what is missing.
+   ``--burst-concurrency`` POSTs in flight. Each message's text (a flash's headline; ticker's POST body is
+   ``--payload-bytes`` long, and the peers publish what ticker delivers for that flash, so every server writes the
+   same bytes: see ``bench/fanout_targets.py``) starts with ``FANOUT <phase> <seq> <time.time() at send>``, and
+   the readers time every arrival against it. After each phase the readers wait (at most ``--drain-timeout``)
+   for what is missing.
 
 The servers' CPU (user + system of their whole process trees, from /proc) and memory (RSS) are sampled around the
 connect phase and around each publish phase. What each figure means is in ``bench/fanout_report.py``; the results
@@ -262,6 +264,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=300,
         help="published body size: the peers' message, ticker's POST JSON (default: %(default)s)",
     )
+    parser.add_argument(
+        "--peer-body",
+        choices=["ticker", "padded"],
+        default="ticker",
+        help="the peers publish what ticker delivers for the same flash (default), or the padded marker",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of all targets, interleaved (default: 2)")
     parser.add_argument(
         "--drain-timeout",
@@ -324,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 with fanout_targets.start(
                     name, hub_workers=args.hub_workers, nchan_workers=args.nchan_workers
                 ) as target:
+                    target.transport, target.peer_body = args.transport, args.peer_body
                     results.append(asyncio.run(scenario(target, args, Path(logs), round_no)))
                 print("#   " + fanout_report.progress_line(results[-1]), file=sys.stderr, flush=True)
     summary = fanout_report.summarize(results, args, fanout_targets.versions(args.targets), time.monotonic() - started)

@@ -264,9 +264,15 @@ def headline(summary: dict[str, Any]) -> str:
     return (
         f"{TRANSPORT_NAMES[c['transport']]} readers: {c['readers']} per target over {c['clients']} client "
         f"processes; {c['messages']} messages paced at {c['rate']:g}/s, then {c['messages']} as a burst (at most "
-        f"{c['burst_concurrency']} POSTs in flight); {c['payload_bytes']}-byte published bodies; medians of "
+        f"{c['burst_concurrency']} POSTs in flight); {_bodies(c)}; medians of "
         f"{c['rounds']} interleaved round(s) (lost, dup, failed: totals)"
     )
+
+
+def _bodies(config: dict[str, Any]) -> str:
+    if config.get("peer_body", "padded") == "ticker":
+        return f"{config['payload_bytes']}-byte POST bodies, the peers publishing ticker's message for each flash"
+    return f"{config['payload_bytes']}-byte published bodies"
 
 
 def environment(summary: dict[str, Any]) -> str:
@@ -337,8 +343,8 @@ Definitions are in `bench/fanout_report.py` and `bench/procstat.py`:
   and Redis, and it includes the ingest of the POSTs), "hub" only those holding the readers (the same for the peers).
 - mem KB/conn: RSS growth of the server while the readers connect ÷ readers (user space only: kernel socket
   buffers are not in RSS). Accept cost: server CPU seconds per 1,000 handshakes.
-- ticker's messages are bigger (a ninjs document in an event envelope; see bytes/msg); the published bodies are the
-  same size.
+- Every server delivers the same message: ticker a flash (a ninjs document in an event envelope over WebSocket, the
+  document as SSE data), and the peers the same bytes, published as their message body (see bytes/msg).
 - In the burst the 2 cores are saturated (server, 2 client processes and the publisher share them): its latencies
   and deliveries/s are bounded by the machine, and depend on publish semantics — Node fans out inside the POST
   handler, so its publisher is throttled (POST p50) and messages wait less once sent; Nchan and ticker answer the

@@ -7,6 +7,11 @@
 * ``node``: ``peers/node-ws/server.js``, Node.js with the ``ws`` library (npm-installed into ``peers/node-ws``
   when missing): POST ``/pub``, readers on any WebSocket path or ``GET /sse``.
 
+Every server delivers the same bytes: ticker publishes a flash whose headline carries the message's marker, and the
+peers publish what ticker's readers get for that flash (``peer_body``): the WebSocket message (a ninjs document in
+its event envelope) or, for SSE, the ninjs document that ticker's ``data:`` field carries. (``--peer-body padded``
+gives the peers the bare marker padded to ``--payload-bytes`` instead, as the first versions of this benchmark did.)
+
 Each target names the processes to measure: ``hub`` (the ones holding the readers' connections) and ``path``
 (everything a message goes through: for ticker the hub(s), the worker and Redis; for the peers the same as ``hub``);
 ticker's ``worker`` and ``redis`` are also measured on their own.
@@ -21,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +34,29 @@ from pathlib import Path
 import httpx
 import orjson
 
+from ticker_service.models import Event, FlashIn, make_event_id, new_document, new_epoch
+from ticker_service.settings import Settings
+
 from .latency import STARTUP_TIMEOUT, Stack, free_port, redis_version, wait_for
 
 PEERS = Path(__file__).resolve().parent / "peers"
 NODE_DIR = PEERS / "node-ws"
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 TARGETS = ("ticker", "nchan", "node")
+_EPOCH = new_epoch()
+
+
+def ticker_body(headline: str) -> bytes:
+    """ticker's ``POST /v1/flashes`` body for a flash with this headline."""
+    return orjson.dumps({"headline": headline, "language": "en", "category": "politics", "urgency": 1})
+
+
+def peer_body(headline: str, transport: str, settings: Settings) -> bytes:
+    """What ticker delivers for that flash: the WebSocket message, or the SSE event's data (the ninjs document)."""
+    doc = new_document(FlashIn.model_validate_json(ticker_body(headline)), settings)
+    if transport == "sse":
+        return orjson.dumps(doc)
+    return Event(make_event_id(_EPOCH, f"{time.time_ns() // 1_000_000}-0"), "flash", doc).to_message()
 
 
 @dataclass
@@ -48,6 +71,10 @@ class Target:
     groups: dict[str, list[int]]  # "hub", "path" -> root pids
     pub_headers: dict[str, str] = field(default_factory=dict)
     pub_ok: tuple[int, ...] = (200,)
+    # The peers' bodies: "ticker" (what ticker delivers for the same flash, per transport) or "padded" (the text).
+    peer_body: str = "ticker"
+    transport: str = "ws"
+    _settings: Settings = field(default_factory=Settings)
 
     def reader_url(self, transport: str) -> str:
         base = self.base_url.replace("http://", "ws://", 1) if transport == "ws" else self.base_url
@@ -55,13 +82,16 @@ class Target:
 
     def body(self, text: str) -> bytes:
         if self.format == "ticker":
-            return orjson.dumps({"headline": text, "language": "en", "category": "politics", "urgency": 1})
+            return ticker_body(text)
+        if self.peer_body == "ticker":
+            return peer_body(text, self.transport, self._settings)
         return text.encode()
 
     def text_size(self, payload_bytes: int) -> int:
-        """How long the marker + padding may be for the published body to be ``payload_bytes`` long."""
-        if self.format == "ticker":
-            return min(280, payload_bytes - len(self.body("")))  # 280: the longest headline ticker accepts
+        """How long the marker + padding may be: ticker's POST body is ``payload_bytes`` long, and the peers
+        publish the same headline in ticker's message (or, padded, a body of ``payload_bytes``)."""
+        if self.format == "ticker" or self.peer_body == "ticker":
+            return min(280, payload_bytes - len(ticker_body("")))  # 280: the longest headline ticker accepts
         return payload_bytes
 
     async def publish(self, client: httpx.AsyncClient, text: str) -> None:
