@@ -1,11 +1,12 @@
 """The first request of every connection: a reader's WebSocket opening is answered here, the rest goes to uvicorn.
 
-In a reconnect storm nearly every new connection is ``GET /v1/stream`` asking for a WebSocket. uvicorn's HTTP
-protocol would first build its per-connection state (an HTTP parser, loggers, flow control, socket addresses) and
-a per-request ASGI scope, only to hand the connection over. This protocol, uvicorn's ``http`` class, reads the
-request head itself; a well-formed opening of ``/v1/stream`` (request line, header syntax, no body) goes straight
-to :class:`~.native_ws.StreamProtocol`. Any other request, or anything it is not sure of, is handed with the bytes
-read so far to :class:`~.native_sse.ReaderHttpProtocol` (uvicorn's parser, native SSE, the ASGI app), which
+In a reconnect storm nearly every new connection is a reader: ``GET /v1/stream`` asking for a WebSocket, or
+``GET /v1/events``. uvicorn's HTTP protocol would first build its per-connection state (an HTTP parser, loggers,
+flow control, socket addresses) and a per-request ASGI scope, only to hand the connection over. This protocol,
+uvicorn's ``http`` class, reads the request head itself; a well-formed reader's request (request line, header
+syntax, no body) goes straight to :class:`~.native_ws.StreamProtocol` or
+:class:`~.event_stream.EventStreamProtocol`. Any other request, or anything it is not sure of, is handed with the
+bytes read so far to :class:`~.http_protocol.ReaderHttpProtocol` (uvicorn's parser and the ASGI app), which
 answers exactly as if it had read them itself. The connection limits and the request deadline apply from the
 first byte either way.
 """
@@ -22,20 +23,22 @@ from uvicorn.server import ServerState
 
 from ..hub import Hub
 from ..security import Security
-from .native_sse import ReaderHttpProtocol, handshake_timeout
+from .event_stream import EventStreamProtocol
+from .http_protocol import ReaderHttpProtocol, handshake_timeout
 from .native_ws import StreamProtocol
 
 HEAD_LIMIT = 8 * 1024  # a longer request head is not a plain opening: uvicorn's parser judges it
-_REQUEST_LINE = re.compile(rb"GET (/v1/stream(?:\?[!-~]*)?) HTTP/1\.1")
+_REQUEST_LINE = re.compile(rb"GET (/v1/(stream|events)(?:\?[!-~]*)?) HTTP/1\.1")
 # Header lines as RFC 9110 §5 allows them (a token, a colon, visible or tab/space/obs-text characters), each ending
 # in CRLF: no bare CR or LF, no NUL or other controls, no obs-fold.
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
 
-def split_opening(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-    """The target and ``(lower-case name, value)`` headers of a ``GET /v1/stream`` request head (up to and
-    including the last header's CRLF), or ``None`` if the head is anything else or not certainly well-formed."""
+def split_opening(head: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """The path's last part (``stream`` or ``events``), the target and the ``(lower-case name, value)`` headers of a
+    reader's request head (up to and including the last header's CRLF), or ``None`` if the head is anything else
+    or not certainly well-formed."""
     line_end = head.find(b"\r\n")
     request = _REQUEST_LINE.fullmatch(head, 0, line_end)
     if request is None or _HEADER_BLOCK.fullmatch(head, line_end + 2) is None:
@@ -47,7 +50,10 @@ def split_opening(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None
         if name in _BODY_HEADERS:
             return None  # a request with a body: uvicorn's parser reads (and refuses) it
         headers.append((name, value.strip(b" \t")))
-    return request.group(1), headers
+    kind = request.group(2)
+    if kind == b"events" and any(name == b"upgrade" for name, _ in headers):
+        return None  # not an event stream request: uvicorn and the app answer it
+    return kind, request.group(1), headers
 
 
 class FrontProtocol(asyncio.Protocol):
@@ -116,6 +122,16 @@ class FrontProtocol(asyncio.Protocol):
         self._stop_timer()
         connections = self.server_state.connections
         connections.discard(self)
+        kind, target, headers = opening
+        default_headers = self.server_state.default_headers
+        if kind == b"events":
+            stream = EventStreamProtocol(
+                hub, connections=connections, security=self.security, release=self._pass_slot()
+            )
+            stream.connection_made(self.transport)
+            self.transport.set_protocol(stream)
+            stream.open(target, headers, default_headers)
+            return
         protocol = StreamProtocol(
             hub,
             max_size=self.config.ws_max_size,
@@ -125,8 +141,7 @@ class FrontProtocol(asyncio.Protocol):
         )
         protocol.connection_made(self.transport)
         self.transport.set_protocol(protocol)
-        target, headers = opening
-        protocol.upgrade("GET", "1.1", target, headers, self.server_state.default_headers)
+        protocol.upgrade("GET", "1.1", target, headers, default_headers)
         if len(buffer) > end + 4:
             protocol.data_received(buffer[end + 4 :])
 

@@ -6,7 +6,7 @@ frame serialisation. Here the hub writes the pre-built frame bytes (the same for
 (``subscribe`` messages, pongs, pings, close); keepalive pings come from the hub's one timer.
 
 The front protocol (``front.FrontProtocol``), or for a later request on a kept-alive connection uvicorn's HTTP
-protocol (``native_sse.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
+protocol (``http_protocol.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
 WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
 """
 

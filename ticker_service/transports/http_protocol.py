@@ -1,10 +1,9 @@
-"""``GET /v1/events`` served natively in uvicorn: the fan-out writes SSE chunks to the socket itself.
+"""uvicorn's HTTP protocol for every request but a connection's first reader opening, which ``front`` answers.
 
-This HTTP protocol is also where ``/v1/stream`` WebSocket upgrades are handed to ``native_ws.StreamProtocol``.
-
-The HTTP/1.1 response is chunked; each batch of events is one pre-built chunk shared by all SSE readers of a filter.
-Keepalive comments come from one hub-wide timer, not a task per reader. Every other request (and SSE over HTTP/1.0)
-goes to the ASGI app as usual.
+A reader's request that comes later on a kept-alive connection (``GET /v1/events`` over HTTP/1.1, a WebSocket
+opening of ``/v1/stream``) is handed, parsed, to the same native protocols the front protocol uses
+(``event_stream.EventStreamProtocol``, ``native_ws.StreamProtocol``). Every other request (and SSE over HTTP/1.0)
+goes to the ASGI app as usual. The connection limits and the per-request deadline (slowloris) apply here too.
 """
 
 from __future__ import annotations
@@ -12,33 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from urllib.parse import parse_qsl
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..filters import FilterError
-from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
-from ..hub import Hub, TransportReader
+from ..hub import Hub
 from ..problems import problem_http
-from ..reader_auth import Grant, ReaderTokenError, bearer, from_cookie
 from ..security import Security
-from .native_ws import StreamProtocol, expire_at, limit_send_buffer
-from .resume import read_subscription
+from .event_stream import EventStreamProtocol
+from .native_ws import StreamProtocol
 
-logger = logging.getLogger("ticker.sse")
-
-HEAD = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"content-type: text/event-stream; charset=utf-8\r\n"
-    b"cache-control: no-store\r\n"
-    b"x-accel-buffering: no\r\n"
-    b"x-content-type-options: nosniff\r\n"
-    b"transfer-encoding: chunked\r\n"
-)
-END = b"0\r\n\r\n"
-HEARTBEAT = http_chunk(SSE_HEARTBEAT)
-CLOSE_AFTER_SECONDS = 10.0
+logger = logging.getLogger("ticker.http")
 
 
 def handshake_timeout(app_state: dict[str, object]) -> float:
@@ -48,18 +31,12 @@ def handshake_timeout(app_state: dict[str, object]) -> float:
 
 
 class ReaderHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with ``GET /v1/events`` readers attached to the hub directly.
+    """uvicorn's httptools protocol, handing readers' requests to the native reader protocols."""
 
-    It serves what the front protocol (``front.FrontProtocol``) hands over: every request but a connection's first
-    WebSocket opening of ``/v1/stream``.
-    """
-
-    reader: TransportReader | None = None
-    hub: Hub | None = None
+    handed_over = False  # a native reader protocol has the connection: ignore what the parser still reports
     security: Security | None = None
     _client_ip: str | None = None  # counted by the ConnectionGuard until released
     _request_timer: asyncio.TimerHandle | None = None
-    _expiry: asyncio.TimerHandle | None = None
     _refused: tuple[int, str] | None = None  # over a connection limit: answered once the headers are in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -115,10 +92,14 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         return lambda: security.guard.release(ip)
 
     def on_message_begin(self) -> None:
+        if self.handed_over:
+            return  # a request pipelined behind a reader's: the connection is the stream's now
         super().on_message_begin()
         self._arm_request_timer()
 
     def on_headers_complete(self) -> None:
+        if self.handed_over:
+            return
         if self._refused is not None:
             self._disarm_request_timer()
             # Read the request first, so that the client sees the answer rather than a reset connection.
@@ -131,49 +112,22 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             and self.parser.get_http_version() == "1.1"
             and not self.parser.should_upgrade()
         ):
-            url = httptools.parse_url(self.url)
-            if url.path == b"/v1/events":
-                self._serve_events(hub, (url.query or b"").decode("latin-1"))
+            if httptools.parse_url(self.url).path == b"/v1/events":
+                stream = EventStreamProtocol(
+                    hub, connections=self.connections, security=self.security, release=self._hand_over_slot()
+                )
+                self._hand_over(stream)
+                stream.open(self.url, self.headers, self.server_state.default_headers)
                 return
         super().on_headers_complete()
 
-    def _serve_events(self, hub: Hub, query: str) -> None:
-        last_header = next((v.decode("latin-1") for k, v in self.headers if k == b"last-event-id"), None)
-        try:
-            flt, last = read_subscription(dict(parse_qsl(query, keep_blank_values=True)), last_header)
-        except FilterError as exc:
-            self._problem(400, exc.message, [{"field": exc.field, "message": exc.message}])
-            return
-        grant = Grant()
-        # The public stream: any page may embed the ticker (``*``, never with credentials). A listed origin gets
-        # its own name and credentials instead, so that its pages may send the reader cookie.
-        cors: list[tuple[bytes, bytes]] = [(b"access-control-allow-origin", b"*")]
-        if self.security is not None:
-            wanted = (b"authorization", b"cookie", b"origin")
-            headers = {k.decode(): v.decode("latin-1") for k, v in self.headers if k in wanted}
-            cors = self.security.origins.cors_headers(headers.get("origin")) or cors
-            try:
-                token = bearer(headers.get("authorization")) or from_cookie(headers.get("cookie"))
-                grant = self.security.readers.verify(token)
-            except ReaderTokenError as exc:
-                self._problem(401, str(exc), [{"field": "Authorization", "message": str(exc)}])
-                return
-            flt = self.security.readers.apply(flt, grant)
-        self._disarm_request_timer()  # an event stream: the request is complete, and the stream lives on
-        self.hub = hub
-        self.reader = TransportReader(
-            flt, hub.write_buffer_limit, self.transport, websocket=False, closer=self._close_reader, beat=self._beat
-        )
-        limit_send_buffer(self.transport, hub.send_buffer)
-        head = [HEAD]
-        for name, value in [*self.server_state.default_headers, *cors]:
-            head += [name, b": ", value, b"\r\n"]
-        self.transport.write(b"".join([*head, b"\r\n", http_chunk(sse_opening())]))
-        hub.connect(self.reader, last)
-        self._expiry = expire_at(grant, self.reader.close)
-
-    def _beat(self) -> None:
-        self.transport.write(HEARTBEAT)
+    def _hand_over(self, protocol: EventStreamProtocol | StreamProtocol) -> None:
+        """Give the connection (and its place in the ConnectionGuard) to a native reader protocol."""
+        self._disarm_request_timer()
+        self.handed_over = True
+        self.connections.discard(self)
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
 
     def handle_websocket_upgrade(self) -> None:
         """Hand ``/v1/stream`` upgrades to the native reader protocol; other paths go to uvicorn's."""
@@ -188,7 +142,6 @@ class ReaderHttpProtocol(HttpToolsProtocol):
                 release()
             super().handle_websocket_upgrade()
             return
-        self.connections.discard(self)
         protocol = StreamProtocol(
             hub,
             max_size=self.config.ws_max_size,
@@ -196,8 +149,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             security=self.security,
             release=self._hand_over_slot(),
         )
-        protocol.connection_made(self.transport)
-        self.transport.set_protocol(protocol)
+        self._hand_over(protocol)
         scope = self.scope
         protocol.upgrade(
             scope["method"], scope["http_version"], self.url, scope["headers"], self.server_state.default_headers
@@ -208,45 +160,21 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         self.transport.write(problem_http(status, detail, errors=errors, headers=extra))
         self.transport.close()
 
-    def _close_reader(self, reason: str) -> None:
-        """End the stream (slow reader, shutdown, history unreadable): the client reconnects with Last-Event-ID."""
-        if self.hub is not None and self.reader is not None:
-            self.hub.remove(self.reader)
-        if self.transport.is_closing():
-            return
-        self.transport.write(END)
-        self.transport.close()
-        # A slow reader may never drain its buffer: do not keep its socket around for ever.
-        self.loop.call_later(CLOSE_AFTER_SECONDS, self.transport.abort)
-
     def data_received(self, data: bytes) -> None:
-        if self.reader is not None or (self._refused is not None and self.transport.is_closing()):
-            return  # an event stream reads nothing more from its client; a refused one is being closed
+        if self._refused is not None and self.transport.is_closing():
+            return  # a refused connection is being closed
         super().data_received(data)
 
     def on_body(self, body: bytes) -> None:
-        if self.reader is None and self._refused is None:
+        if not self.handed_over and self._refused is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm_request_timer()  # the request is in; the app's answer takes the time it takes
-        if self.reader is None and self._refused is None:
+        if not self.handed_over and self._refused is None:
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_request_timer()
         self._release_slot()
-        if self._expiry is not None:
-            self._expiry.cancel()
-        if self.hub is not None and self.reader is not None:
-            self.hub.detach(self.reader)
-            self.transport.close()
-            self.connections.discard(self)
-            return
         super().connection_lost(exc)
-
-    def shutdown(self) -> None:
-        if self.reader is not None:
-            self.reader.close("shutdown")
-            return
-        super().shutdown()
