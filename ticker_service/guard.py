@@ -7,7 +7,9 @@ shares the proxy's address, so set the per-address limit there (docs/security.md
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 
 class ConnectionGuard:
@@ -35,6 +37,10 @@ class ConnectionGuard:
         self.total += 1
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         return None
+
+    def releaser(self, ip: str | None) -> Callable[[], None] | None:
+        """What gives ``ip``'s counted connection back, for the protocol that ends up holding the connection."""
+        return None if ip is None else functools.partial(self.release, ip)
 
     def release(self, ip: str) -> None:
         self.total -= 1

@@ -161,10 +161,7 @@ class FrontProtocol(asyncio.Protocol):
     def _pass_slot(self) -> Callable[[], None] | None:
         """The connection's place in the ConnectionGuard, for the protocol that takes over to give back."""
         ip, self._client_ip = self._client_ip, None
-        security = self.security
-        if ip is None or security is None:
-            return None
-        return lambda: security.guard.release(ip)
+        return None if self.security is None else self.security.guard.releaser(ip)
 
     def _too_slow(self) -> None:
         """The request head did not arrive in time (slowloris)."""

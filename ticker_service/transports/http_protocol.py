@@ -84,12 +84,9 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             self._client_ip = None
 
     def _hand_over_slot(self) -> Callable[[], None] | None:
-        """The connection's place in the ConnectionGuard, for the WebSocket protocol to give back when it ends."""
+        """The connection's place in the ConnectionGuard, for the protocol that takes over to give back."""
         ip, self._client_ip = self._client_ip, None
-        security = self.security
-        if ip is None or security is None:
-            return None
-        return lambda: security.guard.release(ip)
+        return None if self.security is None else self.security.guard.releaser(ip)
 
     def on_message_begin(self) -> None:
         if self.handed_over:
