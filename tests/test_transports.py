@@ -245,3 +245,70 @@ async def test_only_a_get_opens_the_stream(service: Service) -> None:
         answer = await asyncio.wait_for(reader.read(12), 10)
         writer.close()
         assert answer.startswith(expected) if expected else not answer.startswith(b"HTTP/1.1 101"), (method, answer)
+
+
+async def _read_response_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes]]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, *lines = head[:-4].split(b"\r\n")
+    return status, {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines)}
+
+
+async def test_readers_on_a_kept_alive_connection_are_served_too(service: Service, client: httpx.AsyncClient) -> None:
+    """The front protocol reads only a connection's first request; a reader's request after another one on the same
+    connection goes through uvicorn's parser to the same native stream, for SSE and for WebSocket."""
+    host, port = service.base_url.removeprefix("http://").rsplit(":", 1)
+    first = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    events = f"GET /v1/events?lang=et HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    opening = (
+        f"GET /v1/stream?lang=et HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    streams = []
+    for second in (events, opening):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(first)
+        status, headers = await _read_response_head(reader)
+        assert status.startswith(b"HTTP/1.1 200") and headers.get(b"connection") != b"close", (status, headers)
+        await reader.readexactly(int(headers[b"content-length"]))
+        writer.write(second)
+        status, headers = await _read_response_head(reader)
+        expected = b"HTTP/1.1 200" if second is events else b"HTTP/1.1 101"
+        assert status.startswith(expected), (status, headers)
+        streams.append((reader, writer))
+    doc = await publish(client, service, "BREAKING: kept alive", language="et")
+    for reader, writer in streams:
+        received = b""
+        while doc["uri"].encode() not in received:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            assert chunk, "the stream ended before the flash arrived"
+            received += chunk
+        writer.close()
+
+
+async def test_refused_openings_are_problem_documents(service: Service) -> None:
+    """A WebSocket opening that RFC 6455 refuses gets a problem+json answer saying why, with the headers it asks for."""
+    host, port = service.base_url.removeprefix("http://").rsplit(":", 1)
+    base = f"GET /v1/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    cases = [
+        (base + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", 426),
+        (base + "Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n", 400),
+        (base + "Sec-WebSocket-Version: 13\r\n\r\n", 400),  # no key
+        (
+            base.replace("/v1/stream", "/v1/stream?max_urgency=12")
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+        ),
+    ]
+    for request, status in cases:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request.encode())
+        line, headers = await _read_response_head(reader)
+        body = json.loads(await reader.readexactly(int(headers[b"content-length"])))
+        writer.close()
+        assert line.startswith(b"HTTP/1.1 %d" % status), (request, line)
+        assert headers[b"content-type"] == b"application/problem+json"
+        assert body["status"] == status and body["detail"], body
+        if "max_urgency" in request:
+            assert body["errors"][0]["field"] == "max_urgency"
+        if status == 426:
+            assert headers[b"sec-websocket-version"] == b"13"
