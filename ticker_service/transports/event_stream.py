@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, cast
-from urllib.parse import parse_qsl
+from collections.abc import Iterable
 
 from ..filters import FilterError
 from ..frames import SSE_HEARTBEAT, http_chunk, sse_opening
-from ..hub import Hub, TransportReader
-from ..problems import problem_http
 from ..reader_auth import Grant, ReaderTokenError, bearer, from_cookie
-from ..security import Security
-from .native_ws import expire_at, limit_send_buffer
-from .resume import read_subscription
+from .reader_protocol import ReaderProtocol
+from .resume import subscription_of_query
 
 logger = logging.getLogger("ticker.sse")
 
@@ -40,30 +35,10 @@ CLOSE_AFTER_SECONDS = 10.0
 _WANTED = frozenset({b"authorization", b"cookie", b"origin", b"last-event-id"})
 
 
-class EventStreamProtocol(asyncio.Protocol):
+class EventStreamProtocol(ReaderProtocol):
     """One SSE reader of ``/v1/events``: the response head, then whatever the hub writes, until either side ends."""
 
-    __slots__ = ("_expiry", "_release", "connections", "hub", "reader", "security", "transport")
-
-    def __init__(
-        self,
-        hub: Hub,
-        *,
-        connections: set[Any],
-        security: Security | None = None,
-        release: Callable[[], None] | None = None,
-    ) -> None:
-        self.hub = hub
-        self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
-        self.security = security
-        self._release = release  # gives the connection's place back to the hub's ConnectionGuard
-        self._expiry: asyncio.TimerHandle | None = None
-        self.transport: asyncio.Transport | None = None
-        self.reader: TransportReader | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.connections.add(self)
+    __slots__ = ()
 
     def open(
         self, target: bytes, headers: Iterable[tuple[bytes, bytes]], default_headers: Iterable[tuple[bytes, bytes]]
@@ -73,10 +48,9 @@ class EventStreamProtocol(asyncio.Protocol):
         wanted = {k.decode(): v.decode("latin-1") for k, v in headers if k in _WANTED}
         _, _, query = target.decode("latin-1").partition("?")
         try:
-            query_params = dict(parse_qsl(query, keep_blank_values=True))
-            flt, last = read_subscription(query_params, wanted.get("last-event-id"))
+            flt, last = subscription_of_query(query, wanted.get("last-event-id"))
         except FilterError as exc:
-            self._refuse(400, exc.message, [{"field": exc.field, "message": exc.message}])
+            self.refuse(400, exc.message, errors=[{"field": exc.field, "message": exc.message}])
             return
         grant = Grant()
         # The public stream: any page may embed the ticker (``*``, never with credentials). A listed origin gets
@@ -88,30 +62,17 @@ class EventStreamProtocol(asyncio.Protocol):
                 token = bearer(wanted.get("authorization")) or from_cookie(wanted.get("cookie"))
                 grant = self.security.readers.verify(token)
             except ReaderTokenError as exc:
-                self._refuse(401, str(exc), [{"field": "Authorization", "message": str(exc)}])
+                self.refuse(401, str(exc), errors=[{"field": "Authorization", "message": str(exc)}])
                 return
             flt = self.security.readers.apply(flt, grant)
-        self.reader = TransportReader(
-            flt, self.hub.write_buffer_limit, self.transport, websocket=False, closer=self._close, beat=self._beat
-        )
-        limit_send_buffer(self.transport, self.hub.send_buffer)
         head = [HEAD]
         for name, value in [*default_headers, *cors]:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", http_chunk(sse_opening())]))
-        self.hub.connect(self.reader, last)
-        self._expiry = expire_at(grant, self.reader.close)
-
-    def _refuse(self, status: int, detail: str, errors: list[dict[str, str]]) -> None:
-        assert self.transport is not None
-        self.transport.write(problem_http(status, detail, errors=errors))
-        self.transport.close()
+        self.start_reader(flt, last, grant, websocket=False, beat=self._beat)
 
     def data_received(self, data: bytes) -> None:
         """An event stream reads nothing more from its client."""
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes; connection_lost lets the hub forget the reader
 
     def _beat(self) -> None:
         assert self.transport is not None
@@ -127,16 +88,6 @@ class EventStreamProtocol(asyncio.Protocol):
         self.transport.close()
         # A slow reader may never drain its buffer: do not keep its socket around for ever.
         asyncio.get_running_loop().call_later(CLOSE_AFTER_SECONDS, self.transport.abort)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
-        if self.reader is not None:
-            self.hub.detach(self.reader)
-        if self._expiry is not None:
-            self._expiry.cancel()
-        if self._release is not None:
-            self._release()
-            self._release = None
 
     def shutdown(self) -> None:
         """uvicorn is stopping: end the stream (the client resumes elsewhere), or just close."""

@@ -128,8 +128,7 @@ class FrontProtocol(asyncio.Protocol):
             stream = EventStreamProtocol(
                 hub, connections=connections, security=self.security, release=self._pass_slot()
             )
-            stream.connection_made(self.transport)
-            self.transport.set_protocol(stream)
+            stream.take_over(self.transport)
             stream.open(target, headers, default_headers)
             return
         protocol = StreamProtocol(
@@ -139,8 +138,7 @@ class FrontProtocol(asyncio.Protocol):
             security=self.security,
             release=self._pass_slot(),
         )
-        protocol.connection_made(self.transport)
-        self.transport.set_protocol(protocol)
+        protocol.take_over(self.transport)
         protocol.upgrade("GET", "1.1", target, headers, default_headers)
         if len(buffer) > end + 4:
             protocol.data_received(buffer[end + 4 :])
@@ -155,7 +153,6 @@ class FrontProtocol(asyncio.Protocol):
         )
         ip, self._client_ip = self._client_ip, None
         protocol.take_over(self.transport, client_ip=ip, refused=self._refused)
-        self.transport.set_protocol(protocol)
         protocol.data_received(buffer)
 
     def _pass_slot(self) -> Callable[[], None] | None:

@@ -20,6 +20,7 @@ from ..problems import problem_http
 from ..security import Security
 from .event_stream import EventStreamProtocol
 from .native_ws import StreamProtocol
+from .reader_protocol import ReaderProtocol
 
 logger = logging.getLogger("ticker.http")
 
@@ -54,7 +55,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
     def take_over(
         self, transport: asyncio.Transport, *, client_ip: str | None, refused: tuple[int, str] | None
     ) -> None:
-        """Serve a connection the front protocol admitted (or refused) and read the start of."""
+        """Become the protocol of a connection the front protocol admitted (or refused) and read the start of."""
         super().connection_made(transport)
         security = self.app_state.get("ticker_security")
         if isinstance(security, Security):
@@ -62,6 +63,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             self._client_ip = client_ip
             self._refused = refused
             self._arm_request_timer()
+        transport.set_protocol(self)
 
     # -- handshake timeout: a client must send each request, headers and body, in time (slowloris) --------------
     def _arm_request_timer(self) -> None:
@@ -118,13 +120,12 @@ class ReaderHttpProtocol(HttpToolsProtocol):
                 return
         super().on_headers_complete()
 
-    def _hand_over(self, protocol: EventStreamProtocol | StreamProtocol) -> None:
+    def _hand_over(self, protocol: ReaderProtocol) -> None:
         """Give the connection (and its place in the ConnectionGuard) to a native reader protocol."""
         self._disarm_request_timer()
         self.handed_over = True
         self.connections.discard(self)
-        protocol.connection_made(self.transport)
-        self.transport.set_protocol(protocol)
+        protocol.take_over(self.transport)
 
     def handle_websocket_upgrade(self) -> None:
         """Hand ``/v1/stream`` upgrades to the native reader protocol; other paths go to uvicorn's."""

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
 from ..filters import Filter, FilterError
 from ..frames import retry_ms, ws_close_frame, ws_frame
-from ..hub import Hub, TransportReader
-from ..problems import problem_http
+from ..hub import Hub
 from ..reader_auth import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
 from ..security import Security
 from . import inbound
 from .handshake import Refusal, read_opening, switching_protocols
 from .inbound import CLOSE, PONG, TEXT, FrameError, close_code, read_frames
+from .reader_protocol import ReaderProtocol
 from .resume import subscription_of_query
 from .websocket import CLOSE_SLOW
 
@@ -50,41 +48,14 @@ CLOSE_CODES = {
 }
 
 
-def expire_at(grant: Grant, close: Callable[[str], None]) -> asyncio.TimerHandle | None:
-    """Close a reader when its token expires."""
-    if grant.expires is None:
-        return None
-    return asyncio.get_running_loop().call_later(max(0.0, grant.expires - time.time()), close, "expired")
-
-
-def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
-    """Bound the kernel's send buffer, so that a reader that stops reading shows in the transport's buffer soon."""
-    sock = transport.get_extra_info("socket")
-    if size and sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-
-
-class StreamProtocol(asyncio.Protocol):
+class StreamProtocol(ReaderProtocol):
     """One WebSocket reader of ``/v1/stream``: handshake, inbound frames, close; outbound data comes from the hub.
 
     The opening request arrives already split into headers (by the front protocol, or by uvicorn's parser for a
     request that follows another on a kept-alive connection); :meth:`upgrade` answers it.
     """
 
-    __slots__ = (
-        "_awaiting_pong",
-        "_close_timer",
-        "_expiry",
-        "_inbound",
-        "_max_size",
-        "_release",
-        "_state",
-        "connections",
-        "hub",
-        "reader",
-        "security",
-        "transport",
-    )
+    __slots__ = ("_awaiting_pong", "_close_timer", "_inbound", "_max_size", "_state")
 
     def __init__(
         self,
@@ -95,24 +66,14 @@ class StreamProtocol(asyncio.Protocol):
         security: Security | None = None,
         release: Callable[[], None] | None = None,
     ) -> None:
-        self.hub = hub
-        self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
-        self.security = security
-        self._release = release  # gives the connection's place back to the hub's ConnectionGuard
-        self._expiry: asyncio.TimerHandle | None = None
+        super().__init__(hub, connections=connections, security=security, release=release)
         self._max_size = max_size
         self._state = CONNECTING
         self._inbound = b""  # the start of a frame not wholly received yet
-        self.transport: asyncio.Transport | None = None
-        self.reader: TransportReader | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        self.connections.add(self)
-
     def data_received(self, data: bytes) -> None:
         if self._state == CONNECTING:
             return  # a client may not send before the handshake's answer; a refused one is being closed
@@ -160,37 +121,19 @@ class StreamProtocol(asyncio.Protocol):
                     raise Refusal(401, str(exc)) from None
                 flt = self.security.readers.apply(flt, grant)
         except Refusal as refusal:
-            answer = problem_http(refusal.status, refusal.detail, errors=refusal.errors, headers=refusal.headers)
-            self.transport.write(answer)
-            self.transport.close()
+            self.refuse(refusal.status, refusal.detail, errors=refusal.errors, headers=refusal.headers)
             return
         # Answer "ticker" if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too).
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in opening.subprotocols else None
         self.transport.write(switching_protocols(opening, subprotocol, default_headers))
         self._state = OPEN
-        reader = TransportReader(
-            flt, self.hub.write_buffer_limit, self.transport, websocket=True, closer=self._close, beat=self._beat
-        )
-        limit_send_buffer(self.transport, self.hub.send_buffer)
-        self.reader = reader
-        self.hub.connect(reader, last)
-        self._expiry = expire_at(grant, reader.close)
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes; connection_lost lets the hub forget the reader
+        self.start_reader(flt, last, grant, websocket=True, beat=self._beat)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
-        if self.reader is not None:
-            self.hub.detach(self.reader)
+        super().connection_lost(exc)
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        if self._expiry is not None:
-            self._expiry.cancel()
-        if self._release is not None:
-            self._release()
-            self._release = None
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
@@ -207,20 +150,18 @@ class StreamProtocol(asyncio.Protocol):
 
     def _close_received(self, payload: bytes) -> None:
         """The reader's close frame: answer it (unless it answers ours) and end the connection (RFC 6455 §5.5.1)."""
-        assert self.transport is not None
         code = close_code(payload)
-        if self._state == OPEN:
-            self._write(ws_close_frame(code) if code is not None else ws_frame(b"", 0x88))
-        self._state = CLOSING
-        if self.reader is not None:
-            self.hub.remove(self.reader)
-        self.transport.close()
+        self._end(ws_close_frame(code) if code is not None else ws_frame(b"", 0x88))
 
     def _fail(self, code: int, reason: str) -> None:
         """The reader broke the protocol: a close frame saying how, then the connection ends."""
+        self._end(ws_close_frame(code, reason))
+
+    def _end(self, close_frame: bytes) -> None:
+        """Send ``close_frame`` if the connection is still open, and close it now."""
         assert self.transport is not None
         if self._state == OPEN:
-            self._write(ws_close_frame(code, reason))
+            self._write(close_frame)
         self._state = CLOSING
         if self.reader is not None:
             self.hub.remove(self.reader)
