@@ -34,7 +34,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from ticker_service.models import Event, FlashIn, make_event_id, new_document, new_epoch
+from ticker_service.events import Event, make_event_id, new_epoch
+from ticker_service.flashes import FlashIn, new_document
 from ticker_service.settings import Settings
 
 from .latency import STARTUP_TIMEOUT, Stack, free_port, redis_version, wait_for

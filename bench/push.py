@@ -34,10 +34,10 @@ from redis.asyncio import Redis
 
 from bench.latency import redis_stack
 from bench.procstat import usage
-from ticker_service.device_model import Device
-from ticker_service.device_store import STATS, DeviceStore
 from ticker_service.filters import Filter
-from ticker_service.vapid import generate
+from ticker_service.push.device import Device
+from ticker_service.push.store import STATS, DeviceStore
+from ticker_service.push.vapid import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.fakes lives beside bench/

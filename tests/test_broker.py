@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ticker_service.broker import Broker, ClaimLost, HistoryGap, VersionConflict, create_broker
-from ticker_service.models import Event, FlashIn, event_key, flash_id_of, new_document, withdrawn_document
+from ticker_service.events import Event, event_key
+from ticker_service.flashes import FlashIn, flash_id_of, new_document, withdrawn_document
 from ticker_service.settings import Settings
 
 from .support import RedisServer
@@ -163,7 +164,7 @@ async def test_publish_is_in_history_order_and_once_whatever_the_job_order(broke
 async def test_a_lost_history_has_a_new_epoch(broker: Broker, redis_server: RedisServer) -> None:
     """Ids from before the history was lost (Redis emptied; a new embedded process) are a gap, not a resume point."""
     from ticker_service.broker.memory import MemoryBroker
-    from ticker_service.models import split_event_id
+    from ticker_service.events import split_event_id
 
     old = await broker.record("flash", doc("before"), expect_version=None)
     if isinstance(broker, MemoryBroker):

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from ticker_client import Event, TickerClient
 
-from ticker_service.models import event_key
+from ticker_service.events import event_key
 
 from .conftest import start_distributed, start_hub
 from .support import Process, Service, flash_body, wait_ready

@@ -392,7 +392,7 @@ def test_concurrent_token_creates_lose_nothing(tmp_path: Path) -> None:
     import asyncio
     import subprocess
 
-    from ticker_service.tokens import FileTokenStore
+    from ticker_service.security.tokens import FileTokenStore
 
     from .support import ROOT, ticker
 

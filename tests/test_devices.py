@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from redis.asyncio import Redis
 
-from ticker_service.device_store import DEVICE, DeviceStore
 from ticker_service.filters import Filter
+from ticker_service.push.store import DEVICE, DeviceStore
 
 from .conftest import start_distributed, start_embedded
 from .support import Service

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ticker_service.filters import Filter, FilterError
-from ticker_service.models import FlashIn, new_document
+from ticker_service.flashes import FlashIn, new_document
 from ticker_service.settings import Settings
 
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.frames import Close, Frame, Opcode
 
-from ticker_service.frames import http_chunk, ws_close_frame, ws_frame
-from ticker_service.models import Event
+from ticker_service.events import Event
+from ticker_service.wire import http_chunk, ws_close_frame, ws_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 100_000])

@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ticker_service.broker.memory import MemoryBroker
+from ticker_service.events import Event
 from ticker_service.filters import Filter
-from ticker_service.frames import ws_frame
-from ticker_service.hub import Batch, Frames, Hub, QueueReader, TransportReader
-from ticker_service.models import Event, FlashIn, new_document
+from ticker_service.flashes import FlashIn, new_document
+from ticker_service.hub import Hub
+from ticker_service.readers import QueueReader, TransportReader
 from ticker_service.settings import Settings
+from ticker_service.wire import Batch, Frames, ws_frame
 
 SETTINGS = Settings(redis_url=None)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ticker_service.api.flashes import fingerprint, idempotency_scope
 from ticker_service.app import create_app
 from ticker_service.broker import create_broker
-from ticker_service.ingest import fingerprint, idempotency_scope
-from ticker_service.models import FlashIn
+from ticker_service.flashes import FlashIn
+from ticker_service.security.tokens import Editor, digest
 from ticker_service.settings import Settings
-from ticker_service.tokens import Editor, digest
 
 from .support import RedisServer, flash_body
 

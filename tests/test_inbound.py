@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Close, Frame, Opcode
 
-from ticker_service.transports.inbound import FrameError, close_code, read_frames
+from ticker_service.transports.native.inbound import FrameError, close_code, read_frames
 
 LIMIT = 64 * 1024
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ticker_service.models import (
+from ticker_service.events import event_key, is_event_id
+from ticker_service.flashes import (
     FlashIn,
     FlashPatch,
     corrected_document,
     editor_values,
-    event_key,
     flash_id_of,
-    is_event_id,
     is_flash_id,
     new_document,
     withdrawn_document,

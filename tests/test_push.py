@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ticker_service.device_store import DEVICE
+from ticker_service.push.store import DEVICE
 from workers.push.jobs import SENT_SET
 
 from .conftest import start_distributed, start_worker

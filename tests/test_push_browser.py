@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 
-from ticker_service.device_store import DEVICE
-from ticker_service.vapid import generate
+from ticker_service.push.store import DEVICE
+from ticker_service.push.vapid import generate
 
 from .conftest import start_distributed
 from .support import TIMEOUT, Service, wait_until

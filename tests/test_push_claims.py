@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from ticker_service.device_model import Device
-from ticker_service.device_store import DeviceStore
 from ticker_service.filters import Filter
-from ticker_service.push_settings import PushSettings
+from ticker_service.push.device import Device
+from ticker_service.push.settings import PushSettings
+from ticker_service.push.store import DeviceStore
 from workers.push.jobs import Pusher
 from workers.push.payload import Alert
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from ticker_service.vapid import load, public_key_b64
+from ticker_service.push.vapid import load, public_key_b64
 
 from .support import base_env, run_ticker
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 import regex
 
-from ticker_service.models import Event
-from ticker_service.push_settings import PushSettings
+from ticker_service.events import Event
+from ticker_service.push.settings import PushSettings
 from workers.push.bridges import build_bridges
 from workers.push.payload import (
     APNS_LIMIT,

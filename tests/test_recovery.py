@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from ticker_service.models import split_event_id
+from ticker_service.events import split_event_id
 
 from .conftest import start_distributed, start_embedded
 from .support import Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader

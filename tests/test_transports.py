@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from ticker_service.models import event_key
+from ticker_service.events import event_key
 
 from .conftest import start_embedded
 from .schema import assert_ninjs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -13,22 +12,22 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from . import admin, audit_api, devices, ingest, openapi, pages, reader_session, transports
-from .audit import AuditLog, MemoryAuditLog, RedisAuditLog
+from . import transports
+from .api import admin, audit, devices, flashes, health, openapi, pages, reader_session
 from .broker import Broker, create_broker
+from .errors import BrokerUnavailable
 from .hub import Hub
-from .memory import Trimmer
-from .observe import RequestObserver
-from .problems import BrokerUnavailable, Problem, handle_http_exception, handle_problem, handle_unavailable
-from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from .security import Security, middleware
+from .ops.observe import RequestObserver
+from .ops.trim import Trimmer
+from .problems import Problem, handle_http_exception, handle_problem, handle_unavailable
+from .security.audit import AuditLog, MemoryAuditLog, RedisAuditLog
+from .security.policy import Security, middleware
+from .security.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .security.tokens import FileTokenStore, RedisTokenStore, TokenStore
 from .settings import Settings
-from .tokens import FileTokenStore, RedisTokenStore, TokenStore
 
 logger = logging.getLogger("ticker.app")
 STATIC = resources.files("ticker_service") / "static"
@@ -49,16 +48,6 @@ def audit_and_limits(settings: Settings, broker: Broker) -> tuple[AuditLog, Rate
     if isinstance(broker, RedisBroker):
         return RedisAuditLog(broker.redis, settings.audit_max_entries), RedisRateLimiter(broker.redis)
     return MemoryAuditLog(settings.audit_max_entries), MemoryRateLimiter()
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
-
-
-async def readyz(request: Request) -> Response:
-    ready = await request.app.state.broker.ready()
-    body = {"status": "ready" if ready else "not ready", "readers": request.app.state.hub.count, "pid": os.getpid()}
-    return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 
 def create_app(
@@ -88,7 +77,7 @@ def create_app(
         reporting = admin.start_reporting(hub, broker)
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
-            from workers.settings import supervise_worker
+            from workers.worker import supervise_worker
 
             worker_task = asyncio.create_task(supervise_worker(settings))
         try:
@@ -110,11 +99,10 @@ def create_app(
     app = Starlette(
         routes=[
             *pages.routes(),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            *ingest.routes(),
+            *health.routes(),
+            *flashes.routes(),
             *devices.routes(),
-            *audit_api.routes(),
+            *audit.routes(),
             *reader_session.routes(),
             *openapi.routes(),
             *transports.routes(),

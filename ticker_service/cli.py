@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .redis_conn import describe
+from .security.tokens import EDITOR_SCOPES, SCOPES, Desk
+from .serve import serve
 from .settings import Settings
-from .tokens import EDITOR_SCOPES, SCOPES, Desk
 
 if TYPE_CHECKING:
-    from .tokens import TokenStore
+    from .security.tokens import TokenStore
 
 T = TypeVar("T")
 
@@ -29,38 +30,6 @@ ticker — live breaking-news push service.
 Without REDIS_URL everything runs in one process, in memory (try: ticker run).
 With REDIS_URL set, run any number of `ticker hub` processes and one or more `ticker worker`s.
 """
-
-
-def _serve(settings: Settings, host: str, port: int, *, with_worker: bool = False, processes: int = 1) -> None:
-    """Serve with uvicorn and the native reader protocols; ``processes`` > 1 forks hubs sharing the socket."""
-    import uvicorn
-
-    from . import logs, multiproc
-
-    if processes > 1:
-        # Each hub process keeps its metrics in files there and /metrics sums them; the files of an earlier run go.
-        multiproc.prepare(port)
-    from .app import create_app
-    from .transports.front import FrontProtocol
-
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "http": FrontProtocol,
-        "ws": "websockets-sansio",  # for WebSocket paths other than /v1/stream
-        "ws_max_size": settings.ws_max_message_bytes,
-        "ws_per_message_deflate": False,
-        "log_level": settings.log_level,
-        "log_config": logs.uvicorn_config(settings.log_level),
-        "access_log": False,  # the request middleware logs each request once, as JSON, without its query string
-        "timeout_graceful_shutdown": settings.shutdown_seconds,
-        "timeout_keep_alive": settings.idle_timeout_seconds,
-    }
-    if processes > 1:
-        # Each process builds its own app from the same environment: its own hub and Redis subscription.
-        uvicorn.run("ticker_service.app:create_app", factory=True, workers=processes, **options)
-    else:
-        uvicorn.Server(uvicorn.Config(create_app(settings, with_worker=with_worker), **options)).run()
 
 
 def _base_url(settings: Settings, host: str, port: int) -> str:
@@ -95,7 +64,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"  publish:    {curl}\n",
         flush=True,
     )
-    _serve(settings, args.host, args.port, with_worker=not settings.embedded)
+    serve(settings, args.host, args.port, with_worker=not settings.embedded)
     return 0
 
 
@@ -106,7 +75,7 @@ def cmd_hub(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    _serve(settings, args.host, args.port, processes=args.workers)
+    serve(settings, args.host, args.port, processes=args.workers)
     return 0
 
 
@@ -114,7 +83,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.embedded:
         print("ticker worker needs REDIS_URL (the embedded `ticker run` fans out in-process)", file=sys.stderr)
         return 2
-    from workers.settings import run_worker
+    from workers.worker import run_worker
 
     run_worker(settings)
     return 0
@@ -125,7 +94,7 @@ async def _with_tokens(
 ) -> T:
     """Run ``action`` on the token store of this mode: the data directory's file, or Redis. In Redis mode, a token
     change (``audited`` says which) also goes to the hubs' audit log, as done from the command line by whom."""
-    from .tokens import FileTokenStore, RedisTokenStore
+    from .security.tokens import FileTokenStore, RedisTokenStore
 
     if settings.embedded:
         return await action(FileTokenStore(settings.data_dir))
@@ -137,7 +106,7 @@ async def _with_tokens(
             import getpass
             import socket
 
-            from .audit import RedisAuditLog, entry
+            from .security.audit import RedisAuditLog, entry
 
             who = f"cli:{getpass.getuser()}@{socket.gethostname()}"
             status = 404 if result is None or result is False else 200
@@ -243,7 +212,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
-    from .vapid import generate
+    from .push.vapid import generate
 
     pem, public = generate()
     if args.out:
@@ -361,8 +330,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings()
-    from .logs import configure
-    from .multiproc import ensure_dir
+    from .ops.logs import configure
+    from .ops.multiproc import ensure_dir
 
     configure(settings.log_level)
     ensure_dir()

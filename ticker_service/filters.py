@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .models import Document
+from .flashes import Document
 
 MAX_VALUES = 32
 

@@ -1,10 +1,5 @@
-"""Errors as RFC 9457 problem documents (``application/problem+json``).
-
-Hierarchy::
-
-    TickerError
-    ├── Problem                 an HTTP error with a status and a problem body
-    └── BrokerUnavailable       Redis (or the broker) cannot be reached: answered with 503
+"""Errors as RFC 9457 problem documents (``application/problem+json``), for the ASGI app and the native
+protocols alike. The exception hierarchy is in :mod:`ticker_service.errors`.
 """
 
 from __future__ import annotations
@@ -16,6 +11,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+
+from .errors import TickerError
 
 TITLES = {
     400: "Bad request",
@@ -33,14 +30,6 @@ TITLES = {
     503: "Service unavailable",
     505: "HTTP version not supported",
 }
-
-
-class TickerError(Exception):
-    """Root of the service's own exceptions."""
-
-
-class BrokerUnavailable(TickerError):
-    """The history/broker backend did not answer; nothing was written."""
 
 
 class Problem(TickerError):

@@ -1,23 +1,32 @@
-"""The fan-out step, as a plain async function: arq runs it in the distributed mode, a task in the embedded one."""
+"""The fan-out job: arq's wrapper around :func:`ticker_service.broker.fanout.fan_out`, then the push plan."""
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
-from ticker_service.broker import Broker
+from arq import Retry
 
-logger = logging.getLogger("ticker.fanout")
+from ticker_service.broker.fanout import fan_out
+from ticker_service.errors import BrokerUnavailable
+from ticker_service.ops import metrics, reports
+
+from . import push
 
 
-async def fan_out(broker: Broker, flash_id: str, version: str) -> str | None:
-    """Publish the event that recorded ``version`` of ``flash_id`` to every hub; return its event id.
+def _outcome(outcome: str) -> None:
+    metrics.JOBS.labels(outcome).inc()
+    reports.JOB_COUNTS[outcome] += 1
 
-    Safe to run more than once for the same version: hubs drop an event id they have already delivered.
-    """
-    event = await broker.event_for(flash_id, version)
-    if event is None:
-        # Trimmed from the history before the job ran (or never recorded): nothing left to deliver.
-        logger.warning("no event for flash %s version %s; skipping", flash_id, version)
-        return None
-    await broker.publish(event)
-    return event.event_id
+
+async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
+    try:
+        event_id = await fan_out(ctx["broker"], flash_id, version)
+        await push.enqueue_plan(ctx, flash_id, version)
+    except BrokerUnavailable as exc:
+        _outcome("retry")
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    except Exception:
+        _outcome("error")
+        raise
+    _outcome("ok" if event_id else "skipped")
+    return event_id

@@ -14,8 +14,8 @@ from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.routing import Route
 
+from ticker_service.api.openapi import document
 from ticker_service.app import create_app
-from ticker_service.openapi import document
 from ticker_service.settings import Settings
 
 from ..conftest import start_distributed

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ticker_service.guard import ConnectionGuard
-from ticker_service.origins import OriginPolicy
+from ticker_service.security.guard import ConnectionGuard
+from ticker_service.security.origins import OriginPolicy
 from ticker_service.settings import Settings
 
 

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from ticker_service.events import Event
 from ticker_service.filters import Filter, FilterError
-from ticker_service.models import Event, FlashIn, FlashPatch, corrected_document, new_document
+from ticker_service.flashes import FlashIn, FlashPatch, corrected_document, new_document
+from ticker_service.security.tokens import Desk
 from ticker_service.settings import Settings
-from ticker_service.tokens import Desk
 
 from ..test_frames import parse_sse
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..models import Document, Event, EventType
+from ..events import Event, EventType
+from ..flashes import Document
 
 LiveHandler = Callable[[Event], None]
 

@@ -8,7 +8,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
+from ..events import Event, EventType, event_key, make_event_id, new_epoch, split_event_id
+from ..flashes import Document, flash_id_of
 from ..settings import Settings
 from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
 
@@ -100,7 +101,7 @@ class MemoryBroker:
             scope, fingerprint, token = idempotency
             self._claims[scope] = (time.monotonic() + self.settings.idempotency_ttl_seconds, fingerprint, doc, token)
         if self.run_fanout:
-            from workers.fanout import fan_out
+            from ticker_service.broker.fanout import fan_out
 
             task = asyncio.get_running_loop().create_task(fan_out(self, flash_id, doc["version"]))
             self._tasks.add(task)

@@ -30,9 +30,10 @@ from arq.jobs import serialize_job
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from .. import metrics
-from ..models import Document, Event, EventType, event_key, flash_id_of, make_event_id, new_epoch, split_event_id
-from ..problems import BrokerUnavailable
+from ..errors import BrokerUnavailable
+from ..events import Event, EventType, event_key, make_event_id, new_epoch, split_event_id
+from ..flashes import Document, flash_id_of
+from ..ops import metrics
 from ..redis_conn import redis_client
 from ..settings import Settings
 from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict

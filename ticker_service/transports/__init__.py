@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from .sse import events
-from .websocket import stream
+from .asgi.sse import events
+from .asgi.websocket import stream
 
 
 def routes() -> list[BaseRoute]:

@@ -6,8 +6,8 @@ import functools
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
+from ..events import is_event_id
 from ..filters import Filter, FilterError
-from ..models import is_event_id
 
 
 def read_subscription(query: Mapping[str, str], last_event_header: str | None = None) -> tuple[Filter, str | None]:

@@ -11,8 +11,8 @@ from typing import Any
 
 from arq.worker import Function, func
 
-from ticker_service.device_store import DeviceStore
-from ticker_service.push_settings import PushSettings
+from ticker_service.push.settings import PushSettings
+from ticker_service.push.store import DeviceStore
 
 from .bridges import build_bridges
 from .jobs import BATCH_JOB, PLAN_JOB, TOPIC_JOB, Pusher, enqueue_plan, push_batch, push_plan, push_topic

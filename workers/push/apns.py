@@ -12,7 +12,7 @@ import time
 import httpx
 import jwt
 
-from ticker_service.device_model import Device
+from ticker_service.push.device import Device
 
 from .base import SENT, Outcome, transient
 from .payload import Alert, apns_payload

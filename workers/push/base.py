@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 import httpx
 
-from ticker_service.device_model import Device
+from ticker_service.push.device import Device
 
 from .payload import Alert
 

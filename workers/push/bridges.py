@@ -6,8 +6,8 @@ import logging
 
 import httpx
 
-from ticker_service.push_settings import PushSettings
-from ticker_service.vapid import load
+from ticker_service.push.settings import PushSettings
+from ticker_service.push.vapid import load
 
 from .apns import ApnsBridge
 from .base import Bridge, http_client

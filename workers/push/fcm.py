@@ -17,7 +17,7 @@ import httpx
 import jwt
 import orjson
 
-from ticker_service.device_model import Device
+from ticker_service.push.device import Device
 
 from .base import SENT, Outcome, transient
 from .payload import Alert, fcm_message

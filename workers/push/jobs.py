@@ -32,11 +32,11 @@ from redis.asyncio import Redis
 
 from ticker_service.broker import Broker
 from ticker_service.broker.redis import WAKE_CHANNEL
-from ticker_service.device_model import Device
-from ticker_service.device_store import STATS, DeviceStore
+from ticker_service.errors import BrokerUnavailable
 from ticker_service.filters import Filter
-from ticker_service.problems import BrokerUnavailable
-from ticker_service.push_settings import PushSettings
+from ticker_service.push.device import Device
+from ticker_service.push.settings import PushSettings
+from ticker_service.push.store import STATS, DeviceStore
 
 from .base import Bridge, Outcome
 from .fcm import FcmBridge

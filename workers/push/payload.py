@@ -27,7 +27,8 @@ from typing import Any, Literal
 import orjson
 import regex
 
-from ticker_service.models import Event, flash_id_of
+from ticker_service.events import Event
+from ticker_service.flashes import flash_id_of
 
 FCM_LIMIT = 4096  # bytes of notification + data
 APNS_LIMIT = 4096  # bytes of the JSON payload

@@ -16,8 +16,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ticker_service.device_model import Device
-from ticker_service.vapid import b64url_decode, public_key_b64
+from ticker_service.push.device import Device
+from ticker_service.push.vapid import b64url_decode, public_key_b64
 
 from .base import SENT, Outcome, transient
 from .payload import Alert, webpush_payload

@@ -1,0 +1,197 @@
+"""Ingest, and the flashes as a resource: publish, correct and withdraw; read one or the current list.
+
+``POST /v1/flashes``: authenticate → read a bounded JSON body → validate → claim the ``Idempotency-Key`` →
+``broker.record`` (history + state + fan-out job, atomically) → ``201`` with the ninjs document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..broker import Broker, ClaimLost, VersionConflict
+from ..events import EventType
+from ..filters import Filter, FilterError
+from ..flashes import (
+    Document,
+    FlashIn,
+    FlashPatch,
+    corrected_document,
+    editor_values,
+    flash_id_of,
+    is_flash_id,
+    new_document,
+    withdrawn_document,
+)
+from ..problems import Problem
+from ..security.audit import audit
+from ..security.readers import request_grant
+from ..security.tokens import Editor
+from ..settings import Settings
+from .editors import authenticate, check_desk
+from .http import json_response, read_json, validate
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_LIMIT = 200
+
+
+def idempotency_scope(editor: Editor, key: str) -> str:
+    """Keys are per editor token: two desks may use the same key without colliding."""
+    return f"{editor.token_hash[:32]}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def fingerprint(flash: BaseModel) -> str:
+    """The validated body, canonicalised: formatting and key order do not make it a different request."""
+    return hashlib.sha256(orjson.dumps(flash.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _location(doc: Document) -> dict[str, str]:
+    return {"Location": f"/v1/flashes/{flash_id_of(doc)}"}
+
+
+async def publish(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    broker: Broker = request.app.state.broker
+    editor = await authenticate(request, "publish")
+    flash = validate(FlashIn, await read_json(request, settings.max_body_bytes), settings)
+    await check_desk(request, editor, "publish", flash.model_dump())
+
+    idempotency: tuple[str, str, str] | None = None
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise Problem(400, "Idempotency-Key must be 1–255 visible ASCII characters.")
+        scope, print_ = idempotency_scope(editor, key), fingerprint(flash)
+        claim = await broker.claim(scope, print_)
+        if claim.state == "in_flight":
+            raise Problem(
+                409,
+                "A request with this Idempotency-Key is still in flight; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        if claim.state == "mismatch":
+            raise Problem(
+                422,
+                "This Idempotency-Key was already used with a different body.",
+                errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+            )
+        if claim.state == "done" and claim.document is not None:
+            flash_id = flash_id_of(claim.document)
+            await audit(request, "publish", 201, editor.name, flash=flash_id, detail="repeat of an Idempotency-Key")
+            return json_response(claim.document, 201, _location(claim.document))
+        idempotency = (scope, print_, claim.token)
+
+    doc = new_document(flash, settings)
+    try:
+        await broker.record("flash", doc, expect_version=None, idempotency=idempotency)
+    except ClaimLost:
+        raise Problem(
+            409,
+            "This Idempotency-Key's claim lapsed before the flash was recorded; retry.",
+            headers={"Retry-After": "1"},
+        ) from None
+    except BaseException:
+        if idempotency is not None:
+            await broker.release(idempotency[0], idempotency[2])
+        raise
+    await audit(request, "publish", 201, editor.name, flash=flash_id_of(doc))
+    return json_response(doc, 201, _location(doc))
+
+
+async def _current(broker: Broker, request: Request) -> Document:
+    flash_id = request.path_params["flash_id"]
+    doc = await broker.get_flash(flash_id) if is_flash_id(flash_id) else None
+    if doc is None:
+        raise Problem(404, f"No flash with id {flash_id!r}.")
+    return doc
+
+
+async def _change(request: Request, type: EventType) -> Response:
+    """Correct (``update``) or withdraw a flash, re-reading it if a concurrent change won the race."""
+    settings: Settings = request.app.state.settings
+    broker: Broker = request.app.state.broker
+    action = "correct" if type == "update" else "withdraw"
+    editor = await authenticate(request, action)
+    patch = None
+    if type == "update":
+        patch = validate(FlashPatch, await read_json(request, settings.max_body_bytes), settings)
+    if patch is not None and not patch.model_fields_set:
+        raise Problem(422, "Give at least one field to correct.", errors=[{"field": "body", "message": "empty"}])
+    for _ in range(5):
+        doc = await _current(broker, request)
+        await check_desk(request, editor, action, doc)  # the flash as it is, and as corrected, are on the desk
+        if patch is not None and ("language" in patch.model_fields_set or "category" in patch.model_fields_set):
+            await check_desk(request, editor, action, {**editor_values(doc), **patch.model_dump(exclude_unset=True)})
+        if doc["pubStatus"] == "canceled":
+            if patch is None:
+                return json_response(doc)  # withdrawing twice changes nothing and pushes nothing
+            raise Problem(409, "This flash was withdrawn; it cannot be corrected.")
+        new = corrected_document(doc, patch) if patch is not None else withdrawn_document(doc)
+        try:
+            await broker.record(type, new, expect_version=doc["version"])
+        except VersionConflict:
+            continue
+        await audit(request, action, 200, editor.name, flash=flash_id_of(new))
+        return json_response(new)
+    raise Problem(409, "The flash kept changing under this request; retry.")
+
+
+async def correct(request: Request) -> Response:
+    return await _change(request, "update")
+
+
+async def withdraw(request: Request) -> Response:
+    return await _change(request, "withdraw")
+
+
+async def get_flash(request: Request) -> Response:
+    doc = await _current(request.app.state.broker, request)
+    if not request.app.state.security.readers.apply(Filter(), request_grant(request)).may_see(doc):
+        raise Problem(404, f"No flash with id {request.path_params['flash_id']!r}.")  # not even its existence
+    return json_response(doc)
+
+
+async def list_flashes(request: Request) -> Response:
+    """Current, not withdrawn, not expired flashes, newest first, with the event id to subscribe after."""
+    broker: Broker = request.app.state.broker
+    try:
+        flt = Filter.parse(request.query_params)
+    except FilterError as exc:
+        raise Problem(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
+    flt = request.app.state.security.readers.apply(flt, request_grant(request))
+    raw_limit = request.query_params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise Problem(
+            400,
+            f"limit must be an integer from 1 to {MAX_LIMIT}.",
+            errors=[{"field": "limit", "message": "out of range"}],
+        )
+    limit = int(raw_limit)
+    docs, last_event_id = await broker.recent(1000)
+    now = datetime.now(UTC)
+    flashes = [d for d in docs if flt.matches(d) and not _expired(d, now)][:limit]
+    # Public, like the streams: a ticker embedded in a page on another origin loads this first.
+    return json_response(
+        {"flashes": flashes, "last_event_id": last_event_id}, headers={"Access-Control-Allow-Origin": "*"}
+    )
+
+
+def _expired(doc: Document, now: datetime) -> bool:
+    return "expires" in doc and datetime.fromisoformat(doc["expires"]) <= now
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/flashes", publish, methods=["POST"]),
+        Route("/v1/flashes", list_flashes, methods=["GET"]),
+        Route("/v1/flashes/{flash_id}", get_flash, methods=["GET"]),
+        Route("/v1/flashes/{flash_id}", correct, methods=["PATCH"]),
+        Route("/v1/flashes/{flash_id}", withdraw, methods=["DELETE"]),
+    ]

@@ -1,0 +1,23 @@
+"""The fan-out step, as a plain async function: arq runs it in the distributed mode, a task in the embedded one."""
+
+from __future__ import annotations
+
+import logging
+
+from ticker_service.broker import Broker
+
+logger = logging.getLogger("ticker.fanout")
+
+
+async def fan_out(broker: Broker, flash_id: str, version: str) -> str | None:
+    """Publish the event that recorded ``version`` of ``flash_id`` to every hub; return its event id.
+
+    Safe to run more than once for the same version: hubs drop an event id they have already delivered.
+    """
+    event = await broker.event_for(flash_id, version)
+    if event is None:
+        # Trimmed from the history before the job ran (or never recorded): nothing left to deliver.
+        logger.warning("no event for flash %s version %s; skipping", flash_id, version)
+        return None
+    await broker.publish(event)
+    return event.event_id

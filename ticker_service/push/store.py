@@ -1,0 +1,184 @@
+"""Devices in Redis, indexed by filter facet so a flash's devices are found by set algebra, not by a scan.
+
+Keys (all under ``ticker:``):
+
+* ``ticker:device:<id>`` hash: ``d`` the device JSON, ``s`` SHA-256 of its secret, ``ix`` the index sets it is in,
+  ``a`` its address key
+* ``ticker:devaddr:<sha256(platform, token or endpoint)>`` → id: one registration per app instance or browser,
+  so a re-registering device replaces its old entry instead of being notified twice
+* ``ticker:devidx:<facet>:<value>`` sets of ids, with ``*`` for "any": ``lang:en``, ``cat:politics``,
+  ``region:*``, ``urg:<max_urgency>``
+
+A flash of language ``en-gb``, category ``c``, regions ``r1, r2`` and urgency ``u`` goes to
+``(lang:en-gb ∪ lang:en ∪ lang:*) ∩ (cat:c ∪ cat:*) ∩ (region:r1 ∪ region:r2 ∪ region:*) ∩ (urg:u ∪ … ∪ urg:9)``,
+which is exactly :meth:`Filter.matches` for every device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from ..errors import BrokerUnavailable
+from ..filters import Filter
+from ..flashes import Document
+from .device import Device
+
+DEVICE = "ticker:device:"
+ADDRESS = "ticker:devaddr:"
+INDEX = "ticker:devidx:"
+STATS = "ticker:push:stats"  # hash "<platform>:<outcome>" -> count, kept by the push jobs
+T = TypeVar("T")
+_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+_DROP = """
+local function drop(id)
+  local key = ARGV[1] .. id
+  local ix = redis.call('HGET', key, 'ix')
+  if ix then for _, k in ipairs(cjson.decode(ix)) do redis.call('SREM', k, id) end end
+  local a = redis.call('HGET', key, 'a')
+  if a and redis.call('GET', a) == id then redis.call('DEL', a) end
+  redis.call('DEL', key)
+end
+"""
+
+# ARGV: device prefix, id, device JSON, secret hash ('' keeps the stored one), index keys JSON, 'new' | 'update'
+_PUT = (
+    _DROP
+    + """
+local id = ARGV[2]
+if ARGV[6] == 'update' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+  local ix = redis.call('HGET', KEYS[1], 'ix')
+  if ix then for _, k in ipairs(cjson.decode(ix)) do redis.call('SREM', k, id) end end
+  local a = redis.call('HGET', KEYS[1], 'a')
+  if a and a ~= KEYS[2] and redis.call('GET', a) == id then redis.call('DEL', a) end
+end
+local other = redis.call('GET', KEYS[2])
+if other and other ~= id then drop(other) end
+redis.call('HSET', KEYS[1], 'd', ARGV[3], 'ix', ARGV[5], 'a', KEYS[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 's', ARGV[4]) end
+for _, k in ipairs(cjson.decode(ARGV[5])) do redis.call('SADD', k, id) end
+redis.call('SET', KEYS[2], id)
+return 'ok'
+"""
+)
+
+# ARGV: device prefix, id, expected address key ('' = any). Removes the device unless it moved to another address.
+_DELETE = (
+    _DROP
+    + """
+local a = redis.call('HGET', ARGV[1] .. ARGV[2], 'a')
+if not a then return 0 end
+if ARGV[3] ~= '' and a ~= ARGV[3] then return 0 end
+drop(ARGV[2])
+return 1
+"""
+)
+
+
+def address_key(platform: str, address: str) -> str:
+    return ADDRESS + hashlib.sha256(f"{platform}\n{address}".encode()).hexdigest()
+
+
+def secret_hash(secret: str) -> str:
+    """Secrets are 192 random bits: a plain SHA-256 is enough (as for editor tokens)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def index_keys(flt: Filter) -> list[str]:
+    keys = [INDEX + f"lang:{v}" for v in flt.languages or ("*",)]
+    keys += [INDEX + f"cat:{v}" for v in flt.categories or ("*",)]
+    keys += [INDEX + f"region:{v}" for v in flt.regions or ("*",)]
+    keys.append(INDEX + f"urg:{flt.max_urgency}")
+    return keys
+
+
+def flash_facets(doc: Document) -> list[list[str]]:
+    """For each facet, the index sets whose union holds the devices that accept this flash on that facet."""
+    parts = str(doc.get("language", "")).lower().split("-")
+    langs = ["-".join(parts[: i + 1]) for i in range(len(parts))] + ["*"]
+    cats = [s.get("literal") for s in doc.get("subjects", ())] + ["*"]
+    regions = [p.get("literal") for p in doc.get("places", ())] + ["*"]
+    urgency = int(doc.get("urgency", 9))
+    return [
+        [INDEX + f"lang:{v}" for v in langs],
+        [INDEX + f"cat:{v}" for v in cats],
+        [INDEX + f"region:{v}" for v in regions],
+        [INDEX + f"urg:{u}" for u in range(urgency, 10)],
+    ]
+
+
+class DeviceStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._put = redis.register_script(_PUT)
+        self._delete = redis.register_script(_DELETE)
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except _UNAVAILABLE as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def register(self, device: Device) -> str:
+        """Store a new device; return its secret (only its hash is kept)."""
+        secret = secrets.token_urlsafe(24)
+        await self._write(device, secret_hash(secret), "new")
+        return secret
+
+    async def update(self, device: Device) -> bool:
+        return await self._write(device, "", "update")
+
+    async def _write(self, device: Device, hashed: str, mode: str) -> bool:
+        keys = [DEVICE + device.id, address_key(device.platform, device.address)]
+        ix = orjson.dumps(index_keys(device.filter))
+        args: list[Any] = [DEVICE, device.id, orjson.dumps(device.to_record()), hashed, ix, mode]
+        result = await self._call(lambda: self._put(keys=keys, args=args))
+        return bool(result == b"ok")
+
+    async def check_secret(self, device_id: str, secret: str) -> bool | None:
+        """``None``: no such device; else whether ``secret`` is its secret (compared in constant time)."""
+        stored: bytes | None = await self._call(lambda: self.redis.hget(DEVICE + device_id, "s"))  # type: ignore[arg-type, return-value]
+        if stored is None:
+            return None
+        return hmac.compare_digest(stored, secret_hash(secret).encode())
+
+    async def delete(self, device_id: str, address: tuple[str, str] | None = None) -> bool:
+        """Remove a device; with ``address`` (platform, token), only if it is still registered at that address."""
+        expected = address_key(*address) if address else ""
+        return bool(await self._call(lambda: self._delete(keys=[], args=[DEVICE, device_id, expected])))
+
+    async def get(self, device_id: str) -> Device | None:
+        return (await self.load([device_id]))[0]
+
+    async def load(self, ids: list[str]) -> list[Device | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for device_id in ids:
+                pipe.hget(DEVICE + device_id, "d")
+            raw: list[Any] = await self._call(pipe.execute)
+        return [None if r is None else Device.from_record(i, orjson.loads(r)) for i, r in zip(ids, raw, strict=True)]
+
+    async def stats(self) -> dict[str, int]:
+        """Notifications counted by the push jobs, by ``<platform>:<outcome>``."""
+        raw: dict[bytes, bytes] = await self._call(lambda: self.redis.hgetall(STATS))  # type: ignore[arg-type, return-value]
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def targets(self, doc: Document) -> list[str]:
+        """The ids of every device whose filter accepts ``doc``, sorted (so batches are the same on a re-run)."""
+        tmp = f"ticker:devtmp:{secrets.token_hex(8)}:"
+        facets = flash_facets(doc)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for i, keys in enumerate(facets):
+                pipe.sunionstore(f"{tmp}{i}", keys)
+            pipe.sinter([f"{tmp}{i}" for i in range(len(facets))])
+            pipe.delete(*[f"{tmp}{i}" for i in range(len(facets))])
+            result = await self._call(pipe.execute)
+        return sorted(member.decode() for member in result[len(facets)])

@@ -1,0 +1,171 @@
+"""A hub's readers: a filter and the replay/live seam, and the two ways of handing them bytes.
+
+:class:`TransportReader` is written to directly by the fan-out (the native WebSocket/SSE protocols);
+:class:`QueueReader` is drained by an ASGI endpoint's task. While a reader replays history, live batches wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .events import Event, event_key
+from .filters import Filter
+from .ops import metrics
+from .wire import Batch, Frames
+
+logger = logging.getLogger("ticker.hub")
+
+HELD_LIMIT = 1_000  # live batches held back during one reader's replay before it counts as too slow
+_connection_ids = itertools.count(1)
+
+
+class Reader:
+    """A reader's filter and its replay/live seam. While it replays history, live batches wait in ``_held``."""
+
+    __slots__ = ("_held", "_replay_top", "close_reason", "closed", "conn_id", "filter", "limit")
+    transport = "asgi"  # for metrics: how the reader is served
+
+    def __init__(self, flt: Filter, limit: int) -> None:
+        self.conn_id = f"c{next(_connection_ids)}"  # for logs: unique in this process
+        self.filter = flt
+        self.limit = limit
+        self.closed = False
+        self.close_reason = ""
+        self._held: list[Batch] | None = None
+        self._replay_top: tuple[int, int] | None = None
+
+    def offer(self, batch: Batch, *, live: bool = True) -> None:
+        if self.closed:
+            return
+        if self._held is not None:
+            self._held.append(batch)
+            if len(self._held) > HELD_LIMIT:
+                self.close("slow")
+            return
+        top = self._replay_top
+        if top is not None:
+            fresh = [f for f in batch.frames if f.key > top]
+            if not fresh:
+                return  # already sent by the replay
+            if len(fresh) == len(batch.frames):
+                if live:
+                    self._replay_top = None  # past the seam for good: live events come in history order
+            else:
+                batch = Batch(fresh)
+        self.emit(batch)
+
+    def emit(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def hold(self) -> None:
+        """Start holding live events back (call before reading the history to replay)."""
+        self._held = []
+
+    def release(self, after: str, replayed: list[Event]) -> None:
+        """Send the replayed events, then the live events held meanwhile that the replay did not contain.
+
+        ``replayed`` may instead be a single ``reset`` event, which goes out as it is.
+        """
+        held, self._held = self._held or [], None
+        self._replay_top = event_key(replayed[-1].event_id if replayed else after)
+        matching = [Frames(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
+        if matching and not self.closed:
+            self.emit(Batch(matching))
+        for batch in held:
+            self.offer(batch, live=False)
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            metrics.count_disconnect(reason)
+            if reason in ("slow", "keepalive"):
+                logger.info(
+                    "reader closed", extra={"conn_id": self.conn_id, "reason": reason, "transport": self.transport}
+                )
+            self.on_close(reason)
+
+    def on_close(self, reason: str) -> None:
+        """What the transport does when the reader is closed (slow, shutdown, gone)."""
+
+
+class Sink(Protocol):
+    """The part of an asyncio transport a :class:`TransportReader` needs."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+class TransportReader(Reader):
+    """A reader whose socket the fan-out writes to directly: WebSocket frames or SSE chunks."""
+
+    __slots__ = ("_closer", "beat", "sink", "websocket")
+
+    def __init__(
+        self,
+        flt: Filter,
+        limit: int,
+        sink: Sink,
+        *,
+        websocket: bool,
+        closer: Callable[[str], None],
+        beat: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(flt, limit)
+        self.sink = sink
+        self.websocket = websocket
+        self._closer = closer
+        self.beat = beat  # keepalive, called by the hub's one timer: a ping, or an SSE comment
+
+    @property
+    def transport(self) -> str:  # type: ignore[override]
+        return "websocket" if self.websocket else "sse"
+
+    def emit(self, batch: Batch) -> None:
+        if self.sink.get_write_buffer_size() > self.limit:
+            self.close("slow")
+            return
+        self.sink.write(batch.ws_frames if self.websocket else batch.sse_chunk)
+
+    def on_close(self, reason: str) -> None:
+        self._closer(reason)
+
+
+class QueueReader(Reader):
+    """A reader drained by a task (the ASGI endpoints): a bounded queue, closed when it overflows."""
+
+    __slots__ = ("_queue", "_wakeup")
+
+    def __init__(self, flt: Filter, limit: int) -> None:
+        super().__init__(flt, limit)
+        self._queue: deque[Frames] = deque()
+        self._wakeup = asyncio.Event()
+
+    def emit(self, batch: Batch) -> None:
+        self._queue.extend(batch.frames)
+        if len(self._queue) > self.limit:
+            self.close("slow")
+            return
+        self._wakeup.set()
+
+    def on_close(self, reason: str) -> None:
+        self._wakeup.set()
+
+    async def next_batch(self) -> list[Frames] | None:
+        """Wait for queued events and take them all; ``None`` once the reader is closed."""
+        while not self._queue:
+            if self.closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self.closed:
+            return None
+        batch = list(self._queue)
+        self._queue.clear()
+        return batch

@@ -1,0 +1,1 @@
+"""The portable reader transports, as Starlette endpoints: any ASGI server runs them."""

@@ -1,0 +1,106 @@
+"""What the two native reader protocols (WebSocket ``native_ws``, SSE ``event_stream``) share: taking a connection
+over from the HTTP side, starting the hub's reader, and giving everything back when the connection ends."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+from ...filters import Filter
+from ...hub import Hub
+from ...problems import problem_http
+from ...readers import TransportReader
+from ...security.policy import Security
+from ...security.readers import Grant
+
+
+def expire_at(grant: Grant, close: Callable[[str], None]) -> asyncio.TimerHandle | None:
+    """Close a reader when its token expires."""
+    if grant.expires is None:
+        return None
+    return asyncio.get_running_loop().call_later(max(0.0, grant.expires - time.time()), close, "expired")
+
+
+def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
+    """Bound the kernel's send buffer, so that a reader that stops reading shows in the transport's buffer soon."""
+    if not size:
+        return  # the kernel's default: nothing to look up on the accept path
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+class ReaderProtocol(asyncio.Protocol):
+    """A reader's connection once the hub serves it natively; subclasses answer the request and speak the wire."""
+
+    __slots__ = ("_expiry", "_release", "connections", "hub", "reader", "security", "transport")
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        connections: set[Any],
+        security: Security | None = None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
+        self.security = security
+        self._release = release  # gives the connection's place back to the hub's ConnectionGuard
+        self._expiry: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+        self.reader: TransportReader | None = None
+
+    def take_over(self, transport: asyncio.BaseTransport) -> None:
+        """Become the protocol of a connection another protocol has read the request from."""
+        self.connection_made(transport)
+        transport.set_protocol(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.connections.add(self)
+
+    def refuse(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: Sequence[dict[str, str]] = (),
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Answer the request with a problem document and end the connection."""
+        assert self.transport is not None
+        self.transport.write(problem_http(status, detail, errors=errors, headers=headers))
+        self.transport.close()
+
+    def start_reader(
+        self, flt: Filter, last: str | None, grant: Grant, *, websocket: bool, beat: Callable[[], None]
+    ) -> None:
+        """The request is answered: hand the hub a reader writing straight to this socket."""
+        assert self.transport is not None
+        self.reader = TransportReader(
+            flt, self.hub.write_buffer_limit, self.transport, websocket=websocket, closer=self._close, beat=beat
+        )
+        limit_send_buffer(self.transport, self.hub.send_buffer)
+        self.hub.connect(self.reader, last)
+        self._expiry = expire_at(grant, self.reader.close)
+
+    def _close(self, reason: str) -> None:
+        """Close for the hub (slow reader, shutdown, history unreadable, keepalive, expiry, a bad message)."""
+        raise NotImplementedError
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost lets the hub forget the reader
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if self.reader is not None:
+            self.hub.detach(self.reader)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._release is not None:
+            self._release()
+            self._release = None

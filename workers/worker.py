@@ -1,0 +1,180 @@
+"""The arq worker runtime: a worker that is woken by ingest instead of waiting for its next poll.
+
+arq polls its queue every ``poll_delay`` (0.5 s by default), which alone would put up to half a second between an
+editor's click and the readers. Ingest publishes on ``ticker:wake`` in the same Lua script that queues the job, and
+:class:`WakeableWorker` polls at once when it hears it; the periodic poll stays as the fallback.
+
+Run with ``ticker worker`` (or ``arq workers.settings.WorkerSettings``, with ``REDIS_URL`` set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from arq.worker import Worker, func
+from redis.exceptions import RedisError
+
+from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
+from ticker_service.ops import metrics, reports
+from ticker_service.redis_conn import arq_settings, redis_client
+from ticker_service.settings import Settings
+
+from . import push
+from .fanout import fanout_job
+
+logger = logging.getLogger("ticker.worker")
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = ctx.get("settings") or Settings()
+    ctx["broker"] = RedisBroker(settings)
+    await push.start(ctx, settings.fanout_job_timeout_seconds)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await push.stop(ctx)
+    await ctx["broker"].close()
+
+
+class WakeableWorker(Worker):
+    """An arq worker that also polls whenever a message arrives on ``ticker:wake``."""
+
+    def __init__(self, *args: Any, wake: Settings | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = wake  # where to listen for ingest's wake-up; None: arq's polling only
+        self._woken = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+
+    async def _poll_iteration(self) -> None:
+        async with self._poll_lock:
+            await super()._poll_iteration()
+
+    async def main(self) -> None:
+        tasks = [asyncio.create_task(self._report())]
+        if self._wake is not None:
+            tasks += [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
+        try:
+            await super().main()
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self._pool is not None:
+                # A worker that stops leaves the operations page at once (one that dies, when its report expires).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reports.withdraw_report(self._pool, "worker"), 1.0)
+
+    async def _report(self) -> None:
+        """Tell the operations page this worker is alive, with its job counts (once arq's pool exists)."""
+        while self._pool is None:
+            await asyncio.sleep(0.1)
+        await reports.report_forever(self._pool, "worker", reports.worker_report)
+
+    async def _poll_when_woken(self) -> None:
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            if self._pool is not None:
+                try:
+                    await self._poll_iteration()
+                except Exception as exc:  # the regular poll loop reports Redis trouble; keep listening
+                    logger.warning("woken poll failed: %s", exc)
+
+    async def _listen_for_wake(self) -> None:
+        assert self._wake is not None
+        delay = 0.1
+        while True:
+            client = redis_client(self._wake, socket_connect_timeout=2)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(WAKE_CHANNEL)
+                delay = 0.1
+                self._woken.set()  # catch anything queued while we were not listening
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._woken.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("wake subscription lost (%s); reconnecting", exc)
+                metrics.REDIS_RECONNECTS.labels("worker").inc()
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+
+def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
+    """A worker for these settings. A job killed with its worker re-runs after its timeout + 10 s (arq's rule)."""
+    assert not settings.embedded, "the worker needs REDIS_URL or TICKER_REDIS_SENTINELS"
+    options: dict[str, Any] = {
+        "functions": [
+            func(fanout_job, name=FANOUT_JOB, timeout=settings.fanout_job_timeout_seconds, max_tries=50),
+            *push.functions(settings.fanout_job_timeout_seconds),
+        ],
+        "redis_settings": arq_settings(settings),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        "poll_delay": settings.worker_poll_seconds,
+        "keep_result": 60,
+        "health_check_interval": 10,
+        "max_jobs": 50,
+        # On SIGTERM, let running jobs finish (fan-out takes milliseconds); what is still running after this is
+        # cancelled and goes back to the queue.
+        "job_completion_wait": max(1, int(settings.shutdown_seconds)),
+        "wake": settings if settings.worker_wake else None,
+    }
+    options.update(overrides)
+    return WakeableWorker(**options)
+
+
+_REDIS_TROUBLE = (ConnectionError, TimeoutError, OSError, RedisError)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGINT/SIGTERM; if Redis goes away under it (arq then stops), start a new one.
+
+    arq's worker ends when its Redis connection fails; a push service must outlive a Redis restart.
+    """
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
+    delay = 0.5
+    while True:
+        stopped: list[int] = []
+        worker = create_worker(settings)
+        worker.on_stop = stopped.append
+        try:
+            worker.run()
+        except _REDIS_TROUBLE as exc:
+            logger.warning("worker lost Redis (%s); starting again", exc)
+        else:
+            delay = 0.5
+        if stopped:
+            return
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 5.0)
+
+
+async def supervise_worker(settings: Settings) -> None:
+    """The same, inside a running event loop (``ticker run`` with ``REDIS_URL``): until cancelled."""
+    delay = 0.5
+    while True:
+        worker = create_worker(settings, handle_signals=False)
+        try:
+            await worker.async_run()
+        except _REDIS_TROUBLE as exc:
+            logger.warning("worker lost Redis (%s); starting again", exc)
+        finally:
+            with contextlib.suppress(*_REDIS_TROUBLE):
+                await worker.close()
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 5.0)
