@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,10 +26,9 @@ from .security.audit import AuditLog, MemoryAuditLog, RedisAuditLog
 from .security.policy import Security, middleware
 from .security.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .security.tokens import FileTokenStore, RedisTokenStore, TokenStore
-from .settings import Settings
+from .settings import STATIC, Settings
 
 logger = logging.getLogger("ticker.app")
-STATIC = resources.files("ticker_service") / "static"
 
 
 def token_store(settings: Settings, broker: Broker) -> TokenStore:

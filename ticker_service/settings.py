@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import os
 import re
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+STATIC = Path(str(resources.files("ticker_service") / "static"))  # the pages and their scripts, in the package
+
+
+@cache
+def client_js_dir() -> Path:
+    """Where the JavaScript client is: copied into the package by an image build, else the source tree's
+    ``clients/js`` (a checkout, or the editable install that ``scripts/setup`` makes)."""
+    packaged = STATIC / "js"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "clients" / "js"
+
 
 DEFAULT_CATEGORIES = (
     "politics",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -17,10 +16,10 @@ from starlette.routing import Route
 from ..broker import Broker
 from ..hub import Hub
 from ..ops import metrics, reports
+from ..settings import STATIC
 from .editors import authenticate
 from .http import json_response
 
-STATIC = resources.files("ticker_service") / "static"
 ADMIN_PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",

@@ -12,16 +12,14 @@ import hashlib
 import html
 import re
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from ..settings import Settings
+from ..settings import STATIC, Settings, client_js_dir
 
-STATIC = Path(str(resources.files("ticker_service") / "static"))
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}\.js$")
 SCRIPT_HEADERS = {"X-Content-Type-Options": "nosniff", "Access-Control-Allow-Origin": "*"}
 PAGE_HEADERS = {
@@ -33,19 +31,10 @@ PAGE_HEADERS = {
 }
 
 
-def client_dir() -> Path:
-    """Where the JavaScript client is: copied into the package by an image build, else the source tree's
-    ``clients/js`` (a checkout, or the editable install that ``scripts/setup`` makes)."""
-    packaged = STATIC / "js"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "clients" / "js"
-
-
 @cache
 def scripts() -> tuple[str, dict[str, Path]]:
     """``(version, {name: path})`` of the client's modules, read once per process."""
-    directory = client_dir()
+    directory = client_js_dir()
     files = {p.name: p for p in sorted(directory.glob("*.js")) if _NAME.match(p.name)}
     digest = hashlib.sha256()
     for name, path in files.items():

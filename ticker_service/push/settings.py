@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ..settings import client_js_dir
+
 # Push services of the browsers we know; an endpoint on any other host is refused (the server must not be made to
 # call arbitrary URLs). ``*.`` entries match any subdomain.
 DEFAULT_WEBPUSH_HOSTS = (
@@ -20,9 +22,6 @@ DEFAULT_WEBPUSH_HOSTS = (
     "web.push.apple.com",
     "*.notify.windows.com",
 )
-
-
-REPO_JS = Path(__file__).resolve().parent.parent / "clients" / "js"
 
 
 def _read(path: Path | None, inline: str | None) -> str | None:
@@ -46,7 +45,9 @@ class PushSettings(BaseSettings):
     max_per_device_hour: int = Field(default=30, ge=1, description="Notifications per device per hour, at most.")
     marker_ttl_seconds: int = Field(default=7 * 86400, ge=60, description="How long (flash, device) sends are kept.")
     ca_file: Path | None = Field(default=None, description="Extra CA bundle to trust for push services (tests).")
-    js_dir: Path = Field(default=REPO_JS, description="Where push-sw.js and push.js are (the checkout's clients/js).")
+    js_dir: Path = Field(
+        default_factory=client_js_dir, description="Where push-sw.js and push.js are (the checkout's clients/js)."
+    )
 
     fcm_credentials_file: Path | None = Field(default=None, description="Service-account JSON key file.")
     fcm_credentials: str | None = Field(default=None, description="The service-account JSON itself.")
