@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -49,9 +49,13 @@ def audit_and_limits(settings: Settings, broker: Broker) -> tuple[AuditLog, Rate
 
 
 def create_app(
-    settings: Settings | None = None, *, broker: Broker | None = None, with_worker: bool = False
+    settings: Settings | None = None,
+    *,
+    broker: Broker | None = None,
+    background: Callable[[], Awaitable[Any]] | None = None,
 ) -> Starlette:
-    """The whole service for ``settings``. ``with_worker`` also runs an arq worker in this process (Redis mode)."""
+    """The whole service for ``settings``. ``background`` runs as a task for the app's lifetime: the composition
+    root (``ticker run`` with ``REDIS_URL``) passes the arq worker, which this package does not import."""
     settings = settings or Settings()
     broker = broker or create_broker(settings)
     hub = Hub(
@@ -73,11 +77,7 @@ def create_app(
         hub.start_heartbeat(settings.heartbeat_seconds)
         trimmer.start()
         reporting = admin.start_reporting(hub, broker)
-        worker_task: asyncio.Task[Any] | None = None
-        if with_worker:
-            from workers.worker import supervise_worker
-
-            worker_task = asyncio.create_task(supervise_worker(settings))
+        background_task = asyncio.ensure_future(background()) if background is not None else None
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
             yield {"ticker_hub": hub, "ticker_settings": settings, "ticker_security": security}
@@ -88,10 +88,10 @@ def create_app(
             if reporting is not None:
                 reporting.cancel()
             hub.close_all("shutdown")
-            if worker_task is not None:
-                worker_task.cancel()
+            if background_task is not None:
+                background_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await worker_task
+                    await background_task
             await broker.close()
 
     app = Starlette(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -64,7 +65,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"  publish:    {curl}\n",
         flush=True,
     )
-    serve(settings, args.host, args.port, with_worker=not settings.embedded)
+    background = None
+    if not settings.embedded:
+        from workers.worker import supervise_worker  # the worker beside the hub, in this process
+
+        background = functools.partial(supervise_worker, settings)
+    serve(settings, args.host, args.port, background=background)
     return 0
 
 

@@ -6,13 +6,22 @@ endpoints (``transports/asgi/``) only; :func:`serve` is what ``ticker run`` and 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .settings import Settings
 
 
-def serve(settings: Settings, host: str, port: int, *, with_worker: bool = False, processes: int = 1) -> None:
-    """Serve with uvicorn and the native reader protocols; ``processes`` > 1 forks hubs sharing the socket."""
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    background: Callable[[], Awaitable[Any]] | None = None,
+    processes: int = 1,
+) -> None:
+    """Serve with uvicorn and the native reader protocols; ``processes`` > 1 forks hubs sharing the socket.
+    ``background`` runs beside the app for its lifetime (one process only)."""
     import uvicorn
 
     from .ops import logs, multiproc
@@ -40,4 +49,4 @@ def serve(settings: Settings, host: str, port: int, *, with_worker: bool = False
         # Each process builds its own app from the same environment: its own hub and Redis subscription.
         uvicorn.run("ticker_service.app:create_app", factory=True, workers=processes, **options)
     else:
-        uvicorn.Server(uvicorn.Config(create_app(settings, with_worker=with_worker), **options)).run()
+        uvicorn.Server(uvicorn.Config(create_app(settings, background=background), **options)).run()
