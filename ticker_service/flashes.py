@@ -22,7 +22,7 @@ from .settings import Settings
 Document = dict[str, Any]
 
 # A small, permissive BCP 47 shape check: language subtag, then up to 8-character subtags.
-_BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 _FLASH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # IPTC Media Topics for the default taxonomy; a configured category outside it gets a literal only.
@@ -80,7 +80,7 @@ class _FlashFields(BaseModel):
     def _language(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not _BCP47.match(value):
+        if not BCP47.match(value):
             raise ValueError("language must be a BCP 47 tag such as 'en', 'ar' or 'es-MX'")
         return value
 
@@ -117,7 +117,7 @@ HEADLINE_SCHEMA: JsonDict = {
     "description": "One line of plain text, no control characters.",
 }
 SOURCE_SCHEMA: JsonDict = {"minLength": 1, "maxLength": 200, "description": "Plain text, no control characters."}
-LANGUAGE_SCHEMA: JsonDict = {"pattern": _BCP47.pattern, "description": "A BCP 47 language tag."}
+LANGUAGE_SCHEMA: JsonDict = {"pattern": BCP47.pattern, "description": "A BCP 47 language tag."}
 
 
 class FlashIn(_FlashFields):

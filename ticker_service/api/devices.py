@@ -23,7 +23,7 @@ from ..push.store import DeviceStore
 from ..push.vapid import load, public_key_b64
 from ..settings import Settings
 from .editors import authenticate, limit_rate
-from .http import json_response, read_json
+from .http import field_errors, json_object, json_response, pydantic_errors, read_json
 
 _DEVICE_ID = re.compile(r"^[0-9a-f]{32}$")
 SCRIPT_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
@@ -46,23 +46,16 @@ def _store(request: Request) -> DeviceStore:
 
 def _parse(request: Request, raw: object, device_id: str, push: PushSettings) -> Device:
     settings: Settings = request.app.state.settings
-    if not isinstance(raw, dict):
-        raise Problem(422, "The body must be a JSON object.", errors=[{"field": "body", "message": "not an object"}])
     try:
-        body = DeviceIn.model_validate(raw)
+        body = DeviceIn.model_validate(json_object(raw))
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"].removeprefix("Value error, ")}
-            for e in exc.errors()
-        ]
-        raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors) from None
+        raise field_errors(pydantic_errors(exc)) from None
     try:
         return device_from_input(device_id, body, settings, push)
     except FilterError as exc:
         raise Problem(422, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
     except DeviceError as exc:
-        errors = [{"field": f, "message": m} for f, m in exc.errors]
-        raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors) from None
+        raise field_errors(exc.errors) from None
 
 
 async def _throttle(request: Request) -> None:

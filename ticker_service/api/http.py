@@ -4,6 +4,7 @@ errors as problem documents that name each field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -45,27 +46,35 @@ async def read_json(request: Request, limit: int) -> Any:
         raise Problem(400, f"The body is not valid JSON: {exc}") from None
 
 
-def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    errors = []
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "body"
-        message = err["msg"].removeprefix("Value error, ")
-        errors.append({"field": field, "message": message})
-    return errors
+def field_errors(pairs: Iterable[tuple[str, str]]) -> Problem:
+    """422 naming each invalid field: ``pairs`` are ``(field, message)``."""
+    errors = [{"field": field, "message": message} for field, message in pairs]
+    return Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors)
+
+
+def pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, message)`` of each error pydantic found, the field as a dotted path (``body`` for the whole)."""
+    return [
+        (".".join(str(part) for part in err["loc"]) or "body", err["msg"].removeprefix("Value error, "))
+        for err in exc.errors()
+    ]
+
+
+def json_object(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise Problem(422, "The body must be a JSON object.", errors=[{"field": "body", "message": "not an object"}])
+    return raw
 
 
 def validate(model: type[M], raw: Any, settings: Settings) -> M:
-    if not isinstance(raw, dict):
-        raise Problem(422, "The body must be a JSON object.", errors=[{"field": "body", "message": "not an object"}])
+    """``raw`` as ``model``, its taxonomy checked too; one 422 names every invalid field."""
     try:
-        value = model.model_validate(raw)
+        value = model.model_validate(json_object(raw))
     except ValidationError as exc:
-        errors = _field_errors(exc)
-        named = {e["field"] for e in errors}
-        errors += [{"field": f, "message": m} for f, m in check_taxonomy(raw, settings) if f not in named]
-        raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors) from None
+        errors = pydantic_errors(exc)
+        named = {field for field, _ in errors}
+        raise field_errors(errors + [(f, m) for f, m in check_taxonomy(raw, settings) if f not in named]) from None
     taxonomy = check_taxonomy(value.model_dump(), settings)
     if taxonomy:
-        errors = [{"field": field, "message": message} for field, message in taxonomy]
-        raise Problem(422, f"{len(errors)} field(s) are invalid.", errors=errors)
+        raise field_errors(taxonomy)
     return value

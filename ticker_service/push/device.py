@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..filters import Filter
+from ..flashes import BCP47
 from ..settings import Settings
 from .settings import PushSettings
 from .vapid import b64url_decode
@@ -32,7 +33,6 @@ DEFAULT_MAX_URGENCY = 2
 
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:.\-]{16,4096}$")
 _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
-_LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 MAX_ENDPOINT = 1024
 
@@ -149,7 +149,7 @@ def device_from_input(device_id: str, body: DeviceIn, settings: Settings, push: 
     """Check the filter against the taxonomy and the endpoint against the allowlist; ``ValueError(field, msg)``."""
     flt = Filter.parse({"lang": body.lang, "category": body.category, "region": body.region})
     errors: list[tuple[str, str]] = []
-    errors += [("lang", f"{v!r} is not a BCP 47 language range") for v in flt.languages if not _LANG.match(v)]
+    errors += [("lang", f"{v!r} is not a BCP 47 language range") for v in flt.languages if not BCP47.match(v)]
     errors += [("category", f"unknown category {v!r}") for v in flt.categories if v not in settings.categories]
     errors += [("region", f"unknown region {v!r}") for v in flt.regions if v not in settings.regions]
     flt = Filter(flt.languages, flt.categories, flt.regions, body.max_urgency)
