@@ -1,4 +1,4 @@
-"""``memory.trim`` gives freed heap memory back: the soak test's RSS creep was glibc keeping freed pages."""
+"""``ops.trim.trim`` gives freed heap memory back: the soak test's RSS creep was glibc keeping freed pages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = """
 import os
-from ticker_service import memory
+from ticker_service.ops import trim
 
 def rss():
     with open(f"/proc/{os.getpid()}/statm") as f:
@@ -17,7 +17,7 @@ blocks = [bytes(4000) + bytes([i % 251]) for i in range(50_000)]  # ~200 MB of m
 pin = bytes(4000) + b"pin"  # allocated last, near the top of the heap: glibc cannot shrink the heap past it
 del blocks
 before = rss()
-trimmed = memory.trim()
+trimmed = trim.trim()
 after = rss()
 print(trimmed, before, after)
 """
