@@ -1,10 +1,7 @@
 """``GET /v1/stream`` over ASGI: WebSocket. Each event is one JSON text message; readers may send ``subscribe``.
 
-``ticker hub``/``run`` serve this path with the native protocol (``native_ws.py``) instead; this endpoint serves it
-under any other ASGI server.
-
-Close codes: 1008 for a bad filter or message, 4008 when the reader fell too far behind (resume with
-``last_event_id``), 1011 when the history could not be read.
+``ticker hub``/``run`` serve this path with the native protocol (``native/websocket.py``) instead; this endpoint
+serves it under any other ASGI server. Close codes and reasons come from the one table, ``transports/close.py``.
 """
 
 from __future__ import annotations
@@ -22,12 +19,10 @@ from ...hub import Hub
 from ...readers import QueueReader
 from ...security.policy import Security
 from ...security.readers import ReaderTokenError, bearer, from_subprotocols
+from ..close import Close, closing
 from ..resume import read_subscription
 
 logger = logging.getLogger("ticker.ws")
-
-CLOSE_SLOW = 4008
-CLOSE_EXPIRED = 4401
 
 
 async def _receive(websocket: WebSocket, hub: Hub, sub: QueueReader) -> None:
@@ -52,25 +47,25 @@ async def stream(websocket: WebSocket) -> None:
     try:
         flt, last = read_subscription(websocket.query_params)
     except FilterError as exc:
-        await websocket.close(code=1008, reason=exc.message[:120])
+        await websocket.close(code=Close.POLICY_VIOLATION, reason=exc.message[:120])
         return
     security: Security = websocket.app.state.security
     headers = websocket.headers
     if not security.origins.allows(headers.get("origin"), headers.get("host")):
-        await websocket.close(code=1008, reason="origin not allowed")  # before accept: an HTTP 403
+        await websocket.close(code=Close.POLICY_VIOLATION, reason="origin not allowed")  # before accept: an HTTP 403
         return
     offered = [p for value in headers.getlist("sec-websocket-protocol") for p in value.split(",")]
     try:
         grant = security.readers.verify(bearer(headers.get("authorization")) or from_subprotocols(offered))
     except ReaderTokenError:
-        await websocket.close(code=1008, reason="reader token refused")  # before accept: an HTTP 403
+        await websocket.close(code=Close.POLICY_VIOLATION, reason="reader token refused")  # before accept: an HTTP 403
         return
     flt = security.readers.apply(flt, grant)
     sub = QueueReader(flt, hub.max_queue)
     try:
         await hub.attach(sub, last)
     except BrokerUnavailable:
-        await websocket.close(code=1011, reason="history unavailable, retry shortly")
+        await websocket.close(*closing("history"))
         return
     await websocket.accept(subprotocol="ticker" if "ticker" in [p.strip() for p in offered] else None)
     receiver = asyncio.create_task(_receive(websocket, hub, sub))
@@ -84,12 +79,8 @@ async def stream(websocket: WebSocket) -> None:
                 break
             for frames in batch:
                 await websocket.send_text(frames.ws_text.decode())
-        if sub.close_reason == "slow":
-            await websocket.close(code=CLOSE_SLOW, reason="reader too slow; resume with last_event_id")
-        elif sub.close_reason.startswith("bad message"):
-            await websocket.close(code=1008, reason=sub.close_reason)
-        elif sub.close_reason == "expired":
-            await websocket.close(code=CLOSE_EXPIRED, reason="reader token expired")
+        if sub.close_reason != "gone":  # gone: the reader left, there is no one to tell
+            await websocket.close(*closing(sub.close_reason))
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:

@@ -23,8 +23,8 @@ from ...filters import Filter, FilterError
 from ...hub import Hub
 from ...security.policy import Security
 from ...security.readers import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
-from ...wire import retry_ms, ws_close_frame, ws_frame
-from ..asgi.websocket import CLOSE_SLOW
+from ...wire import ws_close_frame, ws_frame
+from ..close import closing
 from ..resume import subscription_of_query
 from . import inbound
 from .handshake import Refusal, read_opening, switching_protocols
@@ -37,15 +37,6 @@ PING = ws_frame(b"", 0x89)
 _PONG = 0x8A
 CONNECTING, OPEN, CLOSING = 0, 1, 2  # CLOSING: our close frame is sent, the reader's is awaited
 CLOSE_TIMEOUT = 10.0
-CLOSE_EXPIRED = 4401  # the reader's JWT expired: reconnect with a fresh token (like HTTP 401)
-# Reasons end with a reconnect hint, "retry=<ms>", jittered per reader (clients add their own jitter too).
-CLOSE_CODES = {
-    "slow": (CLOSE_SLOW, "reader too slow; resume with last_event_id"),
-    "shutdown": (1012, "service restart; resume with last_event_id"),
-    "history": (1011, "history unavailable"),
-    "keepalive": (1011, "keepalive ping timeout"),
-    "expired": (CLOSE_EXPIRED, "reader token expired; reconnect with a fresh one"),
-}
 
 
 class StreamProtocol(ReaderProtocol):
@@ -196,9 +187,7 @@ class StreamProtocol(ReaderProtocol):
         self.hub.remove(self.reader)
         if self._state != OPEN or self.transport.is_closing():
             return
-        code, text = CLOSE_CODES.get(reason, (1008, reason[:100]))
-        if code != 1008:  # a bad filter or message will not get better by retrying
-            text = f"{text}; retry={retry_ms()}"
+        code, text = closing(reason)
         self.transport.write(ws_close_frame(code, text))
         self._state = CLOSING
         # A slow reader may never drain its buffer, so the closing handshake gets a deadline.
