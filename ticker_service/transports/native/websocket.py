@@ -6,7 +6,7 @@ frame serialisation. Here the hub writes the pre-built frame bytes (the same for
 (``subscribe`` messages, pongs, pings, close); keepalive pings come from the hub's one timer.
 
 The front protocol (``front.FrontProtocol``), or for a later request on a kept-alive connection uvicorn's HTTP
-protocol (``http_protocol.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
+protocol (``http.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
 WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
 """
 
@@ -20,13 +20,11 @@ from typing import Any
 import orjson
 
 from ...filters import Filter, FilterError
-from ...hub import Hub
-from ...security.policy import Security
-from ...security.readers import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
+from ...security.readers import SUBPROTOCOL, ReaderTokenError, bearer, from_subprotocols
 from ...wire import ws_close_frame, ws_frame
 from ..close import closing
 from ..resume import subscription_of_query
-from . import inbound
+from . import NativeState, inbound
 from .handshake import Refusal, read_opening, switching_protocols
 from .inbound import CLOSE, PONG, TEXT, FrameError, close_code, read_frames
 from .reader import ReaderProtocol
@@ -50,14 +48,13 @@ class StreamProtocol(ReaderProtocol):
 
     def __init__(
         self,
-        hub: Hub,
+        state: NativeState,
         *,
         max_size: int,
         connections: set[Any],
-        security: Security | None = None,
         release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(hub, connections=connections, security=security, release=release)
+        super().__init__(state, connections=connections, release=release)
         self._max_size = max_size
         self._state = CONNECTING
         self._inbound = b""  # the start of a frame not wholly received yet
@@ -101,16 +98,14 @@ class StreamProtocol(ReaderProtocol):
                 flt, last = subscription_of_query(query)
             except FilterError as exc:
                 raise Refusal(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
-            grant = Grant()
-            if self.security is not None:
-                if not self.security.origins.allows(opening.origin, opening.host):
-                    raise Refusal(403, "This Origin may not open the stream.")
-                try:
-                    token = bearer(opening.authorization) or from_subprotocols(opening.subprotocols)
-                    grant = self.security.readers.verify(token)
-                except ReaderTokenError as exc:
-                    raise Refusal(401, str(exc)) from None
-                flt = self.security.readers.apply(flt, grant)
+            if not self.security.origins.allows(opening.origin, opening.host):
+                raise Refusal(403, "This Origin may not open the stream.")
+            try:
+                token = bearer(opening.authorization) or from_subprotocols(opening.subprotocols)
+                grant = self.security.readers.verify(token)
+            except ReaderTokenError as exc:
+                raise Refusal(401, str(exc)) from None
+            flt = self.security.readers.apply(flt, grant)
         except Refusal as refusal:
             self.refuse(refusal.status, refusal.detail, errors=refusal.errors, headers=refusal.headers)
             return
