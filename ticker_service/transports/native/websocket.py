@@ -13,6 +13,7 @@ WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,14 +27,24 @@ from ..close import closing
 from ..resume import subscription_of_query
 from . import NativeState, inbound
 from .handshake import Refusal, read_opening, switching_protocols
-from .inbound import CLOSE, PONG, TEXT, FrameError, close_code, read_frames
+from .inbound import CLOSE, PONG, TEXT, Fragments, FrameError, close_code, read_frames, read_message
 from .reader import ReaderProtocol
 
 logger = logging.getLogger("ticker.ws")
 
 PING = ws_frame(b"", 0x89)
 _PONG = 0x8A
-CONNECTING, OPEN, CLOSING = 0, 1, 2  # CLOSING: our close frame is sent, the reader's is awaited
+
+
+class State(enum.IntEnum):
+    """A reader's WebSocket connection (RFC 6455 §4-7), as websockets' ``State``."""
+
+    CONNECTING = 0  # the opening request is being answered
+    OPEN = 1  # the reader gets events and may send messages
+    CLOSING = 2  # a close frame went out (or the connection failed): the reader's, or the socket's end, is awaited
+    CLOSED = 3  # the TCP connection is gone
+
+
 CLOSE_TIMEOUT = 10.0
 
 
@@ -44,7 +55,7 @@ class StreamProtocol(ReaderProtocol):
     request that follows another on a kept-alive connection); :meth:`upgrade` answers it.
     """
 
-    __slots__ = ("_awaiting_pong", "_close_timer", "_inbound", "_max_size", "_state")
+    __slots__ = ("_awaiting_pong", "_close_timer", "_fragments", "_inbound", "_max_size", "_state")
 
     def __init__(
         self,
@@ -56,14 +67,15 @@ class StreamProtocol(ReaderProtocol):
     ) -> None:
         super().__init__(state, connections=connections, release=release)
         self._max_size = max_size
-        self._state = CONNECTING
+        self._state = State.CONNECTING
         self._inbound = b""  # the start of a frame not wholly received yet
+        self._fragments: Fragments | None = None  # a message coming in fragments (rare)
         self._close_timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._state == CONNECTING:
+        if self._state is State.CONNECTING:
             return  # a client may not send before the handshake's answer; a refused one is being closed
         try:
             frames, self._inbound = read_frames(self._inbound + data if self._inbound else data, self._max_size)
@@ -71,13 +83,15 @@ class StreamProtocol(ReaderProtocol):
                 if opcode == PONG:
                     self._awaiting_pong = False
                 elif opcode == inbound.PING:
-                    if self._state == OPEN:
+                    if self._state is State.OPEN:
                         self._write(ws_frame(payload, _PONG))
                 elif opcode == CLOSE:
                     self._close_received(payload)
                     return
-                elif self._state == OPEN:
-                    self._message(opcode, fin, payload)
+                elif self._state is State.OPEN:
+                    message, self._fragments = read_message(opcode, fin, payload, self._fragments, self._max_size)
+                    if message is not None:
+                        self._message(*message)
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
 
@@ -112,10 +126,12 @@ class StreamProtocol(ReaderProtocol):
         # Answer "ticker" if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too).
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in opening.subprotocols else None
         self.transport.write(switching_protocols(opening, subprotocol, default_headers))
-        self._state = OPEN
+        self._state = State.OPEN
         self.start_reader(flt, last, grant, websocket=True, beat=self._beat)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._state = State.CLOSED
+        self._fragments = None
         super().connection_lost(exc)
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -123,7 +139,7 @@ class StreamProtocol(ReaderProtocol):
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
-        if self.reader is not None and self._state == OPEN:
+        if self.reader is not None and self._state is State.OPEN:
             self.reader.close("shutdown")
         elif self.transport is not None:
             self.transport.close()
@@ -146,18 +162,19 @@ class StreamProtocol(ReaderProtocol):
     def _end(self, close_frame: bytes) -> None:
         """Send ``close_frame`` if the connection is still open, and close it now."""
         assert self.transport is not None
-        if self._state == OPEN:
+        if self._state is State.OPEN:
             self._write(close_frame)
-        self._state = CLOSING
+        self._state = State.CLOSING
         if self.reader is not None:
             self.hub.remove(self.reader)
         self.transport.close()
 
-    def _message(self, opcode: int, fin: bool, payload: bytes) -> None:
+    def _message(self, opcode: int, payload: bytes) -> None:
+        """A whole message from the reader (a text one is valid UTF-8): only ``subscribe`` is understood."""
         assert self.reader is not None
         try:
-            if opcode != TEXT or not fin:
-                raise FilterError("type", "send subscribe messages as single text frames")
+            if opcode != TEXT:
+                raise FilterError("type", "send subscribe messages as text")
             message = orjson.loads(payload)
             if not isinstance(message, dict) or message.get("type") != "subscribe":
                 raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
@@ -180,10 +197,10 @@ class StreamProtocol(ReaderProtocol):
         """Close for the hub: slow reader, shutdown, history unreadable, keepalive or a bad message."""
         assert self.reader is not None and self.transport is not None
         self.hub.remove(self.reader)
-        if self._state != OPEN or self.transport.is_closing():
+        if self._state is not State.OPEN or self.transport.is_closing():
             return
         code, text = closing(reason)
         self.transport.write(ws_close_frame(code, text))
-        self._state = CLOSING
+        self._state = State.CLOSING
         # A slow reader may never drain its buffer, so the closing handshake gets a deadline.
         self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
