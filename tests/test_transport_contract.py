@@ -5,14 +5,20 @@ loopback, with real clients, and asserts the same observable behaviour."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import struct
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import pytest
 import websockets
+from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from .support import (
@@ -24,12 +30,23 @@ from .support import (
     next_ws_event,
     publish,
     run_ticker,
+    sse_reader,
     ticker,
     wait_ready,
     ws_reader,
 )
 
 WS_MAX = 64 * 1024  # TICKER_WS_MAX_MESSAGE_BYTES's default, given to plain uvicorn too
+JWT_SECRET = "contract-suite-hmac-secret-" + "x" * 40
+ISSUER = "https://auth.example"
+PRIVATE = "health"
+READER_JWT = {
+    "TICKER_PRIVATE_TOPICS": PRIVATE,
+    "TICKER_JWT_ALGORITHM": "HS256",
+    "TICKER_JWT_KEY": JWT_SECRET,
+    "TICKER_JWT_ISSUER": ISSUER,
+}
+FOREIGN = "https://evil.example"
 
 
 def start(kind: str, tmp: Path, **extra_env: str) -> Service:
@@ -57,7 +74,7 @@ def start(kind: str, tmp: Path, **extra_env: str) -> Service:
 
 @pytest.fixture(scope="module", params=["native", "asgi"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start(request.param, Path(tmp_path_factory.mktemp(f"contract-{request.param}")))
+    service = start(request.param, Path(tmp_path_factory.mktemp(f"contract-{request.param}")), **READER_JWT)
     yield service
     service.stop()
 
@@ -66,6 +83,21 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         yield client
+
+
+def reader_token(expires_in: float) -> str:
+    claims = {"iss": ISSUER, "aud": "ticker", "exp": int(time.time() + expires_in), "topics": [PRIVATE]}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+async def refused_opening(service: Service, query: str = "", **connect: Any) -> tuple[int, dict[str, Any]]:
+    """Open /v1/stream expecting a refusal: the HTTP status and the problem document."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(f"{service.ws_url}/v1/stream?{query}", open_timeout=TIMEOUT, **connect):
+            pass
+    response = refused.value.response
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    return response.status_code, json.loads(response.body)
 
 
 async def closed_with(ws: websockets.ClientConnection) -> tuple[int, str]:
@@ -136,3 +168,67 @@ async def test_a_fragmented_message_over_the_limit_closes_1009(served: Service) 
 async def test_a_stray_continuation_frame_closes_1002(served: Service) -> None:
     frame = Frame(Opcode.CONT, b"orphan").serialize(mask=True, extensions=[])
     assert await raw_close_code(served, frame) == 1002
+
+
+# -- readers get flashes, refusals are problem documents, resume, close -----------------------------------------
+async def test_a_flash_reaches_websocket_and_sse_readers(served: Service, client: httpx.AsyncClient) -> None:
+    async with ws_reader(served, "lang=de") as ws, sse_reader(served, "lang=de") as sse:
+        doc = await publish(client, served, "contract: both transports", language="de")
+        assert (await next_ws_event(ws))["flash"]["uri"] == doc["uri"]
+        assert (await sse.next_event())["flash"]["uri"] == doc["uri"]
+
+
+async def test_a_bad_filter_is_a_400_problem(served: Service, client: httpx.AsyncClient) -> None:
+    status, problem = await refused_opening(served, "max_urgency=12")
+    assert status == problem["status"] == 400
+    assert [e["field"] for e in problem["errors"]] == ["max_urgency"]
+    response = await client.get(f"{served.base_url}/v1/events?max_urgency=12")
+    assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == problem["errors"]
+
+
+async def test_a_bad_reader_token_is_a_401_problem(served: Service, client: httpx.AsyncClient) -> None:
+    bad = {"Authorization": "Bearer not.a.jwt"}
+    status, problem = await refused_opening(served, additional_headers=bad)
+    assert status == problem["status"] == 401 and problem["detail"].startswith("reader token refused")
+    response = await client.get(f"{served.base_url}/v1/events", headers=bad)
+    assert response.status_code == 401 and response.json()["detail"] == problem["detail"]
+
+
+async def test_a_foreign_origin_is_a_403_problem(served: Service) -> None:
+    status, problem = await refused_opening(served, origin=FOREIGN)
+    assert status == problem["status"] == 403 and problem["detail"] == "This Origin may not open the stream."
+
+
+async def test_readers_resume_after_their_last_event_id(served: Service, client: httpx.AsyncClient) -> None:
+    last = (await client.get(f"{served.base_url}/v1/flashes?limit=1")).json()["last_event_id"]
+    docs = [await publish(client, served, f"contract: resume {i}", language="fr") for i in range(3)]
+    async with ws_reader(served, f"lang=fr&last_event_id={last}") as ws:
+        assert [(await next_ws_event(ws))["flash"]["uri"] for _ in docs] == [d["uri"] for d in docs]
+    async with sse_reader(served, "lang=fr", headers={"Last-Event-ID": last}) as sse:
+        assert [(await sse.next_event())["flash"]["uri"] for _ in docs] == [d["uri"] for d in docs]
+
+
+async def test_an_expired_reader_token_closes_4401_with_a_retry_hint(served: Service) -> None:
+    headers = {"Authorization": f"Bearer {reader_token(expires_in=1.5)}"}
+    async with websockets.connect(f"{served.ws_url}/v1/stream", additional_headers=headers) as ws:
+        code, reason = await closed_with(ws)
+    assert code == 4401 and "retry=" in reason, reason
+
+
+@pytest.mark.parametrize("kind", ["native", "asgi"])
+async def test_shutdown_closes_websockets_1012(kind: str, tmp_path: Path) -> None:
+    """SIGTERM: WebSocket readers are told the service restarts (1012), and the process exits."""
+    service = start(kind, tmp_path)
+    try:
+        process = service.processes[0].proc
+        assert process is not None
+        async with ws_reader(service, "lang=en") as ws:
+            process.send_signal(signal.SIGTERM)
+            code, reason = await closed_with(ws)
+        assert code == 1012
+        if kind == "native":
+            assert "retry=" in reason  # under plain uvicorn, the server closes the stream itself, with no reason
+        assert await asyncio.to_thread(process.wait, TIMEOUT) in (0, -signal.SIGTERM)
+    finally:
+        service.stop()
