@@ -27,6 +27,7 @@ from .security.policy import Security, middleware
 from .security.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .security.tokens import FileTokenStore, RedisTokenStore, TokenStore
 from .settings import STATIC, Settings
+from .transports.native import NativeState
 
 logger = logging.getLogger("ticker.app")
 
@@ -63,7 +64,6 @@ def create_app(
         max_queue=settings.queue_max_messages,
         replay_limit=settings.replay_max_events,
         write_buffer_limit=settings.write_buffer_limit_bytes,
-        send_buffer=settings.socket_send_buffer_bytes,
         coalesce=settings.fanout_coalesce_seconds,
     )
     broker.subscribe(hub.dispatch)
@@ -80,7 +80,7 @@ def create_app(
         background_task = asyncio.ensure_future(background()) if background is not None else None
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
-            yield {"ticker_hub": hub, "ticker_settings": settings, "ticker_security": security}
+            yield NativeState.from_settings(hub, security, settings).lifespan_state()
         finally:
             # Stop the readers' streams first so that open connections end, then the broker.
             hub.stop_heartbeat()

@@ -36,7 +36,6 @@ class Hub:
         max_queue: int,
         replay_limit: int,
         write_buffer_limit: int,
-        send_buffer: int = 0,
         coalesce: float = 0.0,
     ) -> None:
         self.broker = broker
@@ -44,7 +43,6 @@ class Hub:
         # reader gets several in one write (a system call per reader is most of the fan-out's cost). An event after
         # a quiet spell still goes out at once.
         self.coalesce = coalesce
-        self.send_buffer = send_buffer  # SO_SNDBUF for native readers' sockets (0: the kernel's default)
         self.max_queue = max_queue
         self.replay_limit = replay_limit  # also the window: recent events kept for dedup and replay from memory
         self.write_buffer_limit = write_buffer_limit

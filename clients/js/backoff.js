@@ -1,8 +1,14 @@
 // Reconnect timing for the browser client: exponential backoff with full jitter, floored by the server's hint.
 // Pure functions, no DOM, so that Node's test runner can check them (tests/js/).
 
-/** WebSocket close codes after which retrying the same subscription cannot help (same set as the Python client). */
+// The hub's WebSocket close codes by range (its table: ticker_service/transports/close.py; the README's "Close
+// codes"). The same rules as the Python client's close_rule.
+/** RFC 6455 codes after which retrying the same subscription cannot help: the request or a message was wrong. */
 export const TERMINAL_CODES = new Set([1003, 1007, 1008, 1009]);
+/** Reconnect only with fresh credentials (4401: the reader token expired), inclusive bounds. */
+export const REFRESH_RANGE = [4400, 4499];
+/** The hub's own terminal codes, inclusive bounds. Anything else (1001, 1006, 1011, 1012, 4000–4399): reconnect. */
+export const TERMINAL_RANGE = [4500, 4999];
 
 /**
  * Milliseconds to wait before reconnect `attempt` (1, 2, ...): uniform in [0, min(cap, base·2^attempt)].
@@ -28,11 +34,23 @@ export function hintFromReason(reason) {
 }
 
 /**
- * Whether a WebSocket close code means "do not come back with the same request".
+ * What a WebSocket close code asks of the client, by its range.
+ * @param {number} code
+ * @returns {"reconnect" | "refresh" | "terminal"}
+ */
+export function closeRule(code) {
+  if (TERMINAL_CODES.has(code) || (code >= TERMINAL_RANGE[0] && code <= TERMINAL_RANGE[1])) return "terminal";
+  if (code >= REFRESH_RANGE[0] && code <= REFRESH_RANGE[1]) return "refresh";
+  return "reconnect";
+}
+
+/**
+ * Whether a WebSocket close code means "do not come back with the same request". A browser holds no token of
+ * its own: after a "refresh" code it reconnects, and the page's credentials (its reader session) go with it.
  * @param {number} code
  */
 export function isTerminalClose(code) {
-  return TERMINAL_CODES.has(code);
+  return closeRule(code) === "terminal";
 }
 
 /**

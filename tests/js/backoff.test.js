@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { backoffDelay, hintFromReason, isTerminalClose, nextTransport } from "../../clients/js/backoff.js";
+import { backoffDelay, closeRule, hintFromReason, isTerminalClose, nextTransport } from "../../clients/js/backoff.js";
 
 test("the ceiling doubles per attempt up to the cap, and the wait is the random fraction of it (full jitter)", () => {
   const top = () => 0.999999;
@@ -34,6 +34,13 @@ test("the hint is read from the end of a close reason", () => {
 test("policy violations and bad data are terminal; restarts, slow-reader cut-offs and drops are not", () => {
   for (const code of [1003, 1007, 1008, 1009]) assert.equal(isTerminalClose(code), true, String(code));
   for (const code of [1000, 1001, 1006, 1011, 1012, 1013, 4008]) assert.equal(isTerminalClose(code), false, String(code));
+});
+
+test("close codes branch on their range: 4000–4399 reconnect, 4400–4499 need a fresh token, 4500–4999 stop", () => {
+  for (const code of [4000, 4008, 4399]) assert.equal(closeRule(code), "reconnect", String(code));
+  for (const code of [4400, 4401, 4499]) assert.equal(closeRule(code), "refresh", String(code));
+  for (const code of [4500, 4999]) assert.equal(closeRule(code), "terminal", String(code));
+  assert.equal(isTerminalClose(4401), false); // a browser reconnects with its page's credentials
 });
 
 test("a WebSocket that never opened gives way to SSE, and back; one that opened is kept", () => {

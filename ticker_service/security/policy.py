@@ -1,7 +1,8 @@
 """The security parts a hub process shares between the ASGI app and its native protocols, and response headers.
 
-``Security`` travels in the lifespan state (``ticker_security``) to the native WebSocket/SSE protocols, which run
-below ASGI and so below any middleware. ``SecurityHeaders`` is the ASGI middleware for everything else.
+``Security`` travels in the lifespan state (``transports.native.NativeState``) to the native WebSocket/SSE
+protocols, which run below ASGI and so below any middleware. ``SecurityHeaders`` is the ASGI middleware for
+everything else.
 """
 
 from __future__ import annotations

@@ -13,12 +13,8 @@ import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .backoff import delay, hint_from_reason
+from .backoff import close_rule, delay, hint_from_reason
 from .events import Event
-
-# WebSocket close codes after which retrying the same request cannot help.
-TERMINAL_CODES = {1008, 1003, 1007, 1009}
-TOKEN_EXPIRED = 4401  # the reader token expired: reconnect only with a fresh one
 
 
 class TerminalError(Exception):
@@ -90,7 +86,8 @@ class TickerClient:
                         yield event
             except ConnectionClosed as exc:
                 code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
-                if code in TERMINAL_CODES or (code == TOKEN_EXPIRED and not callable(self.token)):
+                rule = close_rule(code)
+                if rule == "terminal" or (rule == "refresh" and not callable(self.token)):
                     raise TerminalError(f"closed with {code}: {reason}") from exc
                 hint = hint_from_reason(reason)
             except InvalidStatus as exc:

@@ -4,9 +4,9 @@ In a reconnect storm nearly every new connection is a reader: ``GET /v1/stream``
 ``GET /v1/events``. uvicorn's HTTP protocol would first build its per-connection state (an HTTP parser, loggers,
 flow control, socket addresses) and a per-request ASGI scope, only to hand the connection over. This protocol,
 uvicorn's ``http`` class, reads the request head itself; a well-formed reader's request (request line, header
-syntax, no body) goes straight to :class:`~.native_ws.StreamProtocol` or
-:class:`~.event_stream.EventStreamProtocol`. Any other request, or anything it is not sure of, is handed with the
-bytes read so far to :class:`~.http_protocol.ReaderHttpProtocol` (uvicorn's parser and the ASGI app), which
+syntax, no body) goes straight to :class:`~.websocket.StreamProtocol` or
+:class:`~.sse.EventStreamProtocol`. Any other request, or anything it is not sure of, is handed with the
+bytes read so far to :class:`~.http.ReaderHttpProtocol` (uvicorn's parser and the ASGI app), which
 answers exactly as if it had read them itself. The connection limits and the request deadline apply from the
 first byte either way.
 """
@@ -18,12 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any, cast
 
-from uvicorn.config import Config
-from uvicorn.server import ServerState
-
-from ...hub import Hub
-from ...security.policy import Security
-from .http import ReaderHttpProtocol, handshake_timeout
+from . import NativeState
+from .http import Config, ReaderHttpProtocol, ServerState
 from .sse import EventStreamProtocol
 from .websocket import StreamProtocol
 
@@ -67,7 +63,7 @@ class FrontProtocol(asyncio.Protocol):
         "app_state",
         "config",
         "loop",
-        "security",
+        "native",
         "server_state",
         "transport",
     )
@@ -82,9 +78,9 @@ class FrontProtocol(asyncio.Protocol):
         self.config = config
         self.server_state = server_state
         self.app_state = app_state
+        self.native = NativeState.of(app_state)  # None: the app is not ticker's, uvicorn serves every request
         self.loop = _loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
-        self.security: Security | None = None
         self._buffer = b""
         self._client_ip: str | None = None  # counted by the ConnectionGuard until released or passed on
         self._refused: tuple[int, str] | None = None
@@ -93,16 +89,14 @@ class FrontProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.server_state.connections.add(self)  # type: ignore[arg-type]  # uvicorn calls shutdown() on each
-        security = self.app_state.get("ticker_security")
-        if isinstance(security, Security):
-            self.security = security
+        native = self.native
+        if native is not None:
             peer = transport.get_extra_info("peername")
             ip = str(peer[0]) if isinstance(peer, tuple) else ""
-            self._refused = security.guard.admit(ip)
+            self._refused = native.security.guard.admit(ip)
             if self._refused is None:
                 self._client_ip = ip
-            timeout = handshake_timeout(self.app_state)
-            self._timer = self.loop.call_later(timeout, self._too_slow)
+            self._timer = self.loop.call_later(native.handshake_timeout, self._too_slow)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -113,30 +107,24 @@ class FrontProtocol(asyncio.Protocol):
             else:
                 self._buffer = buffer
             return
-        hub = self.app_state.get("ticker_hub")
-        opening = split_opening(buffer[: end + 2]) if self._refused is None and isinstance(hub, Hub) else None
+        native = self.native
+        opening = split_opening(buffer[: end + 2]) if self._refused is None and native is not None else None
         if opening is None:
             self._hand_over(buffer)
             return
-        assert isinstance(hub, Hub) and self.transport is not None
+        assert native is not None and self.transport is not None
         self._stop_timer()
         connections = self.server_state.connections
         connections.discard(self)
         kind, target, headers = opening
         default_headers = self.server_state.default_headers
         if kind == b"events":
-            stream = EventStreamProtocol(
-                hub, connections=connections, security=self.security, release=self._pass_slot()
-            )
+            stream = EventStreamProtocol(native, connections=connections, release=self._pass_slot())
             stream.take_over(self.transport)
             stream.open(target, headers, default_headers)
             return
         protocol = StreamProtocol(
-            hub,
-            max_size=self.config.ws_max_size,
-            connections=connections,
-            security=self.security,
-            release=self._pass_slot(),
+            native, max_size=self.config.ws_max_size, connections=connections, release=self._pass_slot()
         )
         protocol.take_over(self.transport)
         protocol.upgrade("GET", "1.1", target, headers, default_headers)
@@ -158,7 +146,7 @@ class FrontProtocol(asyncio.Protocol):
     def _pass_slot(self) -> Callable[[], None] | None:
         """The connection's place in the ConnectionGuard, for the protocol that takes over to give back."""
         ip, self._client_ip = self._client_ip, None
-        return None if self.security is None else self.security.guard.releaser(ip)
+        return None if self.native is None else self.native.security.guard.releaser(ip)
 
     def _too_slow(self) -> None:
         """The request head did not arrive in time (slowloris)."""
@@ -174,8 +162,8 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
         self.server_state.connections.discard(self)
-        if self._client_ip is not None and self.security is not None:
-            self.security.guard.release(self._client_ip)
+        if self._client_ip is not None and self.native is not None:
+            self.native.security.guard.release(self._client_ip)
             self._client_ip = None
 
     def shutdown(self) -> None:

@@ -2,8 +2,14 @@
 
 A reader's request that comes later on a kept-alive connection (``GET /v1/events`` over HTTP/1.1, a WebSocket
 opening of ``/v1/stream``) is handed, parsed, to the same native protocols the front protocol uses
-(``event_stream.EventStreamProtocol``, ``native_ws.StreamProtocol``). Every other request (and SSE over HTTP/1.0)
+(``sse.EventStreamProtocol``, ``websocket.StreamProtocol``). Every other request (and SSE over HTTP/1.0)
 goes to the ASGI app as usual. The connection limits and the per-request deadline (slowloris) apply here too.
+
+This is the one module that imports uvicorn (``front.py`` gets its types from here) and reaches into its internals:
+it subclasses ``HttpToolsProtocol`` and overrides its parser callbacks (``on_message_begin``,
+``on_headers_complete``, ``on_body``, ``on_message_complete``, ``handle_websocket_upgrade``) and uses its
+attributes (``parser``, ``url``, ``scope``, ``headers``, ``transport``, ``connections``, ``app_state``,
+``server_state``). ``pyproject.toml`` pins uvicorn to the range the tests run against.
 """
 
 from __future__ import annotations
@@ -13,41 +19,37 @@ import logging
 from collections.abc import Callable
 
 import httptools
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
-from ...hub import Hub
 from ...problems import problem_http
-from ...security.policy import Security
+from . import NativeState
 from .reader import ReaderProtocol
 from .sse import EventStreamProtocol
 from .websocket import StreamProtocol
 
+__all__ = ["Config", "ReaderHttpProtocol", "ServerState"]  # uvicorn's types, for front.py
+
 logger = logging.getLogger("ticker.http")
-
-
-def handshake_timeout(app_state: dict[str, object]) -> float:
-    """Seconds a client has to send each request, headers and body (against slowloris)."""
-    settings = app_state.get("ticker_settings")
-    return float(getattr(settings, "handshake_timeout_seconds", 10.0))
 
 
 class ReaderHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, handing readers' requests to the native reader protocols."""
 
     handed_over = False  # a native reader protocol has the connection: ignore what the parser still reports
-    security: Security | None = None
+    native: NativeState | None = None  # None: the app is not ticker's, uvicorn serves every request
     _client_ip: str | None = None  # counted by the ConnectionGuard until released
     _request_timer: asyncio.TimerHandle | None = None
     _refused: tuple[int, str] | None = None  # over a connection limit: answered once the headers are in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        security = self.app_state.get("ticker_security")
-        if not isinstance(security, Security):
+        self.native = native = NativeState.of(self.app_state)
+        if native is None:
             return
-        self.security = security
         ip = self.client[0] if self.client else ""
-        self._refused = security.guard.admit(ip)
+        self._refused = native.security.guard.admit(ip)
         if self._refused is None:
             self._client_ip = ip
         self._arm_request_timer()
@@ -57,9 +59,8 @@ class ReaderHttpProtocol(HttpToolsProtocol):
     ) -> None:
         """Become the protocol of a connection the front protocol admitted (or refused) and read the start of."""
         super().connection_made(transport)
-        security = self.app_state.get("ticker_security")
-        if isinstance(security, Security):
-            self.security = security
+        self.native = NativeState.of(self.app_state)
+        if self.native is not None:
             self._client_ip = client_ip
             self._refused = refused
             self._arm_request_timer()
@@ -67,8 +68,8 @@ class ReaderHttpProtocol(HttpToolsProtocol):
 
     # -- handshake timeout: a client must send each request, headers and body, in time (slowloris) --------------
     def _arm_request_timer(self) -> None:
-        if self.security is not None and self._request_timer is None:
-            self._request_timer = self.loop.call_later(handshake_timeout(self.app_state), self._request_too_slow)
+        if self.native is not None and self._request_timer is None:
+            self._request_timer = self.loop.call_later(self.native.handshake_timeout, self._request_too_slow)
 
     def _request_too_slow(self) -> None:
         self._request_timer = None
@@ -81,14 +82,14 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             self._request_timer = None
 
     def _release_slot(self) -> None:
-        if self._client_ip is not None and self.security is not None:
-            self.security.guard.release(self._client_ip)
+        if self._client_ip is not None and self.native is not None:
+            self.native.security.guard.release(self._client_ip)
             self._client_ip = None
 
     def _hand_over_slot(self) -> Callable[[], None] | None:
         """The connection's place in the ConnectionGuard, for the protocol that takes over to give back."""
         ip, self._client_ip = self._client_ip, None
-        return None if self.security is None else self.security.guard.releaser(ip)
+        return None if self.native is None else self.native.security.guard.releaser(ip)
 
     def on_message_begin(self) -> None:
         if self.handed_over:
@@ -104,17 +105,15 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             # Read the request first, so that the client sees the answer rather than a reset connection.
             self._problem(*self._refused, [], retry_after=1)
             return
-        hub = self.app_state.get("ticker_hub")
+        native = self.native
         if (
-            isinstance(hub, Hub)
+            native is not None
             and self.parser.get_method() == b"GET"
             and self.parser.get_http_version() == "1.1"
             and not self.parser.should_upgrade()
         ):
             if httptools.parse_url(self.url).path == b"/v1/events":
-                stream = EventStreamProtocol(
-                    hub, connections=self.connections, security=self.security, release=self._hand_over_slot()
-                )
+                stream = EventStreamProtocol(native, connections=self.connections, release=self._hand_over_slot())
                 self._hand_over(stream)
                 stream.open(self.url, self.headers, self.server_state.default_headers)
                 return
@@ -132,8 +131,8 @@ class ReaderHttpProtocol(HttpToolsProtocol):
         self._disarm_request_timer()
         if self._refused is not None:
             return  # already answered
-        hub = self.app_state.get("ticker_hub")
-        if not isinstance(hub, Hub) or httptools.parse_url(self.url).path != b"/v1/stream":
+        native = self.native
+        if native is None or httptools.parse_url(self.url).path != b"/v1/stream":
             # uvicorn's WebSocket protocol takes the connection and never reports its end here: give the place back.
             release = self._hand_over_slot()
             if release is not None:
@@ -141,11 +140,7 @@ class ReaderHttpProtocol(HttpToolsProtocol):
             super().handle_websocket_upgrade()
             return
         protocol = StreamProtocol(
-            hub,
-            max_size=self.config.ws_max_size,
-            connections=self.connections,
-            security=self.security,
-            release=self._hand_over_slot(),
+            native, max_size=self.config.ws_max_size, connections=self.connections, release=self._hand_over_slot()
         )
         self._hand_over(protocol)
         scope = self.scope

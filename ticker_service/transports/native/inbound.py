@@ -8,16 +8,19 @@ path's Python time and a good part of an idle connection's memory. Here a connec
 
 No extension is ever negotiated, so a reserved bit is a protocol error (a compressed frame is refused, never
 inflated); a frame longer than the message limit is refused from its header, before its payload is buffered.
+A message may come in fragments (RFC 6455 §5.4): :class:`Fragments` joins them, up to the same limit.
+
+Close codes follow RFC 6455 §7.4.1: 1002 for a malformed frame or a continuation with nothing to continue, 1007
+for a text message that is not UTF-8, 1009 for a message over the limit.
+
+Unmasking is ours (:func:`unmask`), not the websockets library's: its fast ``apply_mask`` lives in
+``websockets.speedups``, which is not public API. A reader's frames are pongs (empty: the hub's pings carry no
+payload), the odd ``subscribe`` message and a close, so a pure-Python XOR is fast enough (0.8 µs for 125 bytes).
 """
 
 from __future__ import annotations
 
 import struct
-
-try:
-    from websockets.speedups import apply_mask  # the websockets library's C implementation
-except ImportError:  # pragma: no cover - a build without it
-    from websockets.utils import apply_mask
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _DATA = frozenset({CONT, TEXT, BINARY})
@@ -36,6 +39,13 @@ class FrameError(Exception):
 
 
 Frame = tuple[int, bool, bytes]  # opcode, FIN, unmasked payload
+
+
+def unmask(data: bytes, mask: bytes) -> bytes:
+    """``data`` XOR the 4-byte ``mask`` repeated (RFC 6455 §5.3), as one big-integer operation."""
+    size = len(data)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
 def read_frames(buffer: bytes, max_size: int) -> tuple[list[Frame], bytes]:
@@ -73,7 +83,7 @@ def read_frames(buffer: bytes, max_size: int) -> tuple[list[Frame], bytes]:
         end = start + 4 + length
         if end > size:
             break
-        payload = apply_mask(buffer[start + 4 : end], buffer[start : start + 4]) if length else b""
+        payload = unmask(buffer[start + 4 : end], buffer[start : start + 4]) if length else b""
         frames.append((opcode, fin, payload))
         pos = end
     return frames, buffer[pos:] if pos else buffer
@@ -93,3 +103,44 @@ def close_code(payload: bytes) -> int | None:
     except UnicodeDecodeError:
         raise FrameError(1007, "a close reason must be UTF-8") from None
     return code
+
+
+class Fragments:
+    """A data message coming in fragments (RFC 6455 §5.4): the first frame's opcode and the payloads so far."""
+
+    __slots__ = ("opcode", "parts", "size")
+
+    def __init__(self, opcode: int, payload: bytes) -> None:
+        self.opcode = opcode
+        self.parts = [payload]
+        self.size = len(payload)
+
+
+def read_message(
+    opcode: int, fin: bool, payload: bytes, partial: Fragments | None, max_size: int
+) -> tuple[tuple[int, bytes] | None, Fragments | None]:
+    """Take one data frame: the message it completes (``(opcode, payload)``, if any) and the fragments still open.
+
+    A text message is checked to be UTF-8. :class:`FrameError`: a continuation with nothing to continue, a new
+    message before the last one ended (1002), a message over ``max_size`` (1009), a text that is not UTF-8 (1007).
+    """
+    if opcode == CONT:
+        if partial is None:
+            raise FrameError(1002, "a continuation frame with no message to continue")
+        partial.parts.append(payload)
+        partial.size += len(payload)
+        if partial.size > max_size:
+            raise FrameError(1009, f"message over {max_size} bytes")
+        if not fin:
+            return None, partial
+        opcode, payload = partial.opcode, b"".join(partial.parts)
+    elif partial is not None:
+        raise FrameError(1002, "a new message before the fragmented one ended")
+    elif not fin:
+        return None, Fragments(opcode, payload)
+    if opcode == TEXT:
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            raise FrameError(1007, "a text message must be UTF-8") from None
+    return (opcode, payload), None

@@ -1,4 +1,4 @@
-"""What the two native reader protocols (WebSocket ``native_ws``, SSE ``event_stream``) share: taking a connection
+"""What the two native reader protocols (WebSocket ``websocket.py``, SSE ``sse.py``) share: taking a connection
 over from the HTTP side, starting the hub's reader, and giving everything back when the connection ends."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 from ...filters import Filter
-from ...hub import Hub
 from ...problems import problem_http
 from ...readers import TransportReader
-from ...security.policy import Security
 from ...security.readers import Grant
+from . import NativeState
 
 
 def expire_at(grant: Grant, close: Callable[[str], None]) -> asyncio.TimerHandle | None:
@@ -36,19 +35,13 @@ def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
 class ReaderProtocol(asyncio.Protocol):
     """A reader's connection once the hub serves it natively; subclasses answer the request and speak the wire."""
 
-    __slots__ = ("_expiry", "_release", "connections", "hub", "reader", "security", "transport")
+    __slots__ = ("_expiry", "_release", "connections", "hub", "reader", "security", "send_buffer", "transport")
 
-    def __init__(
-        self,
-        hub: Hub,
-        *,
-        connections: set[Any],
-        security: Security | None = None,
-        release: Callable[[], None] | None = None,
-    ) -> None:
-        self.hub = hub
+    def __init__(self, state: NativeState, *, connections: set[Any], release: Callable[[], None] | None = None) -> None:
+        self.hub = state.hub
+        self.security = state.security
+        self.send_buffer = state.send_buffer
         self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
-        self.security = security
         self._release = release  # gives the connection's place back to the hub's ConnectionGuard
         self._expiry: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
@@ -84,7 +77,7 @@ class ReaderProtocol(asyncio.Protocol):
         self.reader = TransportReader(
             flt, self.hub.write_buffer_limit, self.transport, websocket=websocket, closer=self._close, beat=beat
         )
-        limit_send_buffer(self.transport, self.hub.send_buffer)
+        limit_send_buffer(self.transport, self.send_buffer)
         self.hub.connect(self.reader, last)
         self._expiry = expire_at(grant, self.reader.close)
 

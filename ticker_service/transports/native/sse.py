@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 
 from ...filters import FilterError
-from ...security.readers import Grant, ReaderTokenError, bearer, from_cookie
+from ...security.readers import ReaderTokenError, bearer, from_cookie
 from ...wire import SSE_HEARTBEAT, http_chunk, sse_opening
 from ..resume import subscription_of_query
 from .reader import ReaderProtocol
@@ -52,19 +52,16 @@ class EventStreamProtocol(ReaderProtocol):
         except FilterError as exc:
             self.refuse(400, exc.message, errors=[{"field": exc.field, "message": exc.message}])
             return
-        grant = Grant()
         # The public stream: any page may embed the ticker (``*``, never with credentials). A listed origin gets
         # its own name and credentials instead, so that its pages may send the reader cookie.
-        cors: list[tuple[bytes, bytes]] = [(b"access-control-allow-origin", b"*")]
-        if self.security is not None:
-            cors = self.security.origins.cors_headers(wanted.get("origin")) or cors
-            try:
-                token = bearer(wanted.get("authorization")) or from_cookie(wanted.get("cookie"))
-                grant = self.security.readers.verify(token)
-            except ReaderTokenError as exc:
-                self.refuse(401, str(exc), errors=[{"field": "Authorization", "message": str(exc)}])
-                return
-            flt = self.security.readers.apply(flt, grant)
+        cors = self.security.origins.cors_headers(wanted.get("origin")) or [(b"access-control-allow-origin", b"*")]
+        try:
+            token = bearer(wanted.get("authorization")) or from_cookie(wanted.get("cookie"))
+            grant = self.security.readers.verify(token)
+        except ReaderTokenError as exc:
+            self.refuse(401, str(exc), errors=[{"field": "Authorization", "message": str(exc)}])
+            return
+        flt = self.security.readers.apply(flt, grant)
         head = [HEAD]
         for name, value in [*default_headers, *cors]:
             head += [name, b": ", value, b"\r\n"]

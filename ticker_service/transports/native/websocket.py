@@ -6,13 +6,14 @@ frame serialisation. Here the hub writes the pre-built frame bytes (the same for
 (``subscribe`` messages, pongs, pings, close); keepalive pings come from the hub's one timer.
 
 The front protocol (``front.FrontProtocol``), or for a later request on a kept-alive connection uvicorn's HTTP
-protocol (``http_protocol.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
+protocol (``http.ReaderHttpProtocol``), hands a WebSocket opening of ``/v1/stream`` to this class; any other
 WebSocket path goes to uvicorn's own WebSocket protocol and the ASGI app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,32 +21,31 @@ from typing import Any
 import orjson
 
 from ...filters import Filter, FilterError
-from ...hub import Hub
-from ...security.policy import Security
-from ...security.readers import SUBPROTOCOL, Grant, ReaderTokenError, bearer, from_subprotocols
-from ...wire import retry_ms, ws_close_frame, ws_frame
-from ..asgi.websocket import CLOSE_SLOW
+from ...security.readers import SUBPROTOCOL, ReaderTokenError, bearer, from_subprotocols
+from ...wire import ws_close_frame, ws_frame
+from ..close import closing
 from ..resume import subscription_of_query
-from . import inbound
+from . import NativeState, inbound
 from .handshake import Refusal, read_opening, switching_protocols
-from .inbound import CLOSE, PONG, TEXT, FrameError, close_code, read_frames
+from .inbound import CLOSE, PONG, TEXT, Fragments, FrameError, close_code, read_frames, read_message
 from .reader import ReaderProtocol
 
 logger = logging.getLogger("ticker.ws")
 
 PING = ws_frame(b"", 0x89)
 _PONG = 0x8A
-CONNECTING, OPEN, CLOSING = 0, 1, 2  # CLOSING: our close frame is sent, the reader's is awaited
+
+
+class State(enum.IntEnum):
+    """A reader's WebSocket connection (RFC 6455 §4-7), as websockets' ``State``."""
+
+    CONNECTING = 0  # the opening request is being answered
+    OPEN = 1  # the reader gets events and may send messages
+    CLOSING = 2  # a close frame went out (or the connection failed): the reader's, or the socket's end, is awaited
+    CLOSED = 3  # the TCP connection is gone
+
+
 CLOSE_TIMEOUT = 10.0
-CLOSE_EXPIRED = 4401  # the reader's JWT expired: reconnect with a fresh token (like HTTP 401)
-# Reasons end with a reconnect hint, "retry=<ms>", jittered per reader (clients add their own jitter too).
-CLOSE_CODES = {
-    "slow": (CLOSE_SLOW, "reader too slow; resume with last_event_id"),
-    "shutdown": (1012, "service restart; resume with last_event_id"),
-    "history": (1011, "history unavailable"),
-    "keepalive": (1011, "keepalive ping timeout"),
-    "expired": (CLOSE_EXPIRED, "reader token expired; reconnect with a fresh one"),
-}
 
 
 class StreamProtocol(ReaderProtocol):
@@ -55,27 +55,27 @@ class StreamProtocol(ReaderProtocol):
     request that follows another on a kept-alive connection); :meth:`upgrade` answers it.
     """
 
-    __slots__ = ("_awaiting_pong", "_close_timer", "_inbound", "_max_size", "_state")
+    __slots__ = ("_awaiting_pong", "_close_timer", "_fragments", "_inbound", "_max_size", "_state")
 
     def __init__(
         self,
-        hub: Hub,
+        state: NativeState,
         *,
         max_size: int,
         connections: set[Any],
-        security: Security | None = None,
         release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(hub, connections=connections, security=security, release=release)
+        super().__init__(state, connections=connections, release=release)
         self._max_size = max_size
-        self._state = CONNECTING
+        self._state = State.CONNECTING
         self._inbound = b""  # the start of a frame not wholly received yet
+        self._fragments: Fragments | None = None  # a message coming in fragments (rare)
         self._close_timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._state == CONNECTING:
+        if self._state is State.CONNECTING:
             return  # a client may not send before the handshake's answer; a refused one is being closed
         try:
             frames, self._inbound = read_frames(self._inbound + data if self._inbound else data, self._max_size)
@@ -83,13 +83,15 @@ class StreamProtocol(ReaderProtocol):
                 if opcode == PONG:
                     self._awaiting_pong = False
                 elif opcode == inbound.PING:
-                    if self._state == OPEN:
+                    if self._state is State.OPEN:
                         self._write(ws_frame(payload, _PONG))
                 elif opcode == CLOSE:
                     self._close_received(payload)
                     return
-                elif self._state == OPEN:
-                    self._message(opcode, fin, payload)
+                elif self._state is State.OPEN:
+                    message, self._fragments = read_message(opcode, fin, payload, self._fragments, self._max_size)
+                    if message is not None:
+                        self._message(*message)
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
 
@@ -110,26 +112,26 @@ class StreamProtocol(ReaderProtocol):
                 flt, last = subscription_of_query(query)
             except FilterError as exc:
                 raise Refusal(400, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
-            grant = Grant()
-            if self.security is not None:
-                if not self.security.origins.allows(opening.origin, opening.host):
-                    raise Refusal(403, "This Origin may not open the stream.")
-                try:
-                    token = bearer(opening.authorization) or from_subprotocols(opening.subprotocols)
-                    grant = self.security.readers.verify(token)
-                except ReaderTokenError as exc:
-                    raise Refusal(401, str(exc)) from None
-                flt = self.security.readers.apply(flt, grant)
+            if not self.security.origins.allows(opening.origin, opening.host):
+                raise Refusal(403, "This Origin may not open the stream.")
+            try:
+                token = bearer(opening.authorization) or from_subprotocols(opening.subprotocols)
+                grant = self.security.readers.verify(token)
+            except ReaderTokenError as exc:
+                raise Refusal(401, str(exc)) from None
+            flt = self.security.readers.apply(flt, grant)
         except Refusal as refusal:
             self.refuse(refusal.status, refusal.detail, errors=refusal.errors, headers=refusal.headers)
             return
         # Answer "ticker" if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too).
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in opening.subprotocols else None
         self.transport.write(switching_protocols(opening, subprotocol, default_headers))
-        self._state = OPEN
+        self._state = State.OPEN
         self.start_reader(flt, last, grant, websocket=True, beat=self._beat)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._state = State.CLOSED
+        self._fragments = None
         super().connection_lost(exc)
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -137,7 +139,7 @@ class StreamProtocol(ReaderProtocol):
 
     def shutdown(self) -> None:
         """uvicorn is stopping: tell the reader to reconnect elsewhere (1012), or just close."""
-        if self.reader is not None and self._state == OPEN:
+        if self.reader is not None and self._state is State.OPEN:
             self.reader.close("shutdown")
         elif self.transport is not None:
             self.transport.close()
@@ -160,18 +162,19 @@ class StreamProtocol(ReaderProtocol):
     def _end(self, close_frame: bytes) -> None:
         """Send ``close_frame`` if the connection is still open, and close it now."""
         assert self.transport is not None
-        if self._state == OPEN:
+        if self._state is State.OPEN:
             self._write(close_frame)
-        self._state = CLOSING
+        self._state = State.CLOSING
         if self.reader is not None:
             self.hub.remove(self.reader)
         self.transport.close()
 
-    def _message(self, opcode: int, fin: bool, payload: bytes) -> None:
+    def _message(self, opcode: int, payload: bytes) -> None:
+        """A whole message from the reader (a text one is valid UTF-8): only ``subscribe`` is understood."""
         assert self.reader is not None
         try:
-            if opcode != TEXT or not fin:
-                raise FilterError("type", "send subscribe messages as single text frames")
+            if opcode != TEXT:
+                raise FilterError("type", "send subscribe messages as text")
             message = orjson.loads(payload)
             if not isinstance(message, dict) or message.get("type") != "subscribe":
                 raise FilterError("type", "only {'type': 'subscribe', ...} messages are accepted")
@@ -194,12 +197,10 @@ class StreamProtocol(ReaderProtocol):
         """Close for the hub: slow reader, shutdown, history unreadable, keepalive or a bad message."""
         assert self.reader is not None and self.transport is not None
         self.hub.remove(self.reader)
-        if self._state != OPEN or self.transport.is_closing():
+        if self._state is not State.OPEN or self.transport.is_closing():
             return
-        code, text = CLOSE_CODES.get(reason, (1008, reason[:100]))
-        if code != 1008:  # a bad filter or message will not get better by retrying
-            text = f"{text}; retry={retry_ms()}"
+        code, text = closing(reason)
         self.transport.write(ws_close_frame(code, text))
-        self._state = CLOSING
+        self._state = State.CLOSING
         # A slow reader may never drain its buffer, so the closing handshake gets a deadline.
         self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
