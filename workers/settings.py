@@ -8,7 +8,7 @@ from __future__ import annotations
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from ticker_service.broker.redis import FANOUT_JOB
+from ticker_service.keys import FANOUT_JOB
 from ticker_service.settings import Settings
 
 from . import push

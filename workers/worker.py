@@ -19,7 +19,8 @@ from typing import Any
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
+from ticker_service.broker.redis import RedisBroker
+from ticker_service.keys import FANOUT_JOB, WAKE_CHANNEL
 from ticker_service.ops import metrics, reports
 from ticker_service.redis_conn import arq_settings, redis_client
 from ticker_service.settings import Settings

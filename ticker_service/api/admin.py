@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from ..broker import Broker
 from ..hub import Hub
+from ..keys import ARQ_QUEUE
 from ..ops import metrics, reports
 from .editors import authenticate
 from .http import json_response
@@ -36,7 +37,7 @@ async def metrics_endpoint(request: Request) -> Response:
     broker = request.app.state.broker
     if isinstance(broker, RedisBroker):
         with contextlib.suppress(Exception):
-            metrics.QUEUE_DEPTH.set(await asyncio.wait_for(broker.redis.zcard(reports.ARQ_QUEUE), 1.0))
+            metrics.QUEUE_DEPTH.set(await asyncio.wait_for(broker.redis.zcard(ARQ_QUEUE), 1.0))
     body, content_type = metrics.exposition()
     return Response(body, headers={"Cache-Control": "no-store", "Content-Type": content_type})
 

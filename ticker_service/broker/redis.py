@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import serialize_job
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -33,6 +32,20 @@ from redis.asyncio import Redis
 from ..errors import BrokerUnavailable
 from ..events import Event, EventType, event_key, make_event_id, new_epoch, split_event_id
 from ..flashes import Document, flash_id_of
+from ..keys import (
+    ARQ_JOB_PREFIX,
+    ARQ_QUEUE,
+    EVENTS_STREAM,
+    FANOUT_JOB,
+    FLASH_INDEX,
+    FLASH_PREFIX,
+    HISTORY_EPOCH,
+    IDEMPOTENCY_PREFIX,
+    LIVE_CHANNEL,
+    PUBLISHED_CURSOR,
+    RECENT_FLASHES,
+    WAKE_CHANNEL,
+)
 from ..ops import metrics
 from ..redis_conn import redis_client
 from ..settings import Settings
@@ -40,16 +53,6 @@ from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
 
 logger = logging.getLogger("ticker.broker")
 
-STREAM = "ticker:events"
-FLASH = "ticker:flash:"
-RECENT = "ticker:recent"
-INDEX = "ticker:index"
-IDEMPOTENCY = "ticker:idem:"
-LIVE_CHANNEL = "ticker:live"
-WAKE_CHANNEL = "ticker:wake"
-FANOUT_JOB = "fanout"
-PUBLISHED = "ticker:published"
-EPOCH = "ticker:epoch"
 PENDING_TTL_MS = 10_000  # a claim outlives any request (Redis timeouts are 3 s), not a crashed one for long
 
 _RECORD = """
@@ -230,7 +233,7 @@ class RedisBroker:
 
     # -- ingest side -------------------------------------------------------------------------------------------
     async def claim(self, scope: str, fingerprint: str) -> Claim:
-        key = IDEMPOTENCY + scope
+        key = IDEMPOTENCY_PREFIX + scope
 
         async def op() -> Claim:
             for _ in range(3):
@@ -252,7 +255,7 @@ class RedisBroker:
 
     async def release(self, scope: str, token: str) -> None:
         try:
-            await self._release(keys=[IDEMPOTENCY + scope], args=[":" + token])
+            await self._release(keys=[IDEMPOTENCY_PREFIX + scope], args=[":" + token])
         except _UNAVAILABLE:
             pass  # the pending claim expires by itself after PENDING_TTL_MS
 
@@ -270,22 +273,22 @@ class RedisBroker:
         now_ms = int(time.time() * 1000)
         job_id = f"{FANOUT_JOB}:{flash_id}:{version}"
         job = serialize_job(FANOUT_JOB, (flash_id, version), {}, None, now_ms)
-        idem_key, idem_value, held = IDEMPOTENCY, b"", b""
+        idem_key, idem_value, held = IDEMPOTENCY_PREFIX, b"", b""
         if idempotency is not None:
             scope, fingerprint, token = idempotency
-            idem_key = IDEMPOTENCY + scope
+            idem_key = IDEMPOTENCY_PREFIX + scope
             idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
             held = _pending(fingerprint, token)
         keys = [
-            STREAM,
-            FLASH + flash_id,
-            RECENT,
-            INDEX,
+            EVENTS_STREAM,
+            FLASH_PREFIX + flash_id,
+            RECENT_FLASHES,
+            FLASH_INDEX,
             idem_key,
-            job_key_prefix + job_id,
-            default_queue_name,
-            PUBLISHED,
-            EPOCH,
+            ARQ_JOB_PREFIX + job_id,
+            ARQ_QUEUE,
+            PUBLISHED_CURSOR,
+            HISTORY_EPOCH,
         ]
         args: list[Any] = [
             type,
@@ -304,7 +307,7 @@ class RedisBroker:
             "1" if doc.get("pubStatus") == "canceled" else "0",
             self.settings.recent_max_flashes,
             WAKE_CHANNEL,
-            FLASH,
+            FLASH_PREFIX,
             new_epoch(),
             f"{now_ms - self.settings.history_max_age_seconds * 1000}-0",
             held,
@@ -317,36 +320,42 @@ class RedisBroker:
         return Event(make_event_id(result[2].decode(), result[1].decode()), type, doc)
 
     async def get_flash(self, flash_id: str) -> Document | None:
-        raw = await self._call(lambda: self.redis.hget(FLASH + flash_id, "doc"))
+        raw = await self._call(lambda: self.redis.hget(FLASH_PREFIX + flash_id, "doc"))
         return None if raw is None else orjson.loads(raw)
 
     async def recent(self, scan: int) -> tuple[list[Document], str]:
         last, docs, epoch = await self._call(
-            lambda: self._recent(keys=[RECENT, STREAM, EPOCH], args=[scan, FLASH, new_epoch()])
+            lambda: self._recent(
+                keys=[RECENT_FLASHES, EVENTS_STREAM, HISTORY_EPOCH], args=[scan, FLASH_PREFIX, new_epoch()]
+            )
         )
         return [orjson.loads(raw) for raw in docs if raw], make_event_id(epoch.decode(), last.decode())
 
     async def events_after(self, event_id: str, limit: int) -> list[Event]:
         epoch, position = split_event_id(event_id)
-        result = await self._call(lambda: self._replay(keys=[STREAM, EPOCH], args=[epoch, position, limit]))
+        result = await self._call(
+            lambda: self._replay(keys=[EVENTS_STREAM, HISTORY_EPOCH], args=[epoch, position, limit])
+        )
         if result[0] == b"gap":
             raise HistoryGap(event_id)
         return [_event(epoch, entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in result[1]]
 
     async def event_for(self, flash_id: str, version: str) -> Event | None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(FLASH + flash_id, f"ev:{version}")
-            pipe.get(EPOCH)
+            pipe.hget(FLASH_PREFIX + flash_id, f"ev:{version}")
+            pipe.get(HISTORY_EPOCH)
             position, epoch = await self._call(pipe.execute)
         if position is None or epoch is None:
             return None
-        entries = await self._call(lambda: self.redis.xrange(STREAM, min=position, max=position, count=1))
+        entries = await self._call(lambda: self.redis.xrange(EVENTS_STREAM, min=position, max=position, count=1))
         return _event(epoch.decode(), *entries[0]) if entries else None
 
     # -- live side ---------------------------------------------------------------------------------------------
     async def publish(self, event: Event) -> int:
         position = split_event_id(event.event_id)[1]
-        sent = await self._call(lambda: self._publish(keys=[STREAM, PUBLISHED, EPOCH], args=[position, LIVE_CHANNEL]))
+        sent = await self._call(
+            lambda: self._publish(keys=[EVENTS_STREAM, PUBLISHED_CURSOR, HISTORY_EPOCH], args=[position, LIVE_CHANNEL])
+        )
         return int(sent)
 
     def subscribe(self, handler: LiveHandler) -> None:
@@ -395,10 +404,10 @@ class RedisBroker:
         Pub/sub is at most once: whatever was published while this process was not subscribed is only in the
         stream. Handlers drop event ids they already have, so overlap with the live messages is harmless.
         """
-        raw_epoch = await client.get(EPOCH)
+        raw_epoch = await client.get(HISTORY_EPOCH)
         epoch = raw_epoch.decode() if raw_epoch else ""
         if self._position is None:
-            tail = await client.xrevrange(STREAM, count=self.settings.replay_max_events)
+            tail = await client.xrevrange(EVENTS_STREAM, count=self.settings.replay_max_events)
             for entry_id, fields in reversed(tail):
                 self._deliver(_event(epoch, entry_id, fields))
             if not tail:
@@ -411,7 +420,7 @@ class RedisBroker:
             for callback in self._lost_callbacks:
                 callback()
         while True:
-            entries = await client.xrange(STREAM, min="(" + position, count=500)
+            entries = await client.xrange(EVENTS_STREAM, min="(" + position, count=500)
             if not entries:
                 return
             logger.info("catching up %d events after %s", len(entries), position)

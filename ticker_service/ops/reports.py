@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from ..broker import Broker
 from ..events import event_key
 from ..hub import Hub
+from ..keys import ARQ_QUEUE, OPS_HUBS, OPS_REPORT_PREFIX, OPS_WORKERS
 from . import metrics
 
 logger = logging.getLogger("ticker.ops")
@@ -31,9 +32,6 @@ logger = logging.getLogger("ticker.ops")
 REPORT_SECONDS = 2.0
 REPORT_TTL_SECONDS = 10
 LATENCY_WINDOW_SECONDS = 60.0
-HUBS = "ticker:ops:hubs"
-WORKERS = "ticker:ops:workers"
-ARQ_QUEUE = "arq:queue"
 JOB_COUNTS: Counter[str] = Counter()  # this worker process's fan-out jobs by outcome
 
 
@@ -84,9 +82,9 @@ def events_last_minute(hub: Hub) -> dict[str, int]:
 
 
 async def publish_report(redis: Redis, kind: str, report: dict[str, Any]) -> None:
-    members = HUBS if kind == "hub" else WORKERS
+    members = OPS_HUBS if kind == "hub" else OPS_WORKERS
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(f"ticker:ops:{kind}:{report['id']}", orjson.dumps(report), ex=REPORT_TTL_SECONDS)
+        pipe.set(f"{OPS_REPORT_PREFIX}{kind}:{report['id']}", orjson.dumps(report), ex=REPORT_TTL_SECONDS)
         pipe.sadd(members, report["id"])
         await pipe.execute()
 
@@ -94,18 +92,18 @@ async def publish_report(redis: Redis, kind: str, report: dict[str, Any]) -> Non
 async def withdraw_report(redis: Redis, kind: str) -> None:
     """This process stops: its report goes now rather than when it expires."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(f"ticker:ops:{kind}:{process_id()}")
-        pipe.srem(HUBS if kind == "hub" else WORKERS, process_id())
+        pipe.delete(f"{OPS_REPORT_PREFIX}{kind}:{process_id()}")
+        pipe.srem(OPS_HUBS if kind == "hub" else OPS_WORKERS, process_id())
         await pipe.execute()
 
 
 async def read_reports(redis: Redis, kind: str) -> list[dict[str, Any]]:
     """The live reports of one kind; ids whose report expired are dropped from the set."""
-    members = HUBS if kind == "hub" else WORKERS
+    members = OPS_HUBS if kind == "hub" else OPS_WORKERS
     ids = sorted(i.decode() for i in await redis.smembers(members))  # type: ignore[misc]
     if not ids:
         return []
-    raws = await redis.mget([f"ticker:ops:{kind}:{i}" for i in ids])
+    raws = await redis.mget([f"{OPS_REPORT_PREFIX}{kind}:{i}" for i in ids])
     gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
     if gone:
         await redis.srem(members, *gone)  # type: ignore[misc]

@@ -18,10 +18,10 @@ from starlette.requests import Request
 
 from ..errors import BrokerUnavailable
 from ..flashes import now_iso
+from ..keys import AUDIT_STREAM
 
 logger = logging.getLogger("ticker.audit")
 
-STREAM = "ticker:audit"
 Entry = dict[str, Any]
 
 
@@ -63,14 +63,14 @@ class RedisAuditLog:
 
     async def record(self, item: Entry) -> None:
         try:
-            await self.redis.xadd(STREAM, {"e": orjson.dumps(item)}, maxlen=self.max_entries, approximate=True)
+            await self.redis.xadd(AUDIT_STREAM, {"e": orjson.dumps(item)}, maxlen=self.max_entries, approximate=True)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             # The request itself already failed or succeeded on its own; the log says the audit lost an entry.
             logger.error("audit entry not recorded (%s): %s", exc, orjson.dumps(item).decode())
 
     async def recent(self, limit: int) -> list[Entry]:
         try:
-            rows = await self.redis.xrevrange(STREAM, count=limit)
+            rows = await self.redis.xrevrange(AUDIT_STREAM, count=limit)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise BrokerUnavailable(str(exc)) from exc
         return [orjson.loads(fields[b"e"]) for _, fields in rows]

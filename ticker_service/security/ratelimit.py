@@ -14,6 +14,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from ..errors import BrokerUnavailable
+from ..keys import RATE_PREFIX
 
 WINDOW = 60
 
@@ -49,7 +50,7 @@ class RedisRateLimiter:
 
     async def hit(self, key: str) -> tuple[int, float]:
         start, left = _window(time.time())
-        name = f"ticker:rate:{key}:{start}"
+        name = f"{RATE_PREFIX}{key}:{start}"
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.incr(name)

@@ -11,11 +11,12 @@ from typing import Any
 
 from arq.worker import Function, func
 
+from ticker_service.keys import PUSH_BATCH_JOB, PUSH_PLAN_JOB, PUSH_TOPIC_JOB
 from ticker_service.push.settings import PushSettings
 from ticker_service.push.store import DeviceStore
 
 from .bridges import build_bridges
-from .jobs import BATCH_JOB, PLAN_JOB, TOPIC_JOB, Pusher, enqueue_plan, push_batch, push_plan, push_topic
+from .jobs import Pusher, enqueue_plan, push_batch, push_plan, push_topic
 
 __all__ = ["enqueue_plan", "functions", "start", "stop"]
 
@@ -23,9 +24,9 @@ __all__ = ["enqueue_plan", "functions", "start", "stop"]
 def functions(timeout: float) -> list[Function]:
     """The push jobs, with the fan-out's timeout: arq re-runs a dead worker's jobs after the longest one + 10 s."""
     return [
-        func(push_plan, name=PLAN_JOB, timeout=timeout, max_tries=20),
-        func(push_batch, name=BATCH_JOB, timeout=timeout, max_tries=20),
-        func(push_topic, name=TOPIC_JOB, timeout=timeout, max_tries=20),
+        func(push_plan, name=PUSH_PLAN_JOB, timeout=timeout, max_tries=20),
+        func(push_batch, name=PUSH_BATCH_JOB, timeout=timeout, max_tries=20),
+        func(push_topic, name=PUSH_TOPIC_JOB, timeout=timeout, max_tries=20),
     ]
 
 
