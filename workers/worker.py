@@ -20,6 +20,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from ticker_service.broker.redis import RedisBroker
+from ticker_service.errors import REDIS_DOWN
 from ticker_service.keys import FANOUT_JOB, WAKE_CHANNEL
 from ticker_service.ops import metrics, reports
 from ticker_service.redis_conn import arq_settings, redis_client
@@ -138,7 +139,9 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
     return WakeableWorker(**options)
 
 
-_REDIS_TROUBLE = (ConnectionError, TimeoutError, OSError, RedisError)
+# arq's worker also stops on any other error from Redis (READONLY from a replica after a failover, LOADING while
+# it restarts): for the supervisor those mean "Redis went away" too, so it starts a new worker rather than dying.
+_REDIS_TROUBLE: tuple[type[Exception], ...] = (*REDIS_DOWN, RedisError)
 
 
 def run_worker(settings: Settings) -> None:

@@ -26,10 +26,9 @@ from typing import Any, TypeVar
 
 import orjson
 from arq.jobs import serialize_job
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..events import Event, EventType, event_key, make_event_id, new_epoch, split_event_id
 from ..flashes import Document, flash_id_of
 from ..keys import (
@@ -174,7 +173,6 @@ return 1
 """
 
 T = TypeVar("T")
-_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
 def _pending(fingerprint: str, token: str) -> bytes:
@@ -206,7 +204,7 @@ class RedisBroker:
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
-        except _UNAVAILABLE as exc:
+        except REDIS_DOWN as exc:
             logger.warning("redis unavailable: %s", exc)
             raise BrokerUnavailable(str(exc)) from exc
 
@@ -228,7 +226,7 @@ class RedisBroker:
             return False
         try:
             return bool(await self.redis.ping())
-        except _UNAVAILABLE:
+        except REDIS_DOWN:
             return False
 
     # -- ingest side -------------------------------------------------------------------------------------------
@@ -256,7 +254,7 @@ class RedisBroker:
     async def release(self, scope: str, token: str) -> None:
         try:
             await self._release(keys=[IDEMPOTENCY_PREFIX + scope], args=[":" + token])
-        except _UNAVAILABLE:
+        except REDIS_DOWN:
             pass  # the pending claim expires by itself after PENDING_TTL_MS
 
     async def record(

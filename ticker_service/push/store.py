@@ -23,17 +23,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..filters import Filter
 from ..flashes import Document
 from ..keys import DEVICE_ADDRESS_PREFIX, DEVICE_INDEX_PREFIX, DEVICE_PREFIX, DEVICE_SCRATCH_PREFIX, PUSH_STATS
 from .device import Device
 
 T = TypeVar("T")
-_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 _DROP = """
 local function drop(id)
@@ -122,7 +120,7 @@ class DeviceStore:
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
-        except _UNAVAILABLE as exc:
+        except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
     async def register(self, device: Device) -> str:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..keys import EDITOR_TOKENS
 
 PREFIX = "tkr_"
@@ -210,7 +210,7 @@ class RedisTokenStore:
                     pipe.hset(EDITOR_TOKENS, name, json.dumps(_rotated(json.loads(raw), token, overlap_seconds)))
                     await pipe.execute()
                     return token
-                except redis_errors.WatchError:
+                except WatchError:
                     continue
 
     async def revoke(self, name: str) -> bool:
@@ -219,7 +219,7 @@ class RedisTokenStore:
     async def authenticate(self, token: str) -> Editor | None:
         try:
             raw = await self.redis.hgetall(EDITOR_TOKENS)  # type: ignore[misc]
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
         records = {k.decode(): json.loads(v) for k, v in raw.items()}
         return _find(records, token)

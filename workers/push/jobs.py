@@ -27,11 +27,10 @@ from typing import Any
 import httpx
 from arq import Retry
 from prometheus_client import Counter
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from ticker_service.broker import Broker
-from ticker_service.errors import BrokerUnavailable
+from ticker_service.errors import REDIS_UNREACHABLE, BrokerUnavailable
 from ticker_service.filters import Filter
 from ticker_service.keys import (
     PUSH_BATCH_JOB,
@@ -54,7 +53,9 @@ from .payload import Alert, alert_for, fcm_topic
 
 logger = logging.getLogger("ticker.push")
 
-REDIS_TROUBLE = (BrokerUnavailable, redis_errors.ConnectionError, redis_errors.TimeoutError)
+# Redis trouble in a job is retried later: the broker and the device store raise BrokerUnavailable, the job's own
+# calls redis-py's errors. Unlike REDIS_DOWN, a bare OSError is not caught here (as before): it fails the job.
+REDIS_TROUBLE: tuple[type[Exception], ...] = (BrokerUnavailable, *REDIS_UNREACHABLE)
 # Per batch, never per send: label values are the three platforms and the outcomes named in base.py and here.
 NOTIFICATIONS = Counter(
     "ticker_push_notifications", "Device notifications by platform and outcome", ["platform", "outcome"]
