@@ -17,37 +17,18 @@ from starlette.staticfiles import StaticFiles
 
 from . import transports
 from .api import admin, audit, devices, flashes, health, openapi, pages, reader_session
-from .broker import Broker, create_broker
+from .backends import create_backends
+from .broker import Broker
 from .errors import BrokerUnavailable
 from .hub import Hub
 from .ops.observe import RequestObserver
 from .ops.trim import Trimmer
 from .problems import Problem, handle_http_exception, handle_problem, handle_unavailable
-from .security.audit import AuditLog, MemoryAuditLog, RedisAuditLog
 from .security.policy import Security, middleware
-from .security.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from .security.tokens import FileTokenStore, RedisTokenStore, TokenStore
 from .settings import Settings
 
 logger = logging.getLogger("ticker.app")
 STATIC = resources.files("ticker_service") / "static"
-
-
-def token_store(settings: Settings, broker: Broker) -> TokenStore:
-    from .broker.redis import RedisBroker
-
-    if isinstance(broker, RedisBroker):
-        return RedisTokenStore(broker.redis)
-    return FileTokenStore(settings.data_dir)
-
-
-def audit_and_limits(settings: Settings, broker: Broker) -> tuple[AuditLog, RateLimiter]:
-    """In Redis mode shared by every hub; embedded, in this process."""
-    from .broker.redis import RedisBroker
-
-    if isinstance(broker, RedisBroker):
-        return RedisAuditLog(broker.redis, settings.audit_max_entries), RedisRateLimiter(broker.redis)
-    return MemoryAuditLog(settings.audit_max_entries), MemoryRateLimiter()
 
 
 def create_app(
@@ -55,7 +36,8 @@ def create_app(
 ) -> Starlette:
     """The whole service for ``settings``. ``with_worker`` also runs an arq worker in this process (Redis mode)."""
     settings = settings or Settings()
-    broker = broker or create_broker(settings)
+    backends = create_backends(settings, broker)  # Redis or memory: decided here, once
+    broker = backends.broker
     hub = Hub(
         broker,
         max_queue=settings.queue_max_messages,
@@ -74,7 +56,7 @@ def create_app(
         await broker.start()
         hub.start_heartbeat(settings.heartbeat_seconds)
         trimmer.start()
-        reporting = admin.start_reporting(hub, broker)
+        reporting = admin.start_reporting(hub, backends.redis)
         worker_task: asyncio.Task[Any] | None = None
         if with_worker:
             from workers.worker import supervise_worker
@@ -119,8 +101,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.security = security
+    app.state.backends = backends
     app.state.broker = broker
     app.state.hub = hub
-    app.state.tokens = token_store(settings, broker)
-    app.state.audit, app.state.rate_limiter = audit_and_limits(settings, broker)
+    app.state.tokens = backends.tokens
+    app.state.audit = backends.audit
+    app.state.rate_limiter = backends.rate_limiter
     return app

@@ -23,6 +23,7 @@ from ticker_service.broker.redis import RedisBroker
 from ticker_service.errors import REDIS_DOWN
 from ticker_service.keys import FANOUT_JOB, WAKE_CHANNEL
 from ticker_service.ops import metrics, reports
+from ticker_service.push.settings import PushSettings
 from ticker_service.redis_conn import arq_settings, redis_client
 from ticker_service.settings import Settings
 
@@ -34,8 +35,9 @@ logger = logging.getLogger("ticker.worker")
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = ctx.get("settings") or Settings()
-    ctx["broker"] = RedisBroker(settings)
-    await push.start(ctx, settings.fanout_job_timeout_seconds)
+    broker = RedisBroker(settings)
+    ctx["broker"] = broker
+    await push.start(ctx, broker.redis, PushSettings(), settings.fanout_job_timeout_seconds)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

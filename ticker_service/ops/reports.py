@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from ..broker import Broker
 from ..events import event_key
 from ..hub import Hub
 from ..keys import ARQ_QUEUE, OPS_HUBS, OPS_REPORT_PREFIX, OPS_WORKERS
@@ -176,25 +175,23 @@ def _worst_latency(reports: list[dict[str, Any]]) -> dict[str, float]:
     return worst
 
 
-async def stats(hub: Hub, broker: Broker) -> dict[str, Any]:
-    """Everything the operations page shows, for all hubs and workers."""
-    from ..broker.redis import RedisBroker
-
+async def stats(hub: Hub, redis: Redis | None) -> dict[str, Any]:
+    """Everything the operations page shows, for all hubs and workers (``redis`` is None in the embedded mode)."""
     events = events_last_minute(hub)
     body: dict[str, Any] = {
         "time": time.time(),
         "flashes_per_minute": events.get("flash", 0),
         "events_last_minute": events,
     }
-    if isinstance(broker, RedisBroker):
+    if redis is not None:
         body["mode"] = "redis"
-        body["redis"] = await redis_health(broker.redis)
+        body["redis"] = await redis_health(redis)
         hubs: list[dict[str, Any]] = []
         workers: list[dict[str, Any]] = []
         if body["redis"]["status"] == "ok":
             with contextlib.suppress(Exception):
-                hubs = await read_reports(broker.redis, "hub")
-                workers = await read_reports(broker.redis, "worker")
+                hubs = await read_reports(redis, "hub")
+                workers = await read_reports(redis, "worker")
         own = hub_report(hub)
         if not any(h["id"] == own["id"] for h in hubs):
             hubs.append(own)  # this hub's first report may not be written yet, or Redis is down

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from arq.worker import Function, func
+from redis.asyncio import Redis
 
 from ticker_service.keys import PUSH_BATCH_JOB, PUSH_PLAN_JOB, PUSH_TOPIC_JOB
 from ticker_service.push.settings import PushSettings
@@ -30,11 +31,9 @@ def functions(timeout: float) -> list[Function]:
     ]
 
 
-async def start(ctx: dict[str, Any], timeout: float) -> None:
-    """Build the configured bridges (logging which are off) on the broker's Redis connection."""
-    settings = PushSettings()
+async def start(ctx: dict[str, Any], redis: Redis, settings: PushSettings, timeout: float) -> None:
+    """Build the configured bridges (logging which are off) on ``redis``, the broker's connection."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per push request is too many
-    redis = ctx["broker"].redis
     bridges = build_bridges(settings, request_timeout=0.3 * timeout)  # per phase: connect, write, read
     semaphore = asyncio.Semaphore(settings.concurrency)
     # Sends start in the first 30% of the job's time and take at most 50% of it; whatever still runs at 85% is cut
