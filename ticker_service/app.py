@@ -24,6 +24,7 @@ from .hub import Hub
 from .ops.observe import RequestObserver
 from .ops.trim import Trimmer
 from .problems import Problem, handle_http_exception, handle_problem, handle_unavailable
+from .push.settings import PushSettings
 from .security.policy import Security, middleware
 from .settings import Settings
 
@@ -32,10 +33,15 @@ STATIC = resources.files("ticker_service") / "static"
 
 
 def create_app(
-    settings: Settings | None = None, *, broker: Broker | None = None, with_worker: bool = False
+    settings: Settings | None = None,
+    *,
+    broker: Broker | None = None,
+    push: PushSettings | None = None,
+    with_worker: bool = False,
 ) -> Starlette:
     """The whole service for ``settings``. ``with_worker`` also runs an arq worker in this process (Redis mode)."""
     settings = settings or Settings()
+    push = push or PushSettings()  # read once: the device API and an in-process worker share it
     backends = create_backends(settings, broker)  # Redis or memory: decided here, once
     broker = backends.broker
     hub = Hub(
@@ -61,7 +67,7 @@ def create_app(
         if with_worker:
             from workers.worker import supervise_worker
 
-            worker_task = asyncio.create_task(supervise_worker(settings))
+            worker_task = asyncio.create_task(supervise_worker(settings, push))
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
             yield {"ticker_hub": hub, "ticker_settings": settings, "ticker_security": security}
@@ -83,7 +89,7 @@ def create_app(
             *pages.routes(),
             *health.routes(),
             *flashes.routes(),
-            *devices.routes(),
+            *devices.routes(push),
             *audit.routes(),
             *reader_session.routes(),
             *openapi.routes(),

@@ -81,9 +81,8 @@ async def _authorised(request: Request, store: DeviceStore) -> str:
     return str(device_id)
 
 
-def routes(push: PushSettings | None = None) -> list[Route]:
-    """The routes, with push settings read once from the environment."""
-    push = push or PushSettings()
+def routes(push: PushSettings) -> list[Route]:
+    """The routes, with the push settings the app read once (``create_app``)."""
     try:
         pem = push.vapid_pem()
         vapid_public = public_key_b64(load(pem)) if pem else None
