@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = """
 import os
-from ticker_service import memory
+from ticker_service.ops import trim as memory
 
 def rss():
     with open(f"/proc/{os.getpid()}/statm") as f:

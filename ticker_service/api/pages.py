@@ -39,7 +39,7 @@ def client_dir() -> Path:
     packaged = STATIC / "js"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "clients" / "js"
+    return Path(__file__).resolve().parents[2] / "clients" / "js"  # ticker_service/api/pages.py -> the repo
 
 
 @cache

@@ -22,7 +22,7 @@ DEFAULT_WEBPUSH_HOSTS = (
 )
 
 
-REPO_JS = Path(__file__).resolve().parent.parent / "clients" / "js"
+REPO_JS = Path(__file__).resolve().parents[2] / "clients" / "js"  # ticker_service/push/settings.py -> the repo
 
 
 def _read(path: Path | None, inline: str | None) -> str | None:
