@@ -35,8 +35,9 @@ from redis.asyncio import Redis
 from bench.latency import redis_stack
 from bench.procstat import usage
 from ticker_service.filters import Filter
+from ticker_service.keys import PUSH_STATS
 from ticker_service.push.device import Device
-from ticker_service.push.store import STATS, DeviceStore
+from ticker_service.push.store import DeviceStore
 from ticker_service.push.vapid import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 drained = time.perf_counter()
                 while jobs_pending(client) and time.perf_counter() - drained < 30:
                     time.sleep(0.05)  # the last batch writes its counts after its sends
-                outcomes = {k.decode(): int(v) for k, v in client.hgetall(STATS).items()}
+                outcomes = {k.decode(): int(v) for k, v in client.hgetall(PUSH_STATS).items()}
                 if args.logs:
                     args.logs.mkdir(parents=True, exist_ok=True)
                     for name in ("worker", "hub"):

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from redis.asyncio import Redis
 
 from ticker_service.filters import Filter
-from ticker_service.push.store import DEVICE, DeviceStore
+from ticker_service.keys import DEVICE_PREFIX as DEVICE
+from ticker_service.push.store import DeviceStore
 
 from .conftest import start_distributed, start_embedded
 from .support import Service

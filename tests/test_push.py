@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ticker_service.push.store import DEVICE
-from workers.push.jobs import SENT_SET
+from ticker_service.keys import DEVICE_PREFIX as DEVICE
+from ticker_service.keys import PUSH_SENT_PREFIX as SENT_SET
 
 from .conftest import start_distributed, start_worker
 from .fakes.services import PushFakes

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 
-from ticker_service.push.store import DEVICE
+from ticker_service.keys import DEVICE_PREFIX as DEVICE
 from ticker_service.push.vapid import generate
 
 from .conftest import start_distributed

@@ -16,49 +16,34 @@ from starlette.staticfiles import StaticFiles
 
 from . import transports
 from .api import admin, audit, devices, flashes, health, openapi, pages, reader_session
-from .broker import Broker, create_broker
+from .backends import create_backends
+from .broker import Broker
 from .errors import BrokerUnavailable
 from .hub import Hub
 from .ops.observe import RequestObserver
 from .ops.trim import Trimmer
 from .problems import Problem, handle_http_exception, handle_problem, handle_unavailable
-from .security.audit import AuditLog, MemoryAuditLog, RedisAuditLog
+from .push.settings import PushSettings
 from .security.policy import Security, middleware
-from .security.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from .security.tokens import FileTokenStore, RedisTokenStore, TokenStore
 from .settings import STATIC, Settings
 from .transports.native import NativeState
 
 logger = logging.getLogger("ticker.app")
 
 
-def token_store(settings: Settings, broker: Broker) -> TokenStore:
-    from .broker.redis import RedisBroker
-
-    if isinstance(broker, RedisBroker):
-        return RedisTokenStore(broker.redis)
-    return FileTokenStore(settings.data_dir)
-
-
-def audit_and_limits(settings: Settings, broker: Broker) -> tuple[AuditLog, RateLimiter]:
-    """In Redis mode shared by every hub; embedded, in this process."""
-    from .broker.redis import RedisBroker
-
-    if isinstance(broker, RedisBroker):
-        return RedisAuditLog(broker.redis, settings.audit_max_entries), RedisRateLimiter(broker.redis)
-    return MemoryAuditLog(settings.audit_max_entries), MemoryRateLimiter()
-
-
 def create_app(
     settings: Settings | None = None,
     *,
     broker: Broker | None = None,
+    push: PushSettings | None = None,
     background: Callable[[], Awaitable[Any]] | None = None,
 ) -> Starlette:
     """The whole service for ``settings``. ``background`` runs as a task for the app's lifetime: the composition
     root (``ticker run`` with ``REDIS_URL``) passes the arq worker, which this package does not import."""
     settings = settings or Settings()
-    broker = broker or create_broker(settings)
+    push = push or PushSettings()  # read once: the device API and an in-process worker share it
+    backends = create_backends(settings, broker)  # Redis or memory: decided here, once
+    broker = backends.broker
     hub = Hub(
         broker,
         max_queue=settings.queue_max_messages,
@@ -76,7 +61,7 @@ def create_app(
         await broker.start()
         hub.start_heartbeat(settings.heartbeat_seconds)
         trimmer.start()
-        reporting = admin.start_reporting(hub, broker)
+        reporting = admin.start_reporting(hub, backends.redis)
         background_task = asyncio.ensure_future(background()) if background is not None else None
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
@@ -99,7 +84,7 @@ def create_app(
             *pages.routes(),
             *health.routes(),
             *flashes.routes(),
-            *devices.routes(),
+            *devices.routes(push),
             *audit.routes(),
             *reader_session.routes(),
             *openapi.routes(),
@@ -117,8 +102,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.security = security
+    app.state.backends = backends
     app.state.broker = broker
     app.state.hub = hub
-    app.state.tokens = token_store(settings, broker)
-    app.state.audit, app.state.rate_limiter = audit_and_limits(settings, broker)
+    app.state.tokens = backends.tokens
+    app.state.audit = backends.audit
+    app.state.rate_limiter = backends.rate_limiter
     return app

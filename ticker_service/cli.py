@@ -65,12 +65,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"  publish:    {curl}\n",
         flush=True,
     )
+    from .push.settings import PushSettings
+
+    push = PushSettings()  # read once: the device API and the worker beside the hub share it
     background = None
     if not settings.embedded:
         from workers.worker import supervise_worker  # the worker beside the hub, in this process
 
-        background = functools.partial(supervise_worker, settings)
-    serve(settings, args.host, args.port, background=background)
+        background = functools.partial(supervise_worker, settings, push)
+    serve(settings, args.host, args.port, push=push, background=background)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .push.settings import PushSettings
 from .settings import Settings
 
 
@@ -17,6 +18,7 @@ def serve(
     host: str,
     port: int,
     *,
+    push: PushSettings | None = None,
     background: Callable[[], Awaitable[Any]] | None = None,
     processes: int = 1,
 ) -> None:
@@ -49,4 +51,4 @@ def serve(
         # Each process builds its own app from the same environment: its own hub and Redis subscription.
         uvicorn.run("ticker_service.app:create_app", factory=True, workers=processes, **options)
     else:
-        uvicorn.Server(uvicorn.Config(create_app(settings, background=background), **options)).run()
+        uvicorn.Server(uvicorn.Config(create_app(settings, push=push, background=background), **options)).run()

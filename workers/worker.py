@@ -19,8 +19,11 @@ from typing import Any
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from ticker_service.broker.redis import FANOUT_JOB, WAKE_CHANNEL, RedisBroker
+from ticker_service.broker.redis import RedisBroker
+from ticker_service.errors import REDIS_DOWN
+from ticker_service.keys import FANOUT_JOB, WAKE_CHANNEL
 from ticker_service.ops import metrics, reports
+from ticker_service.push.settings import PushSettings
 from ticker_service.redis_conn import arq_settings, redis_client
 from ticker_service.settings import Settings
 
@@ -31,9 +34,11 @@ logger = logging.getLogger("ticker.worker")
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings = ctx.get("settings") or Settings()
-    ctx["broker"] = RedisBroker(settings)
-    await push.start(ctx, settings.fanout_job_timeout_seconds)
+    """The worker's resources, from the settings :func:`worker_options` put in ``ctx`` (read once, when built)."""
+    settings: Settings = ctx["settings"]
+    broker = RedisBroker(settings)
+    ctx["broker"] = broker
+    await push.start(ctx, broker.redis, ctx["push_settings"], settings.fanout_job_timeout_seconds)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -112,21 +117,32 @@ class WakeableWorker(Worker):
             delay = min(delay * 2, 5.0)
 
 
-def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
-    """A worker for these settings. A job killed with its worker re-runs after its timeout + 10 s (arq's rule)."""
-    assert not settings.embedded, "the worker needs REDIS_URL or TICKER_REDIS_SENTINELS"
-    options: dict[str, Any] = {
-        "functions": [
-            func(fanout_job, name=FANOUT_JOB, timeout=settings.fanout_job_timeout_seconds, max_tries=50),
-            *push.functions(settings.fanout_job_timeout_seconds),
-        ],
+# A worker that nothing wakes (arq's own CLI runs a plain arq Worker: workers.settings) polls this often instead.
+UNWOKEN_POLL_SECONDS = 0.05
+
+
+def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bool = True) -> dict[str, Any]:
+    """What a worker of these settings runs, for both ways of starting one (``ticker worker`` and arq's CLI): the
+    functions with their timeouts, the hooks, the polling. A job killed with its worker re-runs after its timeout
+    + 10 s (arq's rule). ``woken``: ingest's wake-up reaches the worker, so it may poll as slowly as configured."""
+    timeout = settings.fanout_job_timeout_seconds
+    return {
+        "functions": [func(fanout_job, name=FANOUT_JOB, timeout=timeout, max_tries=50), *push.functions(timeout)],
         "redis_settings": arq_settings(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings},
-        "poll_delay": settings.worker_poll_seconds,
+        "ctx": {"settings": settings, "push_settings": push_settings},
+        "poll_delay": settings.worker_poll_seconds if woken else UNWOKEN_POLL_SECONDS,
         "keep_result": 60,
         "health_check_interval": 10,
+    }
+
+
+def create_worker(settings: Settings, push_settings: PushSettings | None = None, **overrides: Any) -> WakeableWorker:
+    """The worker ``ticker worker`` runs: :func:`worker_options`, more jobs at once, a graceful stop, the wake-up."""
+    assert not settings.embedded, "the worker needs REDIS_URL or TICKER_REDIS_SENTINELS"
+    options = worker_options(settings, push_settings or PushSettings())
+    options |= {
         "max_jobs": 50,
         # On SIGTERM, let running jobs finish (fan-out takes milliseconds); what is still running after this is
         # cancelled and goes back to the queue.
@@ -137,7 +153,9 @@ def create_worker(settings: Settings, **overrides: Any) -> WakeableWorker:
     return WakeableWorker(**options)
 
 
-_REDIS_TROUBLE = (ConnectionError, TimeoutError, OSError, RedisError)
+# arq's worker also stops on any other error from Redis (READONLY from a replica after a failover, LOADING while
+# it restarts): for the supervisor those mean "Redis went away" too, so it starts a new worker rather than dying.
+_REDIS_TROUBLE: tuple[type[Exception], ...] = (*REDIS_DOWN, RedisError)
 
 
 def run_worker(settings: Settings) -> None:
@@ -147,10 +165,11 @@ def run_worker(settings: Settings) -> None:
     """
     if settings.worker_metrics_port:
         metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
+    push_settings = PushSettings()
     delay = 0.5
     while True:
         stopped: list[int] = []
-        worker = create_worker(settings)
+        worker = create_worker(settings, push_settings)
         worker.on_stop = stopped.append
         try:
             worker.run()
@@ -164,11 +183,12 @@ def run_worker(settings: Settings) -> None:
         delay = min(delay * 2, 5.0)
 
 
-async def supervise_worker(settings: Settings) -> None:
+async def supervise_worker(settings: Settings, push_settings: PushSettings | None = None) -> None:
     """The same, inside a running event loop (``ticker run`` with ``REDIS_URL``): until cancelled."""
+    push_settings = push_settings or PushSettings()
     delay = 0.5
     while True:
-        worker = create_worker(settings, handle_signals=False)
+        worker = create_worker(settings, push_settings, handle_signals=False)
         try:
             await worker.async_run()
         except _REDIS_TROUBLE as exc:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from ..broker import Broker
 from ..hub import Hub
+from ..keys import ARQ_QUEUE
 from ..ops import metrics, reports
 from ..settings import STATIC
 from .editors import authenticate
@@ -30,19 +31,17 @@ ADMIN_PAGE_HEADERS = {
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    from ..broker.redis import RedisBroker
-
-    broker = request.app.state.broker
-    if isinstance(broker, RedisBroker):
+    redis = request.app.state.backends.redis
+    if redis is not None:
         with contextlib.suppress(Exception):
-            metrics.QUEUE_DEPTH.set(await asyncio.wait_for(broker.redis.zcard(reports.ARQ_QUEUE), 1.0))
+            metrics.QUEUE_DEPTH.set(await asyncio.wait_for(redis.zcard(ARQ_QUEUE), 1.0))
     body, content_type = metrics.exposition()
     return Response(body, headers={"Cache-Control": "no-store", "Content-Type": content_type})
 
 
 async def admin_stats(request: Request) -> Response:
     await authenticate(request, "admin")
-    return json_response(await reports.stats(request.app.state.hub, request.app.state.broker))
+    return json_response(await reports.stats(request.app.state.hub, request.app.state.backends.redis))
 
 
 async def admin_page(request: Request) -> Response:
@@ -57,12 +56,10 @@ def routes() -> list[Route]:
     ]
 
 
-def start_reporting(hub: Hub, broker: Broker) -> asyncio.Task[None] | None:
+def start_reporting(hub: Hub, redis: Redis | None) -> asyncio.Task[None] | None:
     """In Redis mode, this hub process reports on itself for the operations page until the task is cancelled."""
-    from ..broker.redis import RedisBroker
-
-    if not isinstance(broker, RedisBroker):
+    if redis is None:
         return None
     return asyncio.get_running_loop().create_task(
-        reports.report_forever(broker.redis, "hub", lambda: reports.hub_report(hub)), name="ticker-ops-report"
+        reports.report_forever(redis, "hub", lambda: reports.hub_report(hub)), name="ticker-ops-report"
     )

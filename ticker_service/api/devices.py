@@ -30,17 +30,12 @@ SCRIPT_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosnif
 
 
 def _store(request: Request) -> DeviceStore:
-    from ..broker.redis import RedisBroker
-
-    broker = request.app.state.broker
-    if not isinstance(broker, RedisBroker):
+    store: DeviceStore | None = request.app.state.backends.devices
+    if store is None:
         raise Problem(
             503,
             "Push notifications need the distributed mode (REDIS_URL and a ticker worker); this is the embedded one.",
         )
-    store: DeviceStore | None = getattr(request.app.state, "devices", None)
-    if store is None:
-        store = request.app.state.devices = DeviceStore(broker.redis)
     return store
 
 
@@ -79,9 +74,8 @@ async def _authorised(request: Request, store: DeviceStore) -> str:
     return str(device_id)
 
 
-def routes(push: PushSettings | None = None) -> list[Route]:
-    """The routes, with push settings read once from the environment."""
-    push = push or PushSettings()
+def routes(push: PushSettings) -> list[Route]:
+    """The routes, with the push settings the app read once (``create_app``)."""
     try:
         pem = push.vapid_pem()
         vapid_public = public_key_b64(load(pem)) if pem else None

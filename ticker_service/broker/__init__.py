@@ -1,4 +1,8 @@
-"""Pick the broker for the settings: Redis when ``REDIS_URL`` is set, else the in-process memory broker."""
+"""Pick the broker for the settings: Redis when ``REDIS_URL`` is set, else the in-process memory broker.
+
+The service builds its broker together with the stores beside it in :mod:`ticker_service.backends`; this gives a
+broker alone (tests, tools).
+"""
 
 from __future__ import annotations
 

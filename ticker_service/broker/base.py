@@ -4,7 +4,7 @@ Contract (both implementations):
 
 * ``record`` is atomic: the event is appended to the history (its id is the global event id), the flash's current
   state is updated, the idempotency result is stored and a fan-out is scheduled — all of it, or none of it.
-  It raises :class:`~ticker_service.problems.BrokerUnavailable` when the backend cannot be reached.
+  It raises :class:`~ticker_service.errors.BrokerUnavailable` when the backend cannot be reached.
 * Event ids are ``<epoch>-<position>`` and increase strictly within an epoch, so readers can resume "after id X".
   The epoch changes when the history is lost (e.g. Redis restarted without persistence; a new embedded process).
 * History is retained by count (``history_max_events``) and age (``history_max_age_seconds``).

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from ..broker import Broker
 from ..events import event_key
 from ..hub import Hub
+from ..keys import ARQ_QUEUE, OPS_HUBS, OPS_REPORT_PREFIX, OPS_WORKERS
 from . import metrics
 
 logger = logging.getLogger("ticker.ops")
@@ -31,9 +31,6 @@ logger = logging.getLogger("ticker.ops")
 REPORT_SECONDS = 2.0
 REPORT_TTL_SECONDS = 10
 LATENCY_WINDOW_SECONDS = 60.0
-HUBS = "ticker:ops:hubs"
-WORKERS = "ticker:ops:workers"
-ARQ_QUEUE = "arq:queue"
 JOB_COUNTS: Counter[str] = Counter()  # this worker process's fan-out jobs by outcome
 
 
@@ -84,9 +81,9 @@ def events_last_minute(hub: Hub) -> dict[str, int]:
 
 
 async def publish_report(redis: Redis, kind: str, report: dict[str, Any]) -> None:
-    members = HUBS if kind == "hub" else WORKERS
+    members = OPS_HUBS if kind == "hub" else OPS_WORKERS
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(f"ticker:ops:{kind}:{report['id']}", orjson.dumps(report), ex=REPORT_TTL_SECONDS)
+        pipe.set(f"{OPS_REPORT_PREFIX}{kind}:{report['id']}", orjson.dumps(report), ex=REPORT_TTL_SECONDS)
         pipe.sadd(members, report["id"])
         await pipe.execute()
 
@@ -94,18 +91,18 @@ async def publish_report(redis: Redis, kind: str, report: dict[str, Any]) -> Non
 async def withdraw_report(redis: Redis, kind: str) -> None:
     """This process stops: its report goes now rather than when it expires."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(f"ticker:ops:{kind}:{process_id()}")
-        pipe.srem(HUBS if kind == "hub" else WORKERS, process_id())
+        pipe.delete(f"{OPS_REPORT_PREFIX}{kind}:{process_id()}")
+        pipe.srem(OPS_HUBS if kind == "hub" else OPS_WORKERS, process_id())
         await pipe.execute()
 
 
 async def read_reports(redis: Redis, kind: str) -> list[dict[str, Any]]:
     """The live reports of one kind; ids whose report expired are dropped from the set."""
-    members = HUBS if kind == "hub" else WORKERS
+    members = OPS_HUBS if kind == "hub" else OPS_WORKERS
     ids = sorted(i.decode() for i in await redis.smembers(members))  # type: ignore[misc]
     if not ids:
         return []
-    raws = await redis.mget([f"ticker:ops:{kind}:{i}" for i in ids])
+    raws = await redis.mget([f"{OPS_REPORT_PREFIX}{kind}:{i}" for i in ids])
     gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
     if gone:
         await redis.srem(members, *gone)  # type: ignore[misc]
@@ -178,25 +175,23 @@ def _worst_latency(reports: list[dict[str, Any]]) -> dict[str, float]:
     return worst
 
 
-async def stats(hub: Hub, broker: Broker) -> dict[str, Any]:
-    """Everything the operations page shows, for all hubs and workers."""
-    from ..broker.redis import RedisBroker
-
+async def stats(hub: Hub, redis: Redis | None) -> dict[str, Any]:
+    """Everything the operations page shows, for all hubs and workers (``redis`` is None in the embedded mode)."""
     events = events_last_minute(hub)
     body: dict[str, Any] = {
         "time": time.time(),
         "flashes_per_minute": events.get("flash", 0),
         "events_last_minute": events,
     }
-    if isinstance(broker, RedisBroker):
+    if redis is not None:
         body["mode"] = "redis"
-        body["redis"] = await redis_health(broker.redis)
+        body["redis"] = await redis_health(redis)
         hubs: list[dict[str, Any]] = []
         workers: list[dict[str, Any]] = []
         if body["redis"]["status"] == "ok":
             with contextlib.suppress(Exception):
-                hubs = await read_reports(broker.redis, "hub")
-                workers = await read_reports(broker.redis, "worker")
+                hubs = await read_reports(redis, "hub")
+                workers = await read_reports(redis, "worker")
         own = hub_report(hub)
         if not any(h["id"] == own["id"] for h in hubs):
             hubs.append(own)  # this hub's first report may not be written yet, or Redis is down

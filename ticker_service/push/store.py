@@ -23,20 +23,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..filters import Filter
 from ..flashes import Document
+from ..keys import DEVICE_ADDRESS_PREFIX, DEVICE_INDEX_PREFIX, DEVICE_PREFIX, DEVICE_SCRATCH_PREFIX, PUSH_STATS
 from .device import Device
 
-DEVICE = "ticker:device:"
-ADDRESS = "ticker:devaddr:"
-INDEX = "ticker:devidx:"
-STATS = "ticker:push:stats"  # hash "<platform>:<outcome>" -> count, kept by the push jobs
 T = TypeVar("T")
-_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 _DROP = """
 local function drop(id)
@@ -85,7 +80,7 @@ return 1
 
 
 def address_key(platform: str, address: str) -> str:
-    return ADDRESS + hashlib.sha256(f"{platform}\n{address}".encode()).hexdigest()
+    return DEVICE_ADDRESS_PREFIX + hashlib.sha256(f"{platform}\n{address}".encode()).hexdigest()
 
 
 def secret_hash(secret: str) -> str:
@@ -94,10 +89,10 @@ def secret_hash(secret: str) -> str:
 
 
 def index_keys(flt: Filter) -> list[str]:
-    keys = [INDEX + f"lang:{v}" for v in flt.languages or ("*",)]
-    keys += [INDEX + f"cat:{v}" for v in flt.categories or ("*",)]
-    keys += [INDEX + f"region:{v}" for v in flt.regions or ("*",)]
-    keys.append(INDEX + f"urg:{flt.max_urgency}")
+    keys = [DEVICE_INDEX_PREFIX + f"lang:{v}" for v in flt.languages or ("*",)]
+    keys += [DEVICE_INDEX_PREFIX + f"cat:{v}" for v in flt.categories or ("*",)]
+    keys += [DEVICE_INDEX_PREFIX + f"region:{v}" for v in flt.regions or ("*",)]
+    keys.append(DEVICE_INDEX_PREFIX + f"urg:{flt.max_urgency}")
     return keys
 
 
@@ -109,10 +104,10 @@ def flash_facets(doc: Document) -> list[list[str]]:
     regions = [p.get("literal") for p in doc.get("places", ())] + ["*"]
     urgency = int(doc.get("urgency", 9))
     return [
-        [INDEX + f"lang:{v}" for v in langs],
-        [INDEX + f"cat:{v}" for v in cats],
-        [INDEX + f"region:{v}" for v in regions],
-        [INDEX + f"urg:{u}" for u in range(urgency, 10)],
+        [DEVICE_INDEX_PREFIX + f"lang:{v}" for v in langs],
+        [DEVICE_INDEX_PREFIX + f"cat:{v}" for v in cats],
+        [DEVICE_INDEX_PREFIX + f"region:{v}" for v in regions],
+        [DEVICE_INDEX_PREFIX + f"urg:{u}" for u in range(urgency, 10)],
     ]
 
 
@@ -125,7 +120,7 @@ class DeviceStore:
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
-        except _UNAVAILABLE as exc:
+        except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
     async def register(self, device: Device) -> str:
@@ -138,15 +133,15 @@ class DeviceStore:
         return await self._write(device, "", "update")
 
     async def _write(self, device: Device, hashed: str, mode: str) -> bool:
-        keys = [DEVICE + device.id, address_key(device.platform, device.address)]
+        keys = [DEVICE_PREFIX + device.id, address_key(device.platform, device.address)]
         ix = orjson.dumps(index_keys(device.filter))
-        args: list[Any] = [DEVICE, device.id, orjson.dumps(device.to_record()), hashed, ix, mode]
+        args: list[Any] = [DEVICE_PREFIX, device.id, orjson.dumps(device.to_record()), hashed, ix, mode]
         result = await self._call(lambda: self._put(keys=keys, args=args))
         return bool(result == b"ok")
 
     async def check_secret(self, device_id: str, secret: str) -> bool | None:
         """``None``: no such device; else whether ``secret`` is its secret (compared in constant time)."""
-        stored: bytes | None = await self._call(lambda: self.redis.hget(DEVICE + device_id, "s"))  # type: ignore[arg-type, return-value]
+        stored: bytes | None = await self._call(lambda: self.redis.hget(DEVICE_PREFIX + device_id, "s"))  # type: ignore[arg-type, return-value]
         if stored is None:
             return None
         return hmac.compare_digest(stored, secret_hash(secret).encode())
@@ -154,7 +149,7 @@ class DeviceStore:
     async def delete(self, device_id: str, address: tuple[str, str] | None = None) -> bool:
         """Remove a device; with ``address`` (platform, token), only if it is still registered at that address."""
         expected = address_key(*address) if address else ""
-        return bool(await self._call(lambda: self._delete(keys=[], args=[DEVICE, device_id, expected])))
+        return bool(await self._call(lambda: self._delete(keys=[], args=[DEVICE_PREFIX, device_id, expected])))
 
     async def get(self, device_id: str) -> Device | None:
         return (await self.load([device_id]))[0]
@@ -162,18 +157,18 @@ class DeviceStore:
     async def load(self, ids: list[str]) -> list[Device | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for device_id in ids:
-                pipe.hget(DEVICE + device_id, "d")
+                pipe.hget(DEVICE_PREFIX + device_id, "d")
             raw: list[Any] = await self._call(pipe.execute)
         return [None if r is None else Device.from_record(i, orjson.loads(r)) for i, r in zip(ids, raw, strict=True)]
 
     async def stats(self) -> dict[str, int]:
         """Notifications counted by the push jobs, by ``<platform>:<outcome>``."""
-        raw: dict[bytes, bytes] = await self._call(lambda: self.redis.hgetall(STATS))  # type: ignore[arg-type, return-value]
+        raw: dict[bytes, bytes] = await self._call(lambda: self.redis.hgetall(PUSH_STATS))  # type: ignore[arg-type, return-value]
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def targets(self, doc: Document) -> list[str]:
         """The ids of every device whose filter accepts ``doc``, sorted (so batches are the same on a re-run)."""
-        tmp = f"ticker:devtmp:{secrets.token_hex(8)}:"
+        tmp = f"{DEVICE_SCRATCH_PREFIX}{secrets.token_hex(8)}:"
         facets = flash_facets(doc)
         async with self.redis.pipeline(transaction=True) as pipe:
             for i, keys in enumerate(facets):

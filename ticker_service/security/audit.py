@@ -12,16 +12,15 @@ from collections import deque
 from typing import Any, Protocol
 
 import orjson
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from starlette.requests import Request
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..flashes import now_iso
+from ..keys import AUDIT_STREAM
 
 logger = logging.getLogger("ticker.audit")
 
-STREAM = "ticker:audit"
 Entry = dict[str, Any]
 
 
@@ -63,15 +62,15 @@ class RedisAuditLog:
 
     async def record(self, item: Entry) -> None:
         try:
-            await self.redis.xadd(STREAM, {"e": orjson.dumps(item)}, maxlen=self.max_entries, approximate=True)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            await self.redis.xadd(AUDIT_STREAM, {"e": orjson.dumps(item)}, maxlen=self.max_entries, approximate=True)
+        except REDIS_DOWN as exc:
             # The request itself already failed or succeeded on its own; the log says the audit lost an entry.
             logger.error("audit entry not recorded (%s): %s", exc, orjson.dumps(item).decode())
 
     async def recent(self, limit: int) -> list[Entry]:
         try:
-            rows = await self.redis.xrevrange(STREAM, count=limit)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            rows = await self.redis.xrevrange(AUDIT_STREAM, count=limit)
+        except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
         return [orjson.loads(fields[b"e"]) for _, fields in rows]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
+from ..keys import RATE_PREFIX
 
 WINDOW = 60
 
@@ -49,12 +49,12 @@ class RedisRateLimiter:
 
     async def hit(self, key: str) -> tuple[int, float]:
         start, left = _window(time.time())
-        name = f"ticker:rate:{key}:{start}"
+        name = f"{RATE_PREFIX}{key}:{start}"
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.incr(name)
                 pipe.expire(name, WINDOW + 5)
                 count, _ = await pipe.execute()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
         return int(count), left

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
-from ..errors import BrokerUnavailable
+from ..errors import REDIS_DOWN, BrokerUnavailable
+from ..keys import EDITOR_TOKENS
 
 PREFIX = "tkr_"
-REDIS_KEY = "ticker:tokens"  # hash: name -> JSON {"id", "sha256", "created", "scopes", "languages", ...}
 SCOPES = ("publish", "correct", "withdraw", "admin")
 EDITOR_SCOPES = frozenset({"publish", "correct", "withdraw"})  # what a token without --scopes may do
 
@@ -194,7 +194,7 @@ class RedisTokenStore:
 
     async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES, desk: Desk = ANY_DESK) -> str:
         token = new_token()
-        await self.redis.hset(REDIS_KEY, name, json.dumps(_record(token, scopes, desk)))  # type: ignore[misc]
+        await self.redis.hset(EDITOR_TOKENS, name, json.dumps(_record(token, scopes, desk)))  # type: ignore[misc]
         return token
 
     async def rotate(self, name: str, overlap_seconds: float) -> str | None:
@@ -202,24 +202,24 @@ class RedisTokenStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:  # optimistic: a concurrent change to the hash makes this try again
                 try:
-                    await pipe.watch(REDIS_KEY)
-                    raw = await pipe.hget(REDIS_KEY, name)  # type: ignore[misc]
+                    await pipe.watch(EDITOR_TOKENS)
+                    raw = await pipe.hget(EDITOR_TOKENS, name)  # type: ignore[misc]
                     if raw is None:
                         return None
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(REDIS_KEY, name, json.dumps(_rotated(json.loads(raw), token, overlap_seconds)))
+                    pipe.hset(EDITOR_TOKENS, name, json.dumps(_rotated(json.loads(raw), token, overlap_seconds)))
                     await pipe.execute()
                     return token
-                except redis_errors.WatchError:
+                except WatchError:
                     continue
 
     async def revoke(self, name: str) -> bool:
-        return bool(await self.redis.hdel(REDIS_KEY, name))  # type: ignore[misc]
+        return bool(await self.redis.hdel(EDITOR_TOKENS, name))  # type: ignore[misc]
 
     async def authenticate(self, token: str) -> Editor | None:
         try:
-            raw = await self.redis.hgetall(REDIS_KEY)  # type: ignore[misc]
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raw = await self.redis.hgetall(EDITOR_TOKENS)  # type: ignore[misc]
+        except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
         records = {k.decode(): json.loads(v) for k, v in raw.items()}
         return _find(records, token)

@@ -10,12 +10,14 @@ import logging
 from typing import Any
 
 from arq.worker import Function, func
+from redis.asyncio import Redis
 
+from ticker_service.keys import PUSH_BATCH_JOB, PUSH_PLAN_JOB, PUSH_TOPIC_JOB
 from ticker_service.push.settings import PushSettings
 from ticker_service.push.store import DeviceStore
 
 from .bridges import build_bridges
-from .jobs import BATCH_JOB, PLAN_JOB, TOPIC_JOB, Pusher, enqueue_plan, push_batch, push_plan, push_topic
+from .jobs import Pusher, enqueue_plan, push_batch, push_plan, push_topic
 
 __all__ = ["enqueue_plan", "functions", "start", "stop"]
 
@@ -23,17 +25,15 @@ __all__ = ["enqueue_plan", "functions", "start", "stop"]
 def functions(timeout: float) -> list[Function]:
     """The push jobs, with the fan-out's timeout: arq re-runs a dead worker's jobs after the longest one + 10 s."""
     return [
-        func(push_plan, name=PLAN_JOB, timeout=timeout, max_tries=20),
-        func(push_batch, name=BATCH_JOB, timeout=timeout, max_tries=20),
-        func(push_topic, name=TOPIC_JOB, timeout=timeout, max_tries=20),
+        func(push_plan, name=PUSH_PLAN_JOB, timeout=timeout, max_tries=20),
+        func(push_batch, name=PUSH_BATCH_JOB, timeout=timeout, max_tries=20),
+        func(push_topic, name=PUSH_TOPIC_JOB, timeout=timeout, max_tries=20),
     ]
 
 
-async def start(ctx: dict[str, Any], timeout: float) -> None:
-    """Build the configured bridges (logging which are off) on the broker's Redis connection."""
-    settings = PushSettings()
+async def start(ctx: dict[str, Any], redis: Redis, settings: PushSettings, timeout: float) -> None:
+    """Build the configured bridges (logging which are off) on ``redis``, the broker's connection."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per push request is too many
-    redis = ctx["broker"].redis
     bridges = build_bridges(settings, request_timeout=0.3 * timeout)  # per phase: connect, write, read
     semaphore = asyncio.Semaphore(settings.concurrency)
     # Sends start in the first 30% of the job's time and take at most 50% of it; whatever still runs at 85% is cut

@@ -27,16 +27,25 @@ from typing import Any
 import httpx
 from arq import Retry
 from prometheus_client import Counter
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from ticker_service.broker import Broker
-from ticker_service.broker.redis import WAKE_CHANNEL
-from ticker_service.errors import BrokerUnavailable
+from ticker_service.errors import REDIS_UNREACHABLE, BrokerUnavailable
 from ticker_service.filters import Filter
+from ticker_service.keys import (
+    PUSH_BATCH_JOB,
+    PUSH_BATCH_JOB_ID_PREFIX,
+    PUSH_DEVICE_HOUR_PREFIX,
+    PUSH_PLAN_JOB,
+    PUSH_PLAN_PREFIX,
+    PUSH_SENT_PREFIX,
+    PUSH_STATS,
+    PUSH_TOPIC_JOB,
+    WAKE_CHANNEL,
+)
 from ticker_service.push.device import Device
 from ticker_service.push.settings import PushSettings
-from ticker_service.push.store import STATS, DeviceStore
+from ticker_service.push.store import DeviceStore
 
 from .base import Bridge, Outcome
 from .fcm import FcmBridge
@@ -44,13 +53,9 @@ from .payload import Alert, alert_for, fcm_topic
 
 logger = logging.getLogger("ticker.push")
 
-PLAN_JOB = "push_plan"
-TOPIC_JOB = "push_topic"
-BATCH_JOB = "push_batch"
-SENT_SET = "ticker:pushed:"
-RATE = "ticker:pushrate:"
-PLAN = "ticker:pushplan:"
-REDIS_TROUBLE = (BrokerUnavailable, redis_errors.ConnectionError, redis_errors.TimeoutError)
+# Redis trouble in a job is retried later: the broker and the device store raise BrokerUnavailable, the job's own
+# calls redis-py's errors. Unlike REDIS_DOWN, a bare OSError is not caught here (as before): it fails the job.
+REDIS_TROUBLE: tuple[type[Exception], ...] = (BrokerUnavailable, *REDIS_UNREACHABLE)
 # Per batch, never per send: label values are the three platforms and the outcomes named in base.py and here.
 NOTIFICATIONS = Counter(
     "ticker_push_notifications", "Device notifications by platform and outcome", ["platform", "outcome"]
@@ -96,7 +101,7 @@ class Pusher:
 
     def _keys(self, alert: Alert, device: Device) -> list[str]:
         hour = int(time.time() // 3600)
-        return [f"{SENT_SET}{alert.flash_id}:{alert.version}", f"{RATE}{device.id}:{hour}"]
+        return [f"{PUSH_SENT_PREFIX}{alert.flash_id}:{alert.version}", f"{PUSH_DEVICE_HOUR_PREFIX}{device.id}:{hour}"]
 
     async def claim(self, alert: Alert, device: Device) -> str:
         counts = "1" if alert.kind == "flash" else "0"  # a correction or withdrawal always gets through
@@ -118,7 +123,7 @@ async def enqueue_plan(ctx: dict[str, Any], flash_id: str, version: str) -> None
     pusher: Pusher | None = ctx.get("push")
     if pusher is None or not pusher.bridges:
         return
-    await ctx["redis"].enqueue_job(PLAN_JOB, flash_id, version, _job_id=f"{PLAN_JOB}:{flash_id}:{version}")
+    await ctx["redis"].enqueue_job(PUSH_PLAN_JOB, flash_id, version, _job_id=f"{PUSH_PLAN_JOB}:{flash_id}:{version}")
     await _wake(ctx)
 
 
@@ -137,7 +142,7 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
         if event is None or alert is None:
             return 0
         ids = await pusher.store.targets(event.flash)
-        key = f"{PLAN}{flash_id}:{version}"
+        key = f"{PUSH_PLAN_PREFIX}{flash_id}:{version}"
         async with pusher.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             for start in range(0, len(ids), 10_000):
@@ -147,7 +152,9 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
     except REDIS_TROUBLE as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
     if pusher.settings.fcm_topics and "fcm" in pusher.bridges:
-        await ctx["redis"].enqueue_job(TOPIC_JOB, flash_id, version, _job_id=f"{TOPIC_JOB}:{flash_id}:{version}")
+        await ctx["redis"].enqueue_job(
+            PUSH_TOPIC_JOB, flash_id, version, _job_id=f"{PUSH_TOPIC_JOB}:{flash_id}:{version}"
+        )
     batches = -(-len(ids) // pusher.settings.batch_size)
     for index in range(min(batches, pusher.settings.parallel_batches)):
         await _enqueue_batch(ctx, flash_id, version, index)
@@ -182,14 +189,14 @@ async def push_topic(ctx: dict[str, Any], flash_id: str, version: str) -> str:
     if outcome.kind == "retry":
         await pusher.release(alert, claim)
         raise Retry(defer=outcome.retry_after or min(2 ** ctx["job_try"], 60))
-    await pusher.redis.hincrby(STATS, f"fcm-topic:{outcome.kind}", 1)  # type: ignore[misc]
+    await pusher.redis.hincrby(PUSH_STATS, f"fcm-topic:{outcome.kind}", 1)  # type: ignore[misc]
     NOTIFICATIONS.labels("fcm-topic", outcome.kind).inc()
     return f"{topic}: {outcome.kind} {outcome.detail}".strip()
 
 
 async def _enqueue_batch(ctx: dict[str, Any], flash_id: str, version: str, index: int) -> None:
-    job_id = f"push:{flash_id}:{version}:{index}"
-    await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, index, None, 1, _job_id=job_id)
+    job_id = f"{PUSH_BATCH_JOB_ID_PREFIX}{flash_id}:{version}:{index}"
+    await ctx["redis"].enqueue_job(PUSH_BATCH_JOB, flash_id, version, index, None, 1, _job_id=job_id)
 
 
 async def push_batch(
@@ -208,7 +215,9 @@ async def push_batch(
         if event is None or alert is None:
             return {}
         if ids is None:
-            raw = await pusher.redis.lrange(f"{PLAN}{flash_id}:{version}", index * size, (index + 1) * size - 1)  # type: ignore[misc]
+            raw = await pusher.redis.lrange(
+                f"{PUSH_PLAN_PREFIX}{flash_id}:{version}", index * size, (index + 1) * size - 1
+            )  # type: ignore[misc]
             ids = [i.decode() for i in raw]
         devices = await pusher.store.load(ids)
     except REDIS_TROUBLE as exc:
@@ -287,13 +296,13 @@ async def _follow_up(
     counts: Tally[str],
 ) -> None:
     """Queue the rest of the batch (or the chain's next batch), the retries, and add up the outcomes."""
-    job_id = ctx.get("job_id") or f"push:{flash_id}:{version}:{index}"
+    job_id = ctx.get("job_id") or f"{PUSH_BATCH_JOB_ID_PREFIX}{flash_id}:{version}:{index}"
     if later:
-        await ctx["redis"].enqueue_job(BATCH_JOB, flash_id, version, index, later, attempt, _job_id=f"{job_id}.c")
+        await ctx["redis"].enqueue_job(PUSH_BATCH_JOB, flash_id, version, index, later, attempt, _job_id=f"{job_id}.c")
     elif index >= 0 and attempt == 1:
         # This batch is done: the chain goes on with the batch ``parallel_batches`` further.
         following = index + pusher.settings.parallel_batches
-        total = await pusher.redis.llen(f"{PLAN}{flash_id}:{version}")  # type: ignore[misc]
+        total = await pusher.redis.llen(f"{PUSH_PLAN_PREFIX}{flash_id}:{version}")  # type: ignore[misc]
         if following * pusher.settings.batch_size < total:
             await _enqueue_batch(ctx, flash_id, version, following)
     await _wake(ctx)
@@ -303,7 +312,7 @@ async def _follow_up(
             NOTIFICATIONS.labels(*field.split(":", 1)).inc(n)
         async with pusher.redis.pipeline(transaction=False) as pipe:
             for field, n in counts.items():
-                pipe.hincrby(STATS, field, n)
+                pipe.hincrby(PUSH_STATS, field, n)
             await pipe.execute()
 
 
@@ -346,5 +355,5 @@ async def _retry_later(
     delay = min(delay, pusher.settings.max_retry_after_seconds)
     ids = [device_id for device_id, _ in retry]
     await ctx["redis"].enqueue_job(
-        BATCH_JOB, flash_id, version, -1, ids, attempt + 1, _job_id=f"{job_id}.r", _defer_by=delay
+        PUSH_BATCH_JOB, flash_id, version, -1, ids, attempt + 1, _job_id=f"{job_id}.r", _defer_by=delay
     )

@@ -1,0 +1,243 @@
+"""The Redis broker's Lua scripts, each with its KEYS and ARGV written as named tables.
+
+A script takes its keys and arguments by position (``KEYS[2]``, ``ARGV[14]``). Each table below is a NamedTuple
+whose fields are those positions in order, so a call names every value, :func:`positional` turns the table into the
+list Redis wants, and the comment block at the top of each script lists the same names (``tests/unit`` checks that
+the tables, the comments and the indexes the script uses agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+def positional(table: tuple[Any, ...]) -> list[Any]:
+    """A KEYS or ARGV table as the positional list a script call takes: field 1 is ``KEYS[1]``/``ARGV[1]``."""
+    return list(table)
+
+
+# -- record: append an event, make it the flash's state, answer the idempotency key, queue the fan-out job -------
+class RecordKeys(NamedTuple):
+    events: str  # the history stream
+    flash: str  # the flash's hash
+    recent: str  # zset of the not-withdrawn flashes
+    flash_index: str  # zset of every kept flash
+    idempotency: str  # the idempotency key (the bare prefix when the request has none)
+    job: str  # arq's key of the fan-out job
+    queue: str  # arq's queue
+    published: str  # the live channel's publish cursor
+    epoch: str  # the history's epoch
+
+
+class RecordArgs(NamedTuple):
+    type: str  # the event type
+    flash_id: str
+    doc: bytes  # the ninjs document, JSON
+    version: str  # the new version
+    expect_version: str  # the version being replaced; '' for a new flash
+    created_ms: int  # now: a new flash's score in ``recent`` and ``flash_index``
+    history_max_events: int  # the stream's approximate MAXLEN
+    idempotency_result: bytes  # what the idempotency key answers from now on; '' without one
+    idempotency_ttl_ms: int
+    job: bytes  # the fan-out job, serialised as arq does
+    job_ttl_ms: int  # how long arq's job key lives (arq's own default for a job due now)
+    job_id: str
+    job_due_ms: int  # when the job may run: now (its score in the queue)
+    withdrawn: str  # '1' when the document is withdrawn (canceled): it leaves ``recent``; else '0'
+    recent_max_flashes: int  # flashes kept in ``flash_index``; the oldest beyond are dropped with their hashes
+    wake_channel: str  # published on, so workers poll now
+    flash_prefix: str  # prefix of the flash hashes (to drop the oldest)
+    new_epoch: str  # the epoch to create when the history has none
+    trim_before_id: str  # stream id: entries older than the history's maximum age are trimmed
+    held_claim: bytes  # the pending claim value this request holds; '' without an idempotency key
+
+
+RECORD = """
+-- KEYS[1] = events, KEYS[2] = flash, KEYS[3] = recent, KEYS[4] = flash_index, KEYS[5] = idempotency, KEYS[6] = job,
+-- KEYS[7] = queue, KEYS[8] = published, KEYS[9] = epoch
+-- ARGV[1] = type, ARGV[2] = flash_id, ARGV[3] = doc, ARGV[4] = version, ARGV[5] = expect_version,
+-- ARGV[6] = created_ms, ARGV[7] = history_max_events, ARGV[8] = idempotency_result,
+-- ARGV[9] = idempotency_ttl_ms, ARGV[10] = job, ARGV[11] = job_ttl_ms, ARGV[12] = job_id, ARGV[13] = job_due_ms,
+-- ARGV[14] = withdrawn, ARGV[15] = recent_max_flashes, ARGV[16] = wake_channel, ARGV[17] = flash_prefix,
+-- ARGV[18] = new_epoch, ARGV[19] = trim_before_id, ARGV[20] = held_claim
+if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[20] then return {'stale'} end
+local cur = redis.call('HGET', KEYS[2], 'version')
+if ARGV[5] == '' then
+  if cur then return {'conflict'} end
+elseif cur ~= ARGV[5] then
+  return {'conflict'}
+end
+if redis.call('EXISTS', KEYS[8]) == 0 then
+  -- No publish cursor yet: everything before this event counts as published.
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  local previous = '0-0'
+  if #top > 0 then previous = top[1][1] end
+  redis.call('SET', KEYS[8], previous)
+end
+local epoch = redis.call('GET', KEYS[9])
+if not epoch then
+  epoch = ARGV[18]
+  redis.call('SET', KEYS[9], epoch)
+end
+local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
+  't', ARGV[1], 'f', ARGV[2], 'v', ARGV[4], 'd', ARGV[3])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[19])
+redis.call('HSET', KEYS[2], 'doc', ARGV[3], 'version', ARGV[4], 'ev:' .. ARGV[4], eid)
+if ARGV[5] == '' then
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+end
+if ARGV[14] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9]) end
+redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
+redis.call('ZADD', KEYS[7], ARGV[13], ARGV[12])
+local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[15])
+if extra > 0 then
+  local old = redis.call('ZRANGE', KEYS[4], 0, extra - 1)
+  for _, id in ipairs(old) do
+    redis.call('DEL', ARGV[17] .. id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('ZREM', KEYS[3], id)
+  end
+end
+redis.call('PUBLISH', ARGV[16], '1')
+return {'ok', eid, epoch}
+"""
+
+
+# -- recent: the newest current flashes and the last event id at that moment ----------------------------------------
+class RecentKeys(NamedTuple):
+    recent: str
+    events: str
+    epoch: str
+
+
+class RecentArgs(NamedTuple):
+    limit: int  # how many flash ids to read, newest first
+    flash_prefix: str
+    new_epoch: str  # the epoch to create when the history has none
+
+
+RECENT = """
+-- KEYS[1] = recent, KEYS[2] = events, KEYS[3] = epoch
+-- ARGV[1] = limit, ARGV[2] = flash_prefix, ARGV[3] = new_epoch
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local docs = {}
+for i, id in ipairs(ids) do docs[i] = redis.call('HGET', ARGV[2] .. id, 'doc') or '' end
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local last = '0-0'
+if #top > 0 then last = top[1][1] end
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[3], epoch)
+end
+return {last, docs, epoch}
+"""
+
+
+# -- publish: every entry after the publish cursor up to the target, in stream order, then move the cursor ----------
+# One script, so concurrent or repeated fan-out jobs can neither reorder nor repeat events on the live channel.
+class PublishKeys(NamedTuple):
+    events: str
+    published: str
+    epoch: str
+
+
+class PublishArgs(NamedTuple):
+    target: str  # stream id of the event to publish up to
+    live_channel: str
+
+
+PUBLISH = """
+-- KEYS[1] = events, KEYS[2] = published, KEYS[3] = epoch
+-- ARGV[1] = target, ARGV[2] = live_channel
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local target = ARGV[1]
+local epoch = redis.call('GET', KEYS[3]) or ''
+local cursor = redis.call('GET', KEYS[2])
+if cursor and not after(target, cursor) then return 0 end
+local start = target
+if cursor then start = '(' .. cursor end
+local sent = 0
+while true do
+  local entries = redis.call('XRANGE', KEYS[1], start, target, 'COUNT', 500)
+  if #entries == 0 then break end
+  for _, entry in ipairs(entries) do
+    local f = {}
+    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+    local id = epoch .. '-' .. entry[1]
+    local message = '{"type":"' .. f['t'] .. '","event_id":"' .. id .. '","flash":' .. f['d'] .. '}'
+    redis.call('PUBLISH', ARGV[2], message)
+    sent = sent + 1
+    start = '(' .. entry[1]
+  end
+end
+redis.call('SET', KEYS[2], target)
+return sent
+"""
+
+
+# -- replay: the events after a position, unless the reader is from another epoch or the history was trimmed past it -
+class ReplayKeys(NamedTuple):
+    events: str
+    epoch: str
+
+
+class ReplayArgs(NamedTuple):
+    epoch: str  # the reader's epoch
+    after: str  # stream id the reader has seen
+    limit: int  # at most this many events
+
+
+REPLAY = """
+-- KEYS[1] = events, KEYS[2] = epoch
+-- ARGV[1] = epoch, ARGV[2] = after, ARGV[3] = limit
+local epoch = redis.call('GET', KEYS[2])
+if not epoch or epoch ~= ARGV[1] then return {'gap'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  -- Entries were trimmed, and the reader is from before the first one kept: what it missed may be gone.
+  if fields['entries-added'] > fields['length'] then
+    local fm, fs = string.match(fields['recorded-first-entry-id'], '^(%d+)-(%d+)$')
+    local rm, rs = string.match(ARGV[2], '^(%d+)-(%d+)$')
+    fm, fs, rm, rs = tonumber(fm), tonumber(fs), tonumber(rm), tonumber(rs)
+    if rm < fm or (rm == fm and rs < fs) then return {'gap'} end
+  end
+end
+return {'ok', redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
+"""
+
+
+# -- release: drop a pending idempotency claim, if it is still this request's ---------------------------------------
+class ReleaseKeys(NamedTuple):
+    idempotency: str
+
+
+class ReleaseArgs(NamedTuple):
+    token_suffix: str  # ':' + the claim's token: the end of the pending value ``P:<fingerprint>:<token>``
+
+
+RELEASE = """
+-- KEYS[1] = idempotency
+-- ARGV[1] = token_suffix
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 2) == 'P:' and string.sub(v, -#ARGV[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# Each script with its tables, for the checks in tests/unit/test_redis_scripts.py.
+SCRIPTS: dict[str, tuple[str, type[tuple[Any, ...]], type[tuple[Any, ...]]]] = {
+    "record": (RECORD, RecordKeys, RecordArgs),
+    "recent": (RECENT, RecentKeys, RecentArgs),
+    "publish": (PUBLISH, PublishKeys, PublishArgs),
+    "replay": (REPLAY, ReplayKeys, ReplayArgs),
+    "release": (RELEASE, ReleaseKeys, ReleaseArgs),
+}

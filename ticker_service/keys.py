@@ -1,0 +1,49 @@
+"""Every name ticker uses in Redis: keys, key prefixes, pub/sub channels and arq job names.
+
+All of ticker's keys live under ``ticker:``; arq keeps its own under ``arq:``. A ``*_PREFIX`` is followed by the part
+named in its comment. Values are part of the deployed data: changing one orphans what is stored under the old name.
+"""
+
+from __future__ import annotations
+
+from arq.constants import default_queue_name, job_key_prefix
+
+# -- the broker: history, current state, live delivery (broker/redis.py) ----------------------------------------
+EVENTS_STREAM = "ticker:events"  # stream: fields t (type), f (flash id), v (version), d (ninjs JSON)
+FLASH_PREFIX = "ticker:flash:"  # + flash id; hash: doc, version, ev:<version> (event id of each version)
+RECENT_FLASHES = "ticker:recent"  # zset of the not-withdrawn flash ids, by creation
+FLASH_INDEX = "ticker:index"  # zset of every kept flash id, by creation (the oldest are dropped past the cap)
+IDEMPOTENCY_PREFIX = "ticker:idem:"  # + scope (editor + Idempotency-Key); the claim, then the recorded result
+PUBLISHED_CURSOR = "ticker:published"  # id of the last event published on LIVE_CHANNEL (keeps live order)
+HISTORY_EPOCH = "ticker:epoch"  # created with the history, so it changes when Redis loses the history
+LIVE_CHANNEL = "ticker:live"  # pub/sub: every event, to every hub
+WAKE_CHANNEL = "ticker:wake"  # pub/sub: "a job is queued", so workers poll now rather than at their next poll
+
+# -- arq: the job queue and the job names (broker/redis.py writes the fan-out job itself, in its record script) ---
+ARQ_QUEUE = default_queue_name  # "arq:queue": zset of queued job ids by when they may run
+ARQ_JOB_PREFIX = job_key_prefix  # "arq:job:" + job id: the serialised job
+FANOUT_JOB = "fanout"  # job id "fanout:<flash id>:<version>"
+PUSH_PLAN_JOB = "push_plan"  # job id "push_plan:<flash id>:<version>"
+PUSH_TOPIC_JOB = "push_topic"  # job id "push_topic:<flash id>:<version>"
+PUSH_BATCH_JOB = "push_batch"  # job id PUSH_BATCH_JOB_ID_PREFIX + "<flash id>:<version>:<batch>"
+PUSH_BATCH_JOB_ID_PREFIX = "push:"  # the batch jobs' ids; continuations add ".c", retries ".r"
+
+# -- devices and their pushes (push/store.py, workers/push/jobs.py) ---------------------------------------------
+DEVICE_PREFIX = "ticker:device:"  # + device id; hash: d (device JSON), s (secret hash), ix (index keys), a (address)
+DEVICE_ADDRESS_PREFIX = "ticker:devaddr:"  # + sha256(platform, token or endpoint) -> device id
+DEVICE_INDEX_PREFIX = "ticker:devidx:"  # + "<facet>:<value>"; set of device ids (lang:en, cat:*, urg:5, ...)
+DEVICE_SCRATCH_PREFIX = "ticker:devtmp:"  # + random hex + ":"; temporary sets of one index lookup
+PUSH_STATS = "ticker:push:stats"  # hash "<platform>:<outcome>" -> count, kept by the push jobs
+PUSH_SENT_PREFIX = "ticker:pushed:"  # + "<flash id>:<version>"; set of the device ids already claimed for the event
+PUSH_DEVICE_HOUR_PREFIX = "ticker:pushrate:"  # + "<device id>:<hour>"; notifications counted against the hourly cap
+PUSH_PLAN_PREFIX = "ticker:pushplan:"  # + "<flash id>:<version>"; list of the matching device ids, in batch order
+
+# -- security (security/tokens.py, ratelimit.py, audit.py) -------------------------------------------------------
+EDITOR_TOKENS = "ticker:tokens"  # hash: name -> JSON {"id", "sha256", "created", "scopes", "languages", ...}
+RATE_PREFIX = "ticker:rate:"  # + "<limited key>:<window start>"; count of one minute's window
+AUDIT_STREAM = "ticker:audit"  # stream: field e (the entry's JSON), capped by count
+
+# -- operations (ops/reports.py) ----------------------------------------------------------------------------------
+OPS_REPORT_PREFIX = "ticker:ops:"  # + "<hub|worker>:<host>:<pid>"; one process's JSON report, with a TTL
+OPS_HUBS = "ticker:ops:hubs"  # set of the hub process ids that report
+OPS_WORKERS = "ticker:ops:workers"  # set of the worker process ids that report
