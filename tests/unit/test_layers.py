@@ -1,5 +1,7 @@
-"""Who may import what below ASGI: uvicorn's internals and httptools only in the native layer's seam, and the hub
-and its readers free of HTTP, sockets and servers."""
+"""uvicorn's internals and httptools only in the native layer's seam (``transports/native/http.py``).
+
+Finer than the import-linter contracts in ``pyproject.toml`` (which see ``uvicorn`` as one package, and keep it to
+``serve.py`` and ``transports/native/``, and the hub, its readers and the wire bytes free of HTTP and sockets)."""
 
 from __future__ import annotations
 
@@ -32,14 +34,3 @@ def test_only_the_native_seam_imports_uvicorn_internals_or_httptools() -> None:
         if name == "httptools" or (name.startswith("uvicorn.") and name != "uvicorn")
     }
     assert found == SEAM
-
-
-def test_uvicorn_itself_is_imported_by_the_seam_and_serve_only() -> None:
-    found = {path for path, names in modules().items() if any(n.split(".")[0] == "uvicorn" for n in names)}
-    assert found == {*SEAM, "serve.py"}
-
-
-def test_the_hub_and_its_readers_know_nothing_of_http_or_sockets() -> None:
-    banned = {"socket", "starlette", "uvicorn", "httptools", "websockets", "httpx"}
-    for module in ("hub.py", "readers.py"):
-        assert not {n.split(".")[0] for n in imports(PACKAGE / module)} & banned, module
