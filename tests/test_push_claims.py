@@ -14,8 +14,8 @@ from ticker_service.filters import Filter
 from ticker_service.push.device import Device
 from ticker_service.push.settings import PushSettings
 from ticker_service.push.store import DeviceStore
-from workers.push.jobs import Pusher
 from workers.push.payload import Alert
+from workers.push.pusher import Pusher
 
 from .support import RedisServer
 

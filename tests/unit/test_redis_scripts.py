@@ -1,4 +1,4 @@
-"""The Redis broker's Lua scripts and their KEYS/ARGV tables agree (pure: no Redis)."""
+"""The Lua scripts (the broker's and the push claims') and their KEYS/ARGV tables agree (pure: no Redis)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from ticker_service.broker.redis_scripts import SCRIPTS, RecordArgs, RecordKeys, positional
+from ticker_service.broker.redis_scripts import SCRIPTS as BROKER_SCRIPTS
+from ticker_service.broker.redis_scripts import RecordArgs, RecordKeys, positional
+from workers.push.pusher import SCRIPTS as PUSH_SCRIPTS
+
+SCRIPTS = {**BROKER_SCRIPTS, **{f"push_{name}": script for name, script in PUSH_SCRIPTS.items()}}
 
 NAMED = re.compile(r"(KEYS|ARGV)\[(\d+)\] = (\w+)")
 

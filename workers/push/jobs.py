@@ -19,15 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import Counter as Tally
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from arq import Retry
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
 from ticker_service.broker import Broker
 from ticker_service.errors import REDIS_UNREACHABLE, BrokerUnavailable
@@ -35,21 +32,18 @@ from ticker_service.filters import Filter
 from ticker_service.keys import (
     PUSH_BATCH_JOB,
     PUSH_BATCH_JOB_ID_PREFIX,
-    PUSH_DEVICE_HOUR_PREFIX,
     PUSH_PLAN_JOB,
     PUSH_PLAN_PREFIX,
-    PUSH_SENT_PREFIX,
     PUSH_STATS,
     PUSH_TOPIC_JOB,
     WAKE_CHANNEL,
 )
 from ticker_service.push.device import Device
-from ticker_service.push.settings import PushSettings
-from ticker_service.push.store import DeviceStore
 
 from .base import Bridge, Outcome
 from .fcm import FcmBridge
 from .payload import Alert, alert_for, fcm_topic
+from .pusher import Pusher
 
 logger = logging.getLogger("ticker.push")
 
@@ -61,61 +55,6 @@ NOTIFICATIONS = Counter(
     "ticker_push_notifications", "Device notifications by platform and outcome", ["platform", "outcome"]
 )
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-# KEYS: the event's claim set, the device's hourly counter. ARGV: device id, set TTL, hourly cap, counts ('1'/'0').
-_CLAIM = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 'duplicate' end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[4] == '1' then
-  local n = redis.call('INCR', KEYS[2])
-  if n == 1 then redis.call('EXPIRE', KEYS[2], 3700) end
-  if n > tonumber(ARGV[3]) then
-    redis.call('DECR', KEYS[2])
-    return 'capped'
-  end
-end
-return 'ok'
-"""
-_RELEASE = """
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
-return 1
-"""
-
-
-@dataclass
-class Pusher:
-    """What push jobs share in one worker process: bridges and their HTTP/2 clients, and the concurrency bound."""
-
-    settings: PushSettings
-    bridges: dict[str, Bridge]
-    redis: Redis
-    store: DeviceStore
-    semaphore: asyncio.Semaphore
-    budget: float  # seconds of a job during which new sends may start
-    send_timeout: float  # longest one send may take (claim to answer)
-    hard_stop: float  # seconds into a job when sends still running are cut off
-
-    def __post_init__(self) -> None:
-        self._claim = self.redis.register_script(_CLAIM)
-        self._release = self.redis.register_script(_RELEASE)
-
-    def _keys(self, alert: Alert, device: Device) -> list[str]:
-        hour = int(time.time() // 3600)
-        return [f"{PUSH_SENT_PREFIX}{alert.flash_id}:{alert.version}", f"{PUSH_DEVICE_HOUR_PREFIX}{device.id}:{hour}"]
-
-    async def claim(self, alert: Alert, device: Device) -> str:
-        counts = "1" if alert.kind == "flash" else "0"  # a correction or withdrawal always gets through
-        args: list[Any] = [device.id, alert.ttl + 3600, self.settings.max_per_device_hour, counts]
-        result = await self._claim(keys=self._keys(alert, device), args=args)
-        return result.decode() if isinstance(result, bytes) else str(result)
-
-    async def release(self, alert: Alert, device: Device) -> None:
-        counts = "1" if alert.kind == "flash" else "0"
-        await self._release(keys=self._keys(alert, device), args=[device.id, counts])
-
-    async def aclose(self) -> None:
-        for bridge in self.bridges.values():
-            await bridge.aclose()
 
 
 async def enqueue_plan(ctx: dict[str, Any], flash_id: str, version: str) -> None:
