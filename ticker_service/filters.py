@@ -42,7 +42,7 @@ class Filter:
     categories: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     max_urgency: int = 9
-    # Private topics (categories or regions) and the ones this reader's token grants: see reader_auth.py.
+    # Private topics (categories or regions) and the ones this reader's token grants: see security/readers.py.
     private: frozenset[str] = frozenset()
     grants: frozenset[str] = frozenset()
 

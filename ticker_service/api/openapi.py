@@ -93,7 +93,7 @@ class Ready(BaseModel):
 
 
 class AdminStats(BaseModel):
-    """What the operations page shows: hubs, workers, Redis, flashes per minute (see ``ops.py``)."""
+    """What the operations page shows: hubs, workers, Redis, flashes per minute (see ``ops/reports.py``)."""
 
     model_config = ConfigDict(extra="allow")
 
