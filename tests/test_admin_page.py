@@ -15,8 +15,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
-from .conftest import start_distributed, start_embedded, start_hub, start_worker
-from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
+from .support.flashes import publish
+from .support.processes import TIMEOUT, Service, run_ticker, start_distributed, start_embedded, start_hub, start_worker
+from .support.readers import next_ws_event, sse_reader, ws_reader
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_MS = TIMEOUT * 1000

@@ -14,7 +14,7 @@ from ticker_service.events import Event, event_key
 from ticker_service.flashes import FlashIn, flash_id_of, new_document, withdrawn_document
 from ticker_service.settings import Settings
 
-from .support import RedisServer
+from .support.processes import RedisServer
 
 
 @pytest.fixture(scope="module")

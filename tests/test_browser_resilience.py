@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .browser import open_page
-from .conftest import start_distributed, start_hub
-from .support import TIMEOUT, Process, Service, flash_id, publish, ticker, wait_ready
+from .support.browser import open_page
+from .support.flashes import flash_id, publish
+from .support.processes import TIMEOUT, Process, Service, start_distributed, start_hub, ticker, wait_ready
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

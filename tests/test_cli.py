@@ -17,18 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import (
-    ROOT,
-    TIMEOUT,
-    Service,
-    base_env,
-    flash_body,
-    next_ws_event,
-    run_ticker,
-    ticker,
-    wait_readers,
-    ws_reader,
-)
+from .support.flashes import flash_body
+from .support.processes import ROOT, TIMEOUT, Service, base_env, run_ticker, ticker
+from .support.readers import next_ws_event, wait_readers, ws_reader
 
 # Each subcommand, and the words the top-level help uses to say what it does.
 COMMANDS = {
@@ -394,7 +385,7 @@ def test_concurrent_token_creates_lose_nothing(tmp_path: Path) -> None:
 
     from ticker_service.security.tokens import FileTokenStore
 
-    from .support import ROOT, ticker
+    from .support.processes import ROOT, ticker
 
     env = base_env(TICKER_DATA_DIR=str(tmp_path))
     procs = [

@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
-from .browser import OUTPUT, axe_violations, open_page
-from .conftest import start_embedded
-from .support import ROOT, TIMEOUT, Service, flash_id, publish
+from .support.browser import OUTPUT, axe_violations, open_page
+from .support.flashes import flash_id, publish
+from .support.processes import ROOT, TIMEOUT, Service, start_embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

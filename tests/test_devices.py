@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from redis.asyncio import Redis
 
 from ticker_service.filters import Filter
 from ticker_service.push.store import DEVICE, DeviceStore
 
-from .conftest import start_distributed, start_embedded
-from .support import Service
+from .support.devices import subscription
+from .support.processes import Service, start_distributed, start_embedded
 
 FCM_TOKEN = "fcm-token:" + "a" * 140
 APNS_TOKEN = "ab" * 32
-
-
-def subscription(endpoint: str = "https://fcm.googleapis.com/fcm/send/abc123") -> dict[str, Any]:
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
-    return {
-        "endpoint": endpoint,
-        "expirationTime": None,
-        "keys": {"p256dh": b64(raw), "auth": b64(b"0123456789abcdef")},
-    }
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .browser import axe_violations, open_page
-from .conftest import start_embedded
-from .support import TIMEOUT, Service, flash_id, publish
+from .support.browser import axe_violations, open_page
+from .support.flashes import flash_id, publish
+from .support.processes import TIMEOUT, Service, start_embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import start_distributed
-from .support import Process, Service, free_port, next_ws_event, publish, ticker, wait_ready, ws_reader
+from .support.flashes import publish
+from .support.processes import Process, Service, free_port, start_distributed, ticker, wait_ready
+from .support.readers import next_ws_event, ws_reader
 
 
 @pytest.fixture(scope="module")

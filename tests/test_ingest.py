@@ -8,8 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .schema import assert_ninjs
-from .support import Service, flash_body, flash_id, next_ws_event, publish, ws_reader
+from .support.flashes import flash_body, flash_id, publish
+from .support.processes import Service
+from .support.readers import next_ws_event, ws_reader
+from .support.schema import assert_ninjs
 
 
 @pytest.fixture

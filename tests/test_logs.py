@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import start_distributed
-from .support import TIMEOUT, Service, flash_body, wait_until
+from .support.flashes import flash_body
+from .support.processes import TIMEOUT, Service, start_distributed, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -12,23 +12,20 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import (
+from .support.flashes import publish
+from .support.processes import (
     TIMEOUT,
     Process,
     RedisServer,
     Service,
     base_env,
     free_port,
-    next_ws_event,
-    publish,
     run_ticker,
-    sse_reader,
     ticker,
     wait_ready,
     wait_until,
-    ws_reader,
 )
-from .test_slow_readers import stalled_reader
+from .support.readers import next_ws_event, sse_reader, stalled_reader, ws_reader
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from .conftest import start_distributed
-from .support import Service, flash_body, flash_id, next_ws_event, publish, wait_ready, ws_reader
+from .support.flashes import flash_body, flash_id, publish
+from .support.processes import Service, start_distributed, wait_ready
+from .support.readers import next_ws_event, ws_reader
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_cli_publish_retries_through_an_outage_and_publishes_once(persistent: Se
     """`ticker publish` retries on 503 with one Idempotency-Key: Redis comes back, the flash exists once."""
     import subprocess
 
-    from .support import ROOT, ticker
+    from .support.processes import ROOT, ticker
 
     assert persistent.redis is not None
     headline = "BREAKING: published through an outage"

@@ -16,9 +16,9 @@ import pytest
 from ticker_service.push.store import DEVICE
 from workers.push.jobs import SENT_SET
 
-from .conftest import start_distributed, start_worker
-from .fakes.services import PushFakes
-from .support import Service, flash_body, flash_id, free_port, run_ticker, wait_until
+from .support.fakes.services import PushFakes
+from .support.flashes import flash_body, flash_id
+from .support.processes import Service, free_port, run_ticker, start_distributed, start_worker, wait_until
 
 CONCURRENCY = 8
 
@@ -61,7 +61,7 @@ def push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 
 def _env() -> dict[str, str]:
-    from .support import base_env
+    from .support.processes import base_env
 
     return base_env()
 

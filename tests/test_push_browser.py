@@ -14,9 +14,8 @@ from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 from ticker_service.push.store import DEVICE
 from ticker_service.push.vapid import generate
 
-from .conftest import start_distributed
-from .support import TIMEOUT, Service, wait_until
-from .test_devices import subscription
+from .support.devices import subscription
+from .support.processes import TIMEOUT, Service, start_distributed, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_MS = TIMEOUT * 1000

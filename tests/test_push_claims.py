@@ -17,7 +17,7 @@ from ticker_service.push.store import DeviceStore
 from workers.push.jobs import Pusher
 from workers.push.payload import Alert
 
-from .support import RedisServer
+from .support.processes import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -22,22 +22,20 @@ import httpx
 import pytest
 import yaml
 
-from .support import (
+from .support.flashes import publish
+from .support.processes import (
     ROOT,
     Process,
     RedisServer,
     Service,
     base_env,
     free_port,
-    next_ws_event,
-    publish,
     run_ticker,
-    sse_reader,
     ticker,
     wait_ready,
     wait_until,
-    ws_reader,
 )
+from .support.readers import next_ws_event, sse_reader, ws_reader
 
 HUB_ARGS = ("hub", "--host", "{host}", "--port", "{port}")
 WORKER_ARGS = ("worker",)

@@ -13,9 +13,10 @@ import websockets
 
 from ticker_service.events import event_key
 
-from .conftest import start_embedded
-from .schema import assert_ninjs
-from .support import Service, flash_id, next_ws_event, publish, sse_reader, ws_reader
+from .support.flashes import flash_id, publish
+from .support.processes import Service, start_embedded
+from .support.readers import next_ws_event, sse_reader, ws_reader
+from .support.schema import assert_ninjs
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import start_distributed, start_embedded, start_hub
-from ..support import TIMEOUT, Service, flash_body, flash_id, run_ticker
+from ..support.flashes import flash_body, flash_id
+from ..support.processes import TIMEOUT, Service, run_ticker, start_distributed, start_embedded, start_hub
 
 RATE = 5  # writes per token per minute in this module's services
 FAILURES = 10  # refused tokens per address per minute

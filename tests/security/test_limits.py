@@ -16,8 +16,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ..conftest import start_embedded
-from ..support import TIMEOUT, Service
+from ..support.processes import TIMEOUT, Service, start_embedded
 
 SLOWLORIS = 2_000
 PARTIAL_REQUEST = b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "

@@ -18,8 +18,7 @@ from ticker_service.api.openapi import document
 from ticker_service.app import create_app
 from ticker_service.settings import Settings
 
-from ..conftest import start_distributed
-from ..support import TIMEOUT, Service
+from ..support.processes import TIMEOUT, Service, start_distributed
 
 # Pages and scripts, Prometheus, the reader streams: not API operations.
 NOT_OPERATIONS = {"/", "/editor", "/admin", "/push.js", "/push-sw.js", "/metrics", "/v1/stream", "/v1/events"}

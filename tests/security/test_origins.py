@@ -11,8 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from ..conftest import start_embedded
-from ..support import TIMEOUT, Process, Service, base_env, free_port, wait_ready
+from ..support.processes import TIMEOUT, Process, Service, base_env, free_port, start_embedded, wait_ready
 
 LISTED = "https://news.example"
 FOREIGN = "https://evil.example"

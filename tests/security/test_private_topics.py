@@ -25,8 +25,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ticker_service.settings import Settings
 
-from ..conftest import start_embedded
-from ..support import TIMEOUT, Service, SSEReader, next_ws_event, publish
+from ..support.flashes import publish
+from ..support.processes import TIMEOUT, Service, start_embedded
+from ..support.readers import SSEReader, next_ws_event
 
 ISSUER = "https://auth.example"
 PRIVATE = "health"  # a category marked private in this module's service
