@@ -66,12 +66,6 @@ def create_token(service: Service, name: str, *options: str) -> str:
     return token
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
-
-
 async def post_flash(client: httpx.AsyncClient, service: Service, token: str, headline: str) -> httpx.Response:
     return await client.post(
         f"{service.base_url}/v1/flashes", json=flash_body(headline), headers={"Authorization": f"Bearer {token}"}

@@ -14,7 +14,7 @@ from ticker_service.filters import Filter
 from ticker_service.push.store import DEVICE, DeviceStore
 
 from .support.devices import subscription
-from .support.processes import Service, start_distributed, start_embedded
+from .support.processes import Service, ServiceFactory
 
 FCM_TOKEN = "fcm-token:" + "a" * 140
 APNS_TOKEN = "ab" * 32
@@ -163,9 +163,9 @@ def test_vapid_key_absent_until_configured(client: httpx.Client) -> None:
     assert client.get("/v1/push/vapid-public-key").status_code == 404
 
 
-def test_embedded_mode_answers_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_embedded_mode_answers_503(service_factory: ServiceFactory) -> None:
     """Without Redis there is no worker to send pushes: registration is refused with a problem saying why."""
-    service = start_embedded(tmp_path_factory.mktemp("embedded-devices"))
+    service = service_factory(name="embedded-devices")
     try:
         response = httpx.post(f"{service.base_url}/v1/devices", json={"platform": "fcm", "token": FCM_TOKEN})
         assert response.status_code == 503
@@ -174,9 +174,9 @@ def test_embedded_mode_answers_503(tmp_path_factory: pytest.TempPathFactory) -> 
         service.stop()
 
 
-def test_device_writes_per_address_are_limited(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_device_writes_per_address_are_limited(service_factory: ServiceFactory) -> None:
     """Registration is public, so one address gets a bounded number of writes a minute, then 429 + Retry-After."""
-    service = start_distributed(tmp_path_factory.mktemp("device-limit"), TICKER_DEVICE_WRITES_PER_MINUTE="3")
+    service = service_factory("redis", name="device-limit", TICKER_DEVICE_WRITES_PER_MINUTE="3")
     try:
         with httpx.Client(base_url=service.base_url, timeout=10) as client:
             statuses = []

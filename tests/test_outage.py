@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from .support.flashes import flash_body, flash_id, publish
-from .support.processes import Service, start_distributed, wait_ready
+from .support.processes import Service, ServiceFactory, wait_ready
 from .support.readers import next_ws_event, ws_reader
 
 
 @pytest.fixture(scope="module")
-def persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def persistent(service_factory: ServiceFactory) -> Service:
     """The distributed path on a Redis with AOF (appendfsync always), so a restart keeps what was written."""
-    svc = start_distributed(tmp_path_factory.mktemp("outage"), persistent=True)
-    yield svc
-    svc.stop()
+    return service_factory("redis", name="outage", persistent=True)
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared ``client`` with more time: requests here run while Redis stops and starts under the hub."""
     async with httpx.AsyncClient(timeout=15) as client:
         yield client
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from ticker_service.filters import Filter
@@ -18,15 +15,6 @@ from workers.push.jobs import Pusher
 from workers.push.payload import Alert
 
 from .support.processes import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("claims")))
-    server.start()
-    yield server
-    server.stop()
-
 
 ALERT = Alert("flash", "f1", "1", "e-1-0", "BREAKING", "en", "ltr", 1, "politics", None, 600, 0)
 DEVICE = Device("d1", "apns", "ab" * 32, Filter())

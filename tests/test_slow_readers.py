@@ -6,15 +6,13 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
 from .support.flashes import publish
-from .support.processes import Service, start_embedded
+from .support.processes import Service, ServiceFactory
 from .support.readers import stalled_reader
 
 READERS = 500
@@ -24,15 +22,9 @@ HEADLINE = "BREAKING: " + "s" * 240
 
 
 @pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def tight(service_factory: ServiceFactory) -> Service:
     """Small socket and write buffers, so that a stalled reader shows within a hundred flashes."""
-    svc = start_embedded(
-        Path(tmp_path_factory.mktemp("slow")),
-        TICKER_WRITE_BUFFER_LIMIT_BYTES="16384",
-        TICKER_SOCKET_SEND_BUFFER_BYTES="16384",
-    )
-    yield svc
-    svc.stop()
+    return service_factory(TICKER_WRITE_BUFFER_LIMIT_BYTES="16384", TICKER_SOCKET_SEND_BUFFER_BYTES="16384")
 
 
 async def fan_out_run(service: Service, stalled: int) -> tuple[list[float], int]:

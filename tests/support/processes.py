@@ -12,9 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import redis
+
+if TYPE_CHECKING:
+    import pytest  # only for a type: bench/ imports the fakes, and with them this module, without pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = float(os.environ.get("TICKER_TEST_TIMEOUT", "10"))
@@ -150,7 +154,8 @@ def wait_ready(base_url: str, proc: Process) -> None:
 
 @dataclass
 class Service:
-    """A running ticker: one hub (``base_url``), its token, and in Redis mode the Redis and worker behind it."""
+    """A running ticker: one hub (``base_url``), its token, and in Redis mode the Redis and worker behind it;
+    ``directory`` holds its data and its processes' logs."""
 
     mode: str
     base_url: str
@@ -158,6 +163,7 @@ class Service:
     env: dict[str, str]
     processes: list[Process] = field(default_factory=list)
     redis: RedisServer | None = None
+    directory: Path | None = None
 
     @property
     def ws_url(self) -> str:
@@ -167,28 +173,61 @@ class Service:
         return {"Authorization": f"Bearer {self.token}", **extra}
 
     def stop(self) -> None:
+        """Stop its processes, then its Redis; stopping twice does nothing more."""
         for proc in reversed(self.processes):
             proc.stop()
         if self.redis is not None:
             self.redis.stop()
 
 
-def start_embedded(tmp: Path, **extra_env: str) -> Service:
-    """``ticker run`` with no REDIS_URL, and a token created beforehand with ``ticker token create``."""
-    env = base_env(TICKER_DATA_DIR=str(tmp / "data"), **extra_env)
-    created = run_ticker(env, "token", "create", "--name", "tests")
+def create_token(env: dict[str, str], name: str = "tests", *scopes: str) -> str:
+    """``ticker token create``, as an operator runs it; the token is the last line it prints."""
+    args = ["--scopes", ",".join(scopes)] if scopes else []
+    created = run_ticker(env, "token", "create", "--name", name, *args)
     assert created.returncode == 0, created.stderr
-    token = created.stdout.strip().splitlines()[-1]
-    port = free_port()
-    hub = Process(ticker("run", "--port", str(port)), env, tmp / "run.log")
-    service = Service("embedded", f"http://127.0.0.1:{port}", token, env, [hub])
-    hub.start()
-    wait_ready(service.base_url, hub)
+    return created.stdout.strip().splitlines()[-1]
+
+
+def _serve(service: Service, proc: Process) -> Service:
+    """Start ``proc`` as the service's hub and wait until it is ready; on failure nothing is left running."""
+    service.processes.append(proc)
+    proc.start()
+    try:
+        wait_ready(service.base_url, proc)
+    except BaseException:
+        service.stop()
+        raise
     return service
 
 
-def start_worker(service: Service, tmp: Path, name: str = "worker") -> Process:
-    worker = Process(ticker("worker"), service.env, tmp / f"{name}.log")
+def start_embedded(tmp: Path, args: tuple[str, ...] = (), **extra_env: str) -> Service:
+    """``ticker run`` (with ``args``) with no REDIS_URL, and a token created beforehand with ``ticker token create``."""
+    env = base_env(TICKER_DATA_DIR=str(tmp / "data"), **extra_env)
+    token = create_token(env)
+    port = free_port()
+    hub = Process(ticker("run", "--port", str(port), *args), env, tmp / "run.log")
+    return _serve(Service("embedded", f"http://127.0.0.1:{port}", token, env, directory=tmp), hub)
+
+
+def start_asgi(tmp: Path, args: tuple[str, ...] = (), **extra_env: str) -> Service:
+    """The app under plain uvicorn (``--factory ticker_service.app:create_app``, with uvicorn's options ``args``),
+    without the native protocols that ``ticker run`` installs: the ASGI endpoints serve /v1/stream and /v1/events.
+    Embedded mode, with a token."""
+    env = base_env(TICKER_DATA_DIR=str(tmp / "data"), **extra_env)
+    token = create_token(env)
+    port = free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "ticker_service.app:create_app", "--port", str(port)]
+    uvicorn += ["--ws", "websockets-sansio", "--log-level", "warning", *args]
+    server = Process(uvicorn, env, tmp / "uvicorn.log")
+    return _serve(Service("asgi", f"http://127.0.0.1:{port}", token, env, directory=tmp), server)
+
+
+def start_worker(
+    service: Service, tmp: Path, name: str = "worker", *, extra_env: dict[str, str] | None = None
+) -> Process:
+    """``ticker worker`` on the service's Redis, with ``extra_env`` on top of the service's environment; returns once
+    it polls its queue."""
+    worker = Process(ticker("worker"), {**service.env, **(extra_env or {})}, tmp / f"{name}.log")
     worker.start()
     service.processes.append(worker)
     assert service.redis is not None
@@ -197,9 +236,10 @@ def start_worker(service: Service, tmp: Path, name: str = "worker") -> Process:
     return worker
 
 
-def start_hub(service: Service, tmp: Path, name: str = "hub") -> tuple[str, Process]:
+def start_hub(service: Service, tmp: Path, name: str = "hub", *args: str) -> tuple[str, Process]:
+    """Another ``ticker hub`` (with ``args``, e.g. ``--workers 2``) on the service's Redis; returns its URL."""
     port = free_port()
-    hub = Process(ticker("hub", "--port", str(port)), service.env, tmp / f"{name}.log")
+    hub = Process(ticker("hub", "--port", str(port), *args), service.env, tmp / f"{name}.log")
     hub.start()
     service.processes.append(hub)
     url = f"http://127.0.0.1:{port}"
@@ -207,18 +247,71 @@ def start_hub(service: Service, tmp: Path, name: str = "hub") -> tuple[str, Proc
     return url, hub
 
 
-def start_distributed(tmp: Path, *, persistent: bool = False, **extra_env: str) -> Service:
-    """A private Redis, one ``ticker hub`` and one ``ticker worker``: the production path."""
+def start_distributed(
+    tmp: Path,
+    *,
+    persistent: bool = False,
+    args: tuple[str, ...] = (),
+    worker_env: dict[str, str] | None = None,
+    **extra_env: str,
+) -> Service:
+    """A private Redis, one ``ticker hub`` (with ``args``) and one ``ticker worker`` (with ``worker_env`` on top
+    of the shared environment): the production path."""
     redis_server = RedisServer(tmp, persistent=persistent)
     redis_server.start()
     env = base_env(REDIS_URL=redis_server.url, **extra_env)
-    created = run_ticker(env, "token", "create", "--name", "tests")
-    assert created.returncode == 0, created.stderr
-    service = Service("redis", "", created.stdout.strip().splitlines()[-1], env, [], redis_server)
+    service = Service("redis", "", "", env, [], redis_server, tmp)
     try:
-        service.base_url, _ = start_hub(service, tmp)
-        start_worker(service, tmp)
+        service.token = create_token(env)
+        service.base_url, _ = start_hub(service, tmp, "hub", *args)
+        start_worker(service, tmp, extra_env=worker_env)
     except BaseException:
         service.stop()
         raise
     return service
+
+
+class ServiceFactory:
+    """Starts ``ticker`` with a given environment, each service in a fresh directory, and stops all it started.
+
+    ``factory(**env)`` is ``ticker run`` (embedded); ``factory("redis", **env)`` a private Redis, a hub and a worker;
+    ``factory("asgi", **env)`` the app under plain uvicorn. ``env`` holds ``TICKER_*`` settings, exactly as an
+    operator would set them; ``args`` are the serving process's options (``ticker run``, ``ticker hub`` or uvicorn),
+    ``worker_env`` what only the worker gets, ``persistent`` an append-only Redis that keeps its data across a
+    restart. ``name`` names the directory of its data and logs in pytest's temporary tree; ``directory`` gives one
+    made beforehand.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self.started: list[Service] = []
+
+    def __call__(
+        self,
+        mode: str = "embedded",
+        *,
+        name: str | None = None,
+        directory: Path | None = None,
+        persistent: bool = False,
+        args: tuple[str, ...] = (),
+        worker_env: dict[str, str] | None = None,
+        **env: str,
+    ) -> Service:
+        tmp = directory or self.directory(name or mode)
+        if mode == "redis":
+            service = start_distributed(tmp, persistent=persistent, args=args, worker_env=worker_env, **env)
+        else:
+            assert not (persistent or worker_env), f"{mode} mode has no Redis or worker to set up"
+            start = {"embedded": start_embedded, "asgi": start_asgi}[mode]
+            service = start(tmp, args, **env)
+        self.started.append(service)
+        return service
+
+    def directory(self, name: str) -> Path:
+        """A fresh directory, for what a module prepares before its service starts (keys, certificates)."""
+        return Path(self._tmp.mktemp(name))
+
+    def stop(self) -> None:
+        for service in reversed(self.started):
+            service.stop()
+        self.started.clear()
