@@ -12,7 +12,7 @@ from websockets.frames import Close, Frame, Opcode
 from ticker_service.events import Event
 from ticker_service.wire import http_chunk, ws_close_frame, ws_frame
 
-from .support.readers import parse_sse
+from ..support.readers import parse_sse
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 100_000])
