@@ -1,7 +1,9 @@
-"""IPTC's official ninjs 3.1 JSON Schema, read from ../shared/ninjs beside the project (never copied in)."""
+"""IPTC's official ninjs 3.1 JSON Schema, read where it is kept, never copied in: the file (or the folder holding it)
+named by ``TICKER_NINJS_SCHEMA``, else ``../shared/ninjs/`` beside the project root."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -12,25 +14,25 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from .processes import ROOT
 
-
-def _ninjs_schema() -> Path:
-    """IPTC's schema in ``shared/`` beside the project, or beside any folder above it (a worktree or CI clone may sit
-    deeper), or where ``TICKER_NINJS_SCHEMA`` says."""
-    relative = Path("shared") / "ninjs" / "ninjs-schema_3.1.json"
-    candidates = [Path(os.environ["TICKER_NINJS_SCHEMA"])] if os.environ.get("TICKER_NINJS_SCHEMA") else []
-    candidates += [folder / relative for folder in ROOT.parents]
-    candidates.append(Path("/work") / relative)
-    return next((path for path in candidates if path.exists()), ROOT.parent / relative)
+SCHEMA_FILE = "ninjs-schema_3.1.json"
 
 
-NINJS_SCHEMA = _ninjs_schema()
+def ninjs_schema_path() -> Path:
+    configured = os.environ.get("TICKER_NINJS_SCHEMA")
+    path = Path(configured) if configured else ROOT.parent / "shared" / "ninjs"
+    return path / SCHEMA_FILE if path.is_dir() else path
 
 
+@functools.cache
 def ninjs_validator() -> Draft202012Validator:
-    if not NINJS_SCHEMA.exists():
-        pytest.skip(f"IPTC's ninjs 3.1 schema is not at {NINJS_SCHEMA} (it lives in shared/, beside the project)")
-    schema = json.loads(NINJS_SCHEMA.read_text())
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    path = ninjs_schema_path()
+    if not path.is_file():
+        pytest.fail(
+            f"IPTC's ninjs 3.1 schema is not at {path}: put {SCHEMA_FILE} (https://iptc.org/std/ninjs/) in "
+            "../shared/ninjs/ beside the project, or set TICKER_NINJS_SCHEMA to the file or its folder",
+            pytrace=False,
+        )
+    return Draft202012Validator(json.loads(path.read_text()), format_checker=FormatChecker())
 
 
 def assert_ninjs(doc: dict[str, Any]) -> None:
