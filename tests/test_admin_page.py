@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,8 +15,18 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
-from .conftest import start_distributed, start_embedded, start_hub, start_worker
-from .support import TIMEOUT, Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
+from .support.flashes import publish
+from .support.processes import (
+    TIMEOUT,
+    Service,
+    ServiceFactory,
+    create_token,
+    run_ticker,
+    start_embedded,
+    start_hub,
+    start_worker,
+)
+from .support.readers import next_ws_event, sse_reader, ws_reader
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_MS = TIMEOUT * 1000
@@ -31,17 +41,13 @@ class Ops:
 
 
 @pytest.fixture(scope="module")
-def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
-    tmp = tmp_path_factory.mktemp("admin")
-    service = start_distributed(tmp)
-    try:
-        second_url, _ = start_hub(service, tmp, "hub2")
-        created = run_ticker(service.env, "token", "create", "--name", "ops", "--scopes", "admin")
-        assert created.returncode == 0, created.stderr
-        token = created.stdout.strip().splitlines()[-1]
-        yield Ops(service, dataclasses.replace(service, base_url=second_url), token, tmp)
-    finally:
-        service.stop()
+def ops(service_factory: ServiceFactory) -> Ops:
+    service = service_factory("redis", name="admin")
+    tmp = service.directory
+    assert tmp is not None
+    second_url, _ = start_hub(service, tmp, "hub2")
+    token = create_token(service.env, "ops", "admin")
+    return Ops(service, dataclasses.replace(service, base_url=second_url), token, tmp)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

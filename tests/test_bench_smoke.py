@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import ROOT, base_env
+from .support.processes import ROOT, base_env
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])

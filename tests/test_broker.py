@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,15 +13,7 @@ from ticker_service.events import Event, event_key
 from ticker_service.flashes import FlashIn, flash_id_of, new_document, withdrawn_document
 from ticker_service.settings import Settings
 
-from .support import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("broker")))
-    server.start()
-    yield server
-    server.stop()
+from .support.processes import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .browser import open_page
-from .conftest import start_distributed, start_hub
-from .support import TIMEOUT, Process, Service, flash_id, publish, ticker, wait_ready
+from .support.browser import open_page
+from .support.flashes import flash_id, publish
+from .support.processes import TIMEOUT, Process, Service, ServiceFactory, start_hub, ticker, wait_ready
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -74,19 +74,17 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str, Path]]:
+def stack(service_factory: ServiceFactory) -> tuple[Service, str, Path]:
     """Redis, the readers' hub (``base_url``), a worker, and a second hub that takes the editors' API."""
-    tmp = tmp_path_factory.mktemp("resilience")
-    service = start_distributed(tmp)
-    try:
-        api_url, _ = start_hub(service, tmp, "api-hub")
-        yield service, api_url, tmp
-    finally:
-        service.stop()
+    service = service_factory("redis", name="resilience")
+    assert service.directory is not None
+    api_url, _ = start_hub(service, service.directory, "api-hub")
+    return service, api_url, service.directory
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared ``client``, in the module's event loop, where this module's tests and the browser run."""
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         yield client
 

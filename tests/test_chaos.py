@@ -23,8 +23,8 @@ from ticker_client import Event, TickerClient
 
 from ticker_service.events import event_key
 
-from .conftest import start_distributed, start_hub
-from .support import Process, Service, flash_body, wait_ready
+from .support.flashes import flash_body
+from .support.processes import Process, Service, start_distributed, start_hub, wait_ready
 
 READERS = 200
 FLASHES = 300

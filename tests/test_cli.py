@@ -17,18 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import (
-    ROOT,
-    TIMEOUT,
-    Service,
-    base_env,
-    flash_body,
-    next_ws_event,
-    run_ticker,
-    ticker,
-    wait_readers,
-    ws_reader,
-)
+from .support.flashes import flash_body
+from .support.processes import ROOT, TIMEOUT, Service, base_env, run_ticker, ticker
+from .support.readers import next_ws_event, wait_readers, ws_reader
 
 # Each subcommand, and the words the top-level help uses to say what it does.
 COMMANDS = {
@@ -73,12 +64,6 @@ def create_token(service: Service, name: str, *options: str) -> str:
     token = created.stdout.strip().splitlines()[-1]
     assert token.startswith("tkr_"), created.stdout
     return token
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def post_flash(client: httpx.AsyncClient, service: Service, token: str, headline: str) -> httpx.Response:
@@ -394,7 +379,7 @@ def test_concurrent_token_creates_lose_nothing(tmp_path: Path) -> None:
 
     from ticker_service.security.tokens import FileTokenStore
 
-    from .support import ROOT, ticker
+    from .support.processes import ROOT, ticker
 
     env = base_env(TICKER_DATA_DIR=str(tmp_path))
     procs = [

@@ -11,8 +11,8 @@ import pytest
 from ticker_client import Event, TerminalError, TickerClient
 from ticker_client.backoff import delay, hint_from_reason
 
-from .conftest import start_distributed, start_hub
-from .support import Service, publish
+from .support.flashes import publish
+from .support.processes import Service, start_distributed, start_hub
 
 
 async def take(client: TickerClient, n: int, timeout: float = 15) -> list[Event]:

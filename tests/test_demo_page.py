@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
-from .browser import OUTPUT, axe_violations, open_page
-from .conftest import start_embedded
-from .support import ROOT, TIMEOUT, Service, flash_id, publish
+from .support.browser import OUTPUT, axe_violations, open_page
+from .support.flashes import flash_id, publish
+from .support.processes import ROOT, TIMEOUT, Service, ServiceFactory, start_embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,10 +37,8 @@ SCREENSHOT_FLASHES: list[dict[str, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start_embedded(tmp_path_factory.mktemp("demo"))
-    yield service
-    service.stop()
+def demo(service_factory: ServiceFactory) -> Service:
+    return service_factory(name="demo")
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -53,6 +51,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared ``client``, in the module's event loop, where this module's tests and the browser run."""
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         yield client
 

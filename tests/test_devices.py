@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from redis.asyncio import Redis
 
 from ticker_service.filters import Filter
 from ticker_service.keys import DEVICE_PREFIX as DEVICE
 from ticker_service.push.store import DeviceStore
 
-from .conftest import start_distributed, start_embedded
-from .support import Service
+from .support.devices import subscription
+from .support.processes import Service, ServiceFactory
 
 FCM_TOKEN = "fcm-token:" + "a" * 140
 APNS_TOKEN = "ab" * 32
-
-
-def subscription(endpoint: str = "https://fcm.googleapis.com/fcm/send/abc123") -> dict[str, Any]:
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
-    return {
-        "endpoint": endpoint,
-        "expirationTime": None,
-        "keys": {"p256dh": b64(raw), "auth": b64(b"0123456789abcdef")},
-    }
 
 
 @pytest.fixture
@@ -178,9 +164,9 @@ def test_vapid_key_absent_until_configured(client: httpx.Client) -> None:
     assert client.get("/v1/push/vapid-public-key").status_code == 404
 
 
-def test_embedded_mode_answers_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_embedded_mode_answers_503(service_factory: ServiceFactory) -> None:
     """Without Redis there is no worker to send pushes: registration is refused with a problem saying why."""
-    service = start_embedded(tmp_path_factory.mktemp("embedded-devices"))
+    service = service_factory(name="embedded-devices")
     try:
         response = httpx.post(f"{service.base_url}/v1/devices", json={"platform": "fcm", "token": FCM_TOKEN})
         assert response.status_code == 503
@@ -189,9 +175,9 @@ def test_embedded_mode_answers_503(tmp_path_factory: pytest.TempPathFactory) -> 
         service.stop()
 
 
-def test_device_writes_per_address_are_limited(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_device_writes_per_address_are_limited(service_factory: ServiceFactory) -> None:
     """Registration is public, so one address gets a bounded number of writes a minute, then 429 + Retry-After."""
-    service = start_distributed(tmp_path_factory.mktemp("device-limit"), TICKER_DEVICE_WRITES_PER_MINUTE="3")
+    service = service_factory("redis", name="device-limit", TICKER_DEVICE_WRITES_PER_MINUTE="3")
     try:
         with httpx.Client(base_url=service.base_url, timeout=10) as client:
             statuses = []

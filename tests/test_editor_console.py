@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .browser import axe_violations, open_page
-from .conftest import start_embedded
-from .support import TIMEOUT, Service, flash_id, publish
+from .support.browser import axe_violations, open_page
+from .support.flashes import flash_id, publish
+from .support.processes import TIMEOUT, Service, ServiceFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -22,10 +22,8 @@ WAIT_MS = TIMEOUT * 1000
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start_embedded(tmp_path_factory.mktemp("editor"))
-    yield service
-    service.stop()
+def hub(service_factory: ServiceFactory) -> Service:
+    return service_factory(name="editor")
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import start_distributed
-from .support import Process, Service, free_port, next_ws_event, publish, ticker, wait_ready, ws_reader
+from .support.flashes import publish
+from .support.processes import Service, ServiceFactory, start_hub
+from .support.readers import next_ws_event, ws_reader
 
 
 @pytest.fixture(scope="module")
-def two_process_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = Path(tmp_path_factory.mktemp("hub-workers"))
-    service = start_distributed(tmp)
-    port = free_port()
-    hub = Process(ticker("hub", "--port", str(port), "--workers", "2"), service.env, tmp / "hub2.log")
-    hub.start()
-    service.processes.append(hub)
-    service.base_url = f"http://127.0.0.1:{port}"
-    wait_ready(service.base_url, hub)
-    yield service
-    service.stop()
+def two_process_hub(service_factory: ServiceFactory) -> Service:
+    """The distributed service, read through a second hub started with ``--workers 2``."""
+    service = service_factory("redis", name="hub-workers")
+    assert service.directory is not None
+    service.base_url, _ = start_hub(service, service.directory, "hub2", "--workers", "2")
+    return service
 
 
 async def test_every_process_serves_and_every_reader_gets_the_flash(two_process_hub: Service) -> None:

@@ -15,7 +15,8 @@ from ticker_service.flashes import FlashIn
 from ticker_service.security.tokens import Editor, digest
 from ticker_service.settings import Settings
 
-from .support import RedisServer, flash_body
+from .support.flashes import flash_body
+from .support.processes import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -8,14 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .schema import assert_ninjs
-from .support import Service, flash_body, flash_id, next_ws_event, publish, ws_reader
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
+from .support.flashes import flash_body, flash_id, publish
+from .support.processes import Service
+from .support.readers import next_ws_event, ws_reader
+from .support.schema import assert_ninjs
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from .support import ROOT
+from .support.processes import ROOT
 
 
 def test_node_unit_tests_pass() -> None:

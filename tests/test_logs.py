@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import start_distributed
-from .support import TIMEOUT, Service, flash_body, wait_until
+from .support.flashes import flash_body
+from .support.processes import TIMEOUT, Service, ServiceFactory, wait_until
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Path]]:
-    tmp = tmp_path_factory.mktemp("logs")
-    service = start_distributed(tmp, TICKER_LOG_LEVEL="info")
-    yield service, tmp
-    service.stop()
+def logged(service_factory: ServiceFactory) -> tuple[Service, Path]:
+    service = service_factory("redis", name="logs", TICKER_LOG_LEVEL="info")
+    assert service.directory is not None
+    return service, service.directory
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

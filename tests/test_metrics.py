@@ -4,68 +4,36 @@ figures of both hub processes and the worker add up, and follow readers, flashes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import (
-    TIMEOUT,
-    Process,
-    RedisServer,
-    Service,
-    base_env,
-    free_port,
-    next_ws_event,
-    publish,
-    run_ticker,
-    sse_reader,
-    ticker,
-    wait_ready,
-    wait_until,
-    ws_reader,
-)
-from .test_slow_readers import stalled_reader
+from .support.flashes import publish
+from .support.processes import TIMEOUT, Service, ServiceFactory, free_port, wait_ready
+from .support.readers import next_ws_event, sse_reader, stalled_reader, ws_reader
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest.fixture(scope="module")
-def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp: Path = tmp_path_factory.mktemp("metrics")
-    redis_server = RedisServer(tmp)
-    redis_server.start()
-    env = base_env(
-        REDIS_URL=redis_server.url,
+def hubs(service_factory: ServiceFactory) -> Service:
+    """A private Redis, one ``ticker hub --workers 2`` and a worker serving its metrics on a port of its own."""
+    tmp = service_factory.directory("metrics")
+    worker_port = free_port()
+    service = service_factory(
+        "redis",
+        directory=tmp,
+        args=("--workers", "2"),
+        worker_env={"TICKER_WORKER_METRICS_PORT": str(worker_port)},
         PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus"),
         # Small buffers, so that a reader that stops reading is cut off within a few dozen flashes.
         TICKER_WRITE_BUFFER_LIMIT_BYTES="16384",
         TICKER_SOCKET_SEND_BUFFER_BYTES="16384",
     )
-    created = run_ticker(env, "token", "create", "--name", "tests")
-    assert created.returncode == 0, created.stderr
-    service = Service("redis", "", created.stdout.strip().splitlines()[-1], env, [], redis_server)
-    try:
-        port = free_port()
-        hub = Process(ticker("hub", "--port", str(port), "--workers", "2"), env, tmp / "hub.log")
-        hub.start()
-        service.processes.append(hub)
-        service.base_url = f"http://127.0.0.1:{port}"
-        wait_ready(service.base_url, hub)
-        worker_port = free_port()
-        worker_env = {**env, "TICKER_WORKER_METRICS_PORT": str(worker_port)}
-        worker = Process(ticker("worker"), worker_env, tmp / "worker.log")
-        worker.start()
-        service.processes.append(worker)
-        with redis_server.client() as client:
-            wait_until(lambda: bool(client.exists("arq:queue:health-check")), "the worker's first poll")
-        service.env["WORKER_METRICS_URL"] = f"http://127.0.0.1:{worker_port}/metrics"
-        yield service
-    finally:
-        service.stop()
+    service.env["WORKER_METRICS_URL"] = f"http://127.0.0.1:{worker_port}/metrics"
+    return service
 
 
 def scrape(service: Service, url: str = "") -> list[tuple[str, dict[str, str], float]]:

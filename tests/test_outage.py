@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from .conftest import start_distributed
-from .support import Service, flash_body, flash_id, next_ws_event, publish, wait_ready, ws_reader
+from .support.flashes import flash_body, flash_id, publish
+from .support.processes import Service, ServiceFactory, wait_ready
+from .support.readers import next_ws_event, ws_reader
 
 
 @pytest.fixture(scope="module")
-def persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def persistent(service_factory: ServiceFactory) -> Service:
     """The distributed path on a Redis with AOF (appendfsync always), so a restart keeps what was written."""
-    svc = start_distributed(tmp_path_factory.mktemp("outage"), persistent=True)
-    yield svc
-    svc.stop()
+    return service_factory("redis", name="outage", persistent=True)
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared ``client`` with more time: requests here run while Redis stops and starts under the hub."""
     async with httpx.AsyncClient(timeout=15) as client:
         yield client
 
@@ -73,7 +73,7 @@ def test_cli_publish_retries_through_an_outage_and_publishes_once(persistent: Se
     """`ticker publish` retries on 503 with one Idempotency-Key: Redis comes back, the flash exists once."""
     import subprocess
 
-    from .support import ROOT, ticker
+    from .support.processes import ROOT, ticker
 
     assert persistent.redis is not None
     headline = "BREAKING: published through an outage"

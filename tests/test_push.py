@@ -16,9 +16,17 @@ import pytest
 from ticker_service.keys import DEVICE_PREFIX as DEVICE
 from ticker_service.keys import PUSH_SENT_PREFIX as SENT_SET
 
-from .conftest import start_distributed, start_worker
-from .fakes.services import PushFakes
-from .support import Service, flash_body, flash_id, free_port, run_ticker, wait_until
+from .support.fakes.services import PushFakes
+from .support.flashes import flash_body, flash_id
+from .support.processes import (
+    Service,
+    ServiceFactory,
+    free_port,
+    run_ticker,
+    start_distributed,
+    start_worker,
+    wait_until,
+)
 
 CONCURRENCY = 8
 
@@ -34,8 +42,8 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    tmp = tmp_path_factory.mktemp("push")
+def push(service_factory: ServiceFactory) -> Iterator[Setup]:
+    tmp = service_factory.directory("push")
     made = run_ticker({**_env(), "PYTHONUNBUFFERED": "1"}, "push", "vapid-keys", "--out", str(tmp / "cli-vapid.pem"))
     assert made.returncode == 0, made.stderr
     vapid_public = made.stdout.strip().splitlines()[-1]
@@ -43,8 +51,9 @@ def push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     fakes.webpush.vapid_public_key = vapid_public
     env = fakes.env(tmp, (tmp / "cli-vapid.pem").read_text())
     metrics_port = free_port()
-    service = start_distributed(
-        tmp,
+    service = service_factory(
+        "redis",
+        directory=tmp,
         TICKER_PUSH_CONCURRENCY=str(CONCURRENCY),
         TICKER_LOG_LEVEL="info",
         TICKER_WORKER_METRICS_PORT=str(metrics_port),
@@ -61,7 +70,7 @@ def push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 
 def _env() -> dict[str, str]:
-    from .support import base_env
+    from .support.processes import base_env
 
     return base_env()
 

@@ -4,7 +4,7 @@ served by a real hub; pushes are delivered through the DevTools protocol (``Serv
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,9 +14,8 @@ from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 from ticker_service.keys import DEVICE_PREFIX as DEVICE
 from ticker_service.push.vapid import generate
 
-from .conftest import start_distributed
-from .support import TIMEOUT, Service, wait_until
-from .test_devices import subscription
+from .support.devices import subscription
+from .support.processes import TIMEOUT, Service, ServiceFactory, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_MS = TIMEOUT * 1000
@@ -25,11 +24,9 @@ NOTIFICATIONS = """async () => (await (await navigator.serviceWorker.ready).getN
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def hub(service_factory: ServiceFactory) -> Service:
     pem, _ = generate()
-    service = start_distributed(tmp_path_factory.mktemp("push-browser"), TICKER_PUSH_VAPID_PRIVATE_KEY=pem)
-    yield service
-    service.stop()
+    return service_factory("redis", name="push-browser", TICKER_PUSH_VAPID_PRIVATE_KEY=pem)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

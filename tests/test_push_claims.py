@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from ticker_service.filters import Filter
@@ -17,16 +14,7 @@ from ticker_service.push.store import DeviceStore
 from workers.push.payload import Alert
 from workers.push.pusher import Pusher
 
-from .support import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("claims")))
-    server.start()
-    yield server
-    server.stop()
-
+from .support.processes import RedisServer
 
 ALERT = Alert("flash", "f1", "1", "e-1-0", "BREAKING", "en", "ltr", 1, "politics", None, 600, 0)
 DEVICE = Device("d1", "apns", "ab" * 32, Filter())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ticker_service.push.vapid import load, public_key_b64
 
-from .support import base_env, run_ticker
+from .support.processes import base_env, run_ticker
 
 
 def test_vapid_keys_printed(tmp_path: Path) -> None:

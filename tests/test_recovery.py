@@ -9,8 +9,9 @@ import httpx
 
 from ticker_service.events import split_event_id
 
-from .conftest import start_distributed, start_embedded
-from .support import Service, next_ws_event, publish, run_ticker, sse_reader, ws_reader
+from .support.flashes import publish
+from .support.processes import Service, run_ticker, start_distributed, start_embedded
+from .support.readers import next_ws_event, sse_reader, ws_reader
 
 
 def command_calls(service: Service, command: str | None = None) -> int:
@@ -73,7 +74,7 @@ async def test_a_duplicate_fanout_job_delivers_nothing_twice(distributed: Servic
     from arq.connections import RedisSettings
     from arq.jobs import JobStatus
 
-    from .support import flash_id
+    from .support.flashes import flash_id
 
     assert distributed.redis is not None
     async with httpx.AsyncClient() as client, ws_reader(distributed, "lang=fi") as ws:

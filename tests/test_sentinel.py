@@ -15,8 +15,9 @@ import httpx
 import pytest
 import redis
 
-from .conftest import start_hub
-from .support import TIMEOUT, Service, base_env, flash_body, free_port, next_ws_event, run_ticker, wait_until, ws_reader
+from .support.flashes import flash_body
+from .support.processes import TIMEOUT, Service, base_env, free_port, run_ticker, start_hub, wait_until
+from .support.readers import next_ws_event, ws_reader
 
 MASTER_NAME = "ticker-test"
 FAILOVER_TIMEOUT = 30.0
@@ -115,7 +116,7 @@ def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
 
 def start_worker_on(service: Service, tmp: Path, master: RedisNode) -> Any:
     """``start_worker`` waits on ``service.redis``; here the worker's first poll shows on the master."""
-    from .support import Process, ticker
+    from .support.processes import Process, ticker
 
     worker = Process(ticker("worker"), service.env, tmp / "worker.log")
     worker.start()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from .conftest import start_embedded
-from .support import sse_reader, ws_reader
+from .support.processes import start_embedded
+from .support.readers import sse_reader, ws_reader
 
 
 async def test_sigterm_closes_readers_so_they_reconnect_elsewhere(tmp_path: Path) -> None:
@@ -40,8 +40,9 @@ async def test_sigterm_stops_the_worker_cleanly_and_nothing_is_lost(tmp_path: Pa
     """The worker exits on SIGTERM within the bound; flashes queued while no worker runs go out with the next."""
     import httpx
 
-    from .conftest import start_distributed, start_worker
-    from .support import next_ws_event, publish
+    from .support.flashes import publish
+    from .support.processes import start_distributed, start_worker
+    from .support.readers import next_ws_event
 
     service = start_distributed(tmp_path)
     try:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from .conftest import start_embedded
-from .support import Service, publish
+from .support.flashes import publish
+from .support.processes import Service, ServiceFactory
+from .support.readers import stalled_reader
 
 READERS = 500
 STALLED = 50
@@ -24,31 +22,9 @@ HEADLINE = "BREAKING: " + "s" * 240
 
 
 @pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def tight(service_factory: ServiceFactory) -> Service:
     """Small socket and write buffers, so that a stalled reader shows within a hundred flashes."""
-    svc = start_embedded(
-        Path(tmp_path_factory.mktemp("slow")),
-        TICKER_WRITE_BUFFER_LIMIT_BYTES="16384",
-        TICKER_SOCKET_SEND_BUFFER_BYTES="16384",
-    )
-    yield svc
-    svc.stop()
-
-
-async def stalled_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket reader that completes the handshake, then never reads again (tiny receive buffer)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    writer.write(
-        b"GET /v1/stream?lang=en HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 101")
-    writer.transport.pause_reading()
-    return reader, writer
+    return service_factory(TICKER_WRITE_BUFFER_LIMIT_BYTES="16384", TICKER_SOCKET_SEND_BUFFER_BYTES="16384")
 
 
 async def fan_out_run(service: Service, stalled: int) -> tuple[list[float], int]:

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from ticker_client import TickerClient
 
-from .conftest import start_distributed
-from .support import publish
+from .support.flashes import publish
+from .support.processes import start_distributed
 
 SECONDS = float(os.environ.get("TICKER_SOAK_SECONDS", "1200"))
 

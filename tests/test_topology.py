@@ -12,7 +12,7 @@ import asyncio
 import re
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,22 +22,20 @@ import httpx
 import pytest
 import yaml
 
-from .support import (
+from .support.flashes import publish
+from .support.processes import (
     ROOT,
     Process,
     RedisServer,
     Service,
     base_env,
     free_port,
-    next_ws_event,
-    publish,
     run_ticker,
-    sse_reader,
     ticker,
     wait_ready,
     wait_until,
-    ws_reader,
 )
+from .support.readers import next_ws_event, sse_reader, ws_reader
 
 HUB_ARGS = ("hub", "--host", "{host}", "--port", "{port}")
 WORKER_ARGS = ("worker",)
@@ -109,12 +107,6 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         raise
     yield top
     top.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def test_flash_posted_to_one_hub_reaches_readers_on_both(topology: Topology, client: httpx.AsyncClient) -> None:

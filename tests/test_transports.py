@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,15 +11,10 @@ import websockets
 
 from ticker_service.events import event_key
 
-from .conftest import start_embedded
-from .schema import assert_ninjs
-from .support import Service, flash_id, next_ws_event, publish, sse_reader, ws_reader
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
+from .support.flashes import flash_id, publish
+from .support.processes import Service, ServiceFactory
+from .support.readers import next_ws_event, sse_reader, ws_reader
+from .support.schema import assert_ninjs
 
 
 async def test_websocket_and_sse_readers_both_get_the_flash(service: Service, client: httpx.AsyncClient) -> None:
@@ -172,10 +165,8 @@ async def test_bad_in_band_message_closes_with_1008(service: Service) -> None:
 
 
 @pytest.fixture(scope="module")
-def fast_heartbeat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_embedded(Path(tmp_path_factory.mktemp("heartbeat")), TICKER_HEARTBEAT_SECONDS="0.2")
-    yield svc
-    svc.stop()
+def fast_heartbeat(service_factory: ServiceFactory) -> Service:
+    return service_factory(TICKER_HEARTBEAT_SECONDS="0.2")
 
 
 async def test_sse_sends_heartbeat_comments_not_events(fast_heartbeat: Service, client: httpx.AsyncClient) -> None:

@@ -5,32 +5,31 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from ..conftest import start_distributed, start_embedded, start_hub
-from ..support import TIMEOUT, Service, flash_body, flash_id, run_ticker
+from ..support.flashes import flash_body, flash_id
+from ..support.processes import TIMEOUT, Service, ServiceFactory, run_ticker, start_hub
 
 RATE = 5  # writes per token per minute in this module's services
 FAILURES = 10  # refused tokens per address per minute
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
-def svc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp(f"editors-{request.param}")
-    extra = {"TICKER_PUBLISH_RATE_PER_MINUTE": str(RATE), "TICKER_FAILED_AUTH_PER_MINUTE": str(FAILURES)}
-    service = start_embedded(tmp, **extra) if request.param == "embedded" else start_distributed(tmp, **extra)
+def svc(request: pytest.FixtureRequest, service_factory: ServiceFactory) -> Iterator[Service]:
+    """Both modes with small publish and failed-authentication allowances (the first is stopped before the second
+    starts)."""
+    service = service_factory(
+        request.param,
+        name=f"editors-{request.param}",
+        TICKER_PUBLISH_RATE_PER_MINUTE=str(RATE),
+        TICKER_FAILED_AUTH_PER_MINUTE=str(FAILURES),
+    )
     yield service
     service.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 def unique(prefix: str) -> str:
@@ -175,14 +174,11 @@ async def test_rotation_keeps_the_old_token_for_the_overlap_only(svc: Service, c
 
 
 @pytest.fixture(scope="module")
-def two_hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
-    tmp = tmp_path_factory.mktemp("revoke")
-    service = start_distributed(tmp)
-    try:
-        second, _ = start_hub(service, tmp, "hub2")
-        yield service, second
-    finally:
-        service.stop()
+def two_hubs(service_factory: ServiceFactory) -> tuple[Service, str]:
+    service = service_factory("redis", name="revoke")
+    assert service.directory is not None
+    second, _ = start_hub(service, service.directory, "hub2")
+    return service, second
 
 
 async def test_revocation_is_effective_on_every_hub_within_5_seconds(

@@ -8,7 +8,6 @@ import resource
 import struct
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,18 +15,17 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ..conftest import start_embedded
-from ..support import TIMEOUT, Service
+from ..support.processes import TIMEOUT, Service, ServiceFactory
 
 SLOWLORIS = 2_000
 PARTIAL_REQUEST = b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def limited(service_factory: ServiceFactory) -> Service:
     """Small limits, so that floods show with a few dozen connections."""
-    svc = start_embedded(
-        Path(tmp_path_factory.mktemp("limited")),
+    return service_factory(
+        name="limited",
         TICKER_MAX_CONNECTIONS_PER_IP="20",
         TICKER_MAX_CONNECTIONS="40",
         TICKER_NEW_CONNECTIONS_PER_SECOND="100",
@@ -35,23 +33,17 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         TICKER_IDLE_TIMEOUT_SECONDS="1",
         TICKER_WS_MAX_MESSAGE_BYTES="4096",
     )
-    yield svc
-    svc.stop()
 
 
 @pytest.fixture(scope="module")
-def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def roomy(service_factory: ServiceFactory) -> Service:
     """Default-sized connection limits, raised so that 2,000 slow connections from one address get in."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 3 * SLOWLORIS:  # the test process holds one end of each connection, the hub (a child) the other
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * SLOWLORIS), hard))
-    svc = start_embedded(
-        Path(tmp_path_factory.mktemp("roomy")),
-        TICKER_NEW_CONNECTIONS_PER_SECOND="100000",
-        TICKER_HANDSHAKE_TIMEOUT_SECONDS="3",
+    return service_factory(
+        name="roomy", TICKER_NEW_CONNECTIONS_PER_SECOND="100000", TICKER_HANDSHAKE_TIMEOUT_SECONDS="3"
     )
-    yield svc
-    svc.stop()
 
 
 def port_of(service: Service) -> int:
@@ -112,11 +104,9 @@ async def test_flood_from_one_address_is_refused_past_its_limit(limited: Service
 
 
 @pytest.fixture(scope="module")
-def per_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def per_address(service_factory: ServiceFactory) -> Service:
     """20 connections per address, the other limits as by default."""
-    svc = start_embedded(Path(tmp_path_factory.mktemp("per-address")), TICKER_MAX_CONNECTIONS_PER_IP="20")
-    yield svc
-    svc.stop()
+    return service_factory(name="per-address", TICKER_MAX_CONNECTIONS_PER_IP="20")
 
 
 async def test_closed_connections_give_their_place_back(per_address: Service) -> None:
@@ -137,11 +127,9 @@ async def test_closed_connections_give_their_place_back(per_address: Service) ->
 
 
 @pytest.fixture(scope="module")
-def rationed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def rationed(service_factory: ServiceFactory) -> Service:
     """Few new connections per second, otherwise default limits."""
-    svc = start_embedded(Path(tmp_path_factory.mktemp("rationed")), TICKER_NEW_CONNECTIONS_PER_SECOND="20")
-    yield svc
-    svc.stop()
+    return service_factory(name="rationed", TICKER_NEW_CONNECTIONS_PER_SECOND="20")
 
 
 async def test_new_connections_per_second_are_bounded(rationed: Service) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,16 @@ from ticker_service.api.openapi import document
 from ticker_service.app import create_app
 from ticker_service.settings import Settings
 
-from ..conftest import start_distributed
-from ..support import TIMEOUT, Service
+from ..support.processes import TIMEOUT, Service, ServiceFactory
 
 # Pages and scripts, Prometheus, the reader streams: not API operations.
 NOT_OPERATIONS = {"/", "/editor", "/admin", "/push.js", "/push-sw.js", "/metrics", "/v1/stream", "/v1/events"}
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def live(service_factory: ServiceFactory) -> Service:
     # Redis mode: every operation works there (the embedded mode answers the device API with 503, by design).
-    svc = start_distributed(Path(tmp_path_factory.mktemp("openapi")))
-    yield svc
-    svc.stop()
+    return service_factory("redis", name="openapi")
 
 
 @pytest.fixture(scope="module")

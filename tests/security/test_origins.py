@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from ..conftest import start_embedded
-from ..support import TIMEOUT, Process, Service, base_env, free_port, wait_ready
+from ..support.processes import TIMEOUT, Service, ServiceFactory
 
 LISTED = "https://news.example"
 FOREIGN = "https://evil.example"
 
 
 @pytest.fixture(scope="module")
-def default_origins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_embedded(Path(tmp_path_factory.mktemp("origins-default")))
-    yield svc
-    svc.stop()
+def default_origins(service_factory: ServiceFactory) -> Service:
+    return service_factory(name="origins-default")
 
 
 @pytest.fixture(scope="module")
-def listed_origins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_embedded(Path(tmp_path_factory.mktemp("origins-listed")), TICKER_ALLOWED_ORIGINS=LISTED)
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
+def listed_origins(service_factory: ServiceFactory) -> Service:
+    return service_factory(name="origins-listed", TICKER_ALLOWED_ORIGINS=LISTED)
 
 
 async def ws_status(service: Service, origin: str | None, path: str = "/v1/stream") -> int:
@@ -123,20 +108,9 @@ async def test_security_headers(default_origins: Service, client: httpx.AsyncCli
 
 
 @pytest.fixture(scope="module")
-def plain_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def plain_asgi(service_factory: ServiceFactory) -> Service:
     """The app under plain uvicorn (no native protocols): the ASGI WebSocket endpoint serves /v1/stream."""
-    tmp = Path(tmp_path_factory.mktemp("asgi"))
-    env = base_env(TICKER_DATA_DIR=str(tmp / "data"))
-    port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "--factory", "ticker_service.app:create_app", "--port", str(port)]
-    server = Process([*args, "--ws", "websockets-sansio", "--log-level", "warning"], env, tmp / "uvicorn.log")
-    service = Service("asgi", f"http://127.0.0.1:{port}", "", env, [server])
-    server.start()
-    try:
-        wait_ready(service.base_url, server)
-        yield service
-    finally:
-        service.stop()
+    return service_factory("asgi")
 
 
 async def test_asgi_fallback_checks_the_origin_too(plain_asgi: Service) -> None:

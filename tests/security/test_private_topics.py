@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ticker_service.settings import Settings
 
-from ..conftest import start_embedded
-from ..support import TIMEOUT, Service, SSEReader, next_ws_event, publish
+from ..support.flashes import publish
+from ..support.processes import TIMEOUT, Service, ServiceFactory
+from ..support.readers import SSEReader, next_ws_event
 
 ISSUER = "https://auth.example"
 PRIVATE = "health"  # a category marked private in this module's service
@@ -76,20 +77,19 @@ BAD_TOKENS = {
 
 
 @pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_embedded(
-        Path(tmp_path_factory.mktemp("private")),
+def private(service_factory: ServiceFactory) -> Service:
+    return service_factory(
+        name="private",
         TICKER_PRIVATE_TOPICS=PRIVATE,
         TICKER_JWT_ALGORITHM="RS256",
         TICKER_JWT_KEY=PUBLIC_PEM.decode(),
         TICKER_JWT_ISSUER=ISSUER,
     )
-    yield svc
-    svc.stop()
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared ``client`` without a read timeout: its streams wait for events as long as a test says."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, read=None)) as client:
         yield client
 

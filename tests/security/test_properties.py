@@ -17,7 +17,7 @@ from ticker_service.flashes import FlashIn, FlashPatch, corrected_document, new_
 from ticker_service.security.tokens import Desk
 from ticker_service.settings import Settings
 
-from ..test_frames import parse_sse
+from ..support.readers import parse_sse
 
 SETTINGS = Settings(redis_url=None)
 CATEGORIES = list(SETTINGS.categories)

@@ -18,7 +18,7 @@ from ticker_service.flashes import (
 )
 from ticker_service.settings import Settings
 
-from .schema import assert_ninjs
+from ..support.schema import assert_ninjs
 
 SETTINGS = Settings(redis_url=None)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from .support import ROOT
+from .processes import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

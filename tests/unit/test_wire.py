@@ -12,6 +12,8 @@ from websockets.frames import Close, Frame, Opcode
 from ticker_service.events import Event
 from ticker_service.wire import http_chunk, ws_close_frame, ws_frame
 
+from ..support.readers import parse_sse
+
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 100_000])
 def test_text_frames_match_rfc6455_encoding(size: int) -> None:
@@ -34,22 +36,6 @@ def test_close_frame_matches_and_long_reasons_are_cut() -> None:
 def test_http_chunk() -> None:
     assert http_chunk(b"hello") == b"5\r\nhello\r\n"
     assert http_chunk(b"x" * 255).startswith(b"ff\r\n")
-
-
-def parse_sse(data: bytes) -> list[dict[str, str]]:
-    """A strict reading of the WHATWG event-stream format: lines end at CR, LF or CRLF."""
-    events, current = [], {}
-    text = data.decode()
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if line == "":
-            if current:
-                events.append(current)
-            current = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            current[name] = current[name] + "\n" + value if name == "data" and name in current else value
-    return events
 
 
 json_values = st.recursive(

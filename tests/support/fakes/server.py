@@ -12,7 +12,7 @@ from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from ..support import free_port, wait_until
+from ..processes import free_port, wait_until
 
 
 class TLSServer:

@@ -1,0 +1,229 @@
+"""The first request of a connection (``transports/native/front.py``): ``split_opening`` reads a reader's request
+head or declines it; the front protocol, on a real socket pair with the app's real state, waits for a head sent in
+pieces, keeps what a client sends after it, and hands long or odd requests to uvicorn's parser."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.lifespan.on import LifespanOn
+from uvicorn.server import ServerState
+
+from ticker_service.app import create_app
+from ticker_service.settings import Settings
+from ticker_service.transports.native.front import HEAD_LIMIT, FrontProtocol, split_opening
+from ticker_service.transports.native.http import ReaderHttpProtocol
+
+from ..support.processes import TIMEOUT
+
+WS_HEAD = (
+    b"GET /v1/stream?lang=en HTTP/1.1\r\nHost: news.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)  # up to and including the last header's CRLF, as the front protocol hands it over
+SSE_HEAD = b"GET /v1/events?category=politics HTTP/1.1\r\nHost: news.example\r\nAccept: text/event-stream\r\n"
+
+
+# -- split_opening: a pure function of the head's bytes ----------------------------------------------------------
+
+
+def test_a_websocket_opening_is_split_into_kind_target_and_headers() -> None:
+    assert split_opening(WS_HEAD) == (
+        b"stream",
+        b"/v1/stream?lang=en",
+        [
+            (b"host", b"news.example"),
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+            (b"sec-websocket-version", b"13"),
+        ],
+    )
+
+
+def test_an_event_stream_request_is_split_too() -> None:
+    kind, target, headers = split_opening(SSE_HEAD) or (b"", b"", [])
+    assert (kind, target) == (b"events", b"/v1/events?category=politics")
+    assert headers == [(b"host", b"news.example"), (b"accept", b"text/event-stream")]
+
+
+def test_names_are_lower_cased_values_trimmed_of_spaces_and_tabs() -> None:
+    opening = split_opening(b"GET /v1/events HTTP/1.1\r\nX-Mixed-Case:\t  spaced out \t\r\nEmpty:\r\n")
+    assert opening is not None
+    assert opening[2] == [(b"x-mixed-case", b"spaced out"), (b"empty", b"")]
+
+
+def test_a_head_without_headers_and_a_bare_path_are_readers_requests() -> None:
+    assert split_opening(b"GET /v1/events HTTP/1.1\r\n") == (b"events", b"/v1/events", [])
+    assert split_opening(b"GET /v1/stream HTTP/1.1\r\n") == (b"stream", b"/v1/stream", [])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        WS_HEAD[:-2],  # the last header line without its CRLF
+        WS_HEAD[:40],  # cut inside a header line
+        b"GET /v1/stream?lang=en HTTP/1.1",  # the request line alone, unterminated
+        b"",
+        WS_HEAD + b"\r\n",  # the blank line that ends the head belongs to the caller, not to the headers
+        WS_HEAD + b"\r\n\x81\x80abcd",  # nor do bytes pipelined after the head
+    ],
+    ids=["last-crlf-missing", "cut-in-a-line", "request-line-only", "empty", "blank-line", "pipelined-bytes"],
+)
+def test_anything_but_exactly_a_complete_head_is_declined(head: bytes) -> None:
+    assert split_opening(head) is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v1/stream HTTP/1.1\r\nHost: x\r\n",
+        b"get /v1/stream HTTP/1.1\r\nHost: x\r\n",
+        b"GET /v1/stream HTTP/1.0\r\nHost: x\r\n",
+        b"GET /v1/stream HTTP/2\r\nHost: x\r\n",
+        b"GET /v1/flashes HTTP/1.1\r\nHost: x\r\n",
+        b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n",
+        b"GET /v1/stream/ HTTP/1.1\r\nHost: x\r\n",
+        b"GET http://x/v1/stream HTTP/1.1\r\nHost: x\r\n",
+        b"GET /v1/stream?a b HTTP/1.1\r\nHost: x\r\n",
+        b"GET  /v1/stream HTTP/1.1\r\nHost: x\r\n",
+        b"GET /v1/stream HTTP/1.1\nHost: x\n",
+        b"GET /v1/stream HTTP/1.1\r\nHost: x\n",
+        b"GET /v1/stream HTTP/1.1\r\nHost: x\rY\r\n",
+        b"GET /v1/stream HTTP/1.1\r\nHost: x\x00\r\n",
+        b"GET /v1/stream HTTP/1.1\r\nHost : x\r\n",
+        b"GET /v1/stream HTTP/1.1\r\nNo colon\r\n",
+        b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n folded\r\n",
+        b"GET /v1/stream HTTP/1.1\r\nContent-Length: 5\r\n",
+        b"GET /v1/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n",
+        b"GET /v1/events HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    ],
+    ids=[
+        "post",
+        "lower-case-method",
+        "http-1.0",
+        "http-2",
+        "other-path",
+        "longer-path",
+        "trailing-slash",
+        "absolute-form",
+        "space-in-query",
+        "two-spaces",
+        "bare-lf",
+        "bare-lf-after-header",
+        "bare-cr-in-value",
+        "nul-in-value",
+        "space-before-colon",
+        "no-colon",
+        "obs-fold",
+        "content-length",
+        "transfer-encoding",
+        "events-with-upgrade",
+    ],
+)
+def test_odd_requests_are_left_to_uvicorn_s_parser(head: bytes) -> None:
+    """Anything the front protocol is not sure of goes to uvicorn, which answers as if it had read it itself."""
+    assert split_opening(head) is None
+
+
+# -- the front protocol on a real socket pair ------------------------------------------------------------------
+
+
+class Connection:
+    """The client end of a connection whose server end the front protocol serves."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: ServerState) -> None:
+        self.reader, self.writer, self.state = reader, writer, state
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> bytes:
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+
+    def served_by(self) -> set[type]:
+        """Which protocols the server counts this connection under (uvicorn's set of open connections)."""
+        return {type(protocol) for protocol in self.state.connections}
+
+    async def until(self, check: Callable[[], bool], what: str) -> None:
+        """Poll ``check`` while the server's side runs (the loop is shared), until it holds or time is up."""
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while not check():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.001)
+
+    def buffered(self) -> bytes:
+        """What the front protocol has read so far without deciding."""
+        protocols: list[object] = list(self.state.connections)
+        (front,) = [p for p in protocols if isinstance(p, FrontProtocol)]
+        return front._buffer
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[Connection]:
+    """A connection served by the front protocol, with the state the app's lifespan gives it (run by uvicorn's own
+    lifespan runner, as ``uvicorn.Server`` does) and uvicorn's parser for what it hands over."""
+    app = create_app(Settings(redis_url=None, data_dir=tmp_path))
+    config = Config(app=app, ws_max_size=4096, log_level="warning", lifespan="on")
+    config.load()
+    lifespan = LifespanOn(config)
+    await lifespan.startup()
+    assert not lifespan.should_exit, "the app did not start"
+    state = ServerState()
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    await loop.connect_accepted_socket(lambda: FrontProtocol(config, state, lifespan.state), sock=theirs)
+    reader, writer = await asyncio.open_connection(sock=ours)
+    try:
+        yield Connection(reader, writer, state)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        await lifespan.shutdown()
+
+
+def masked(opcode: int, payload: bytes = b"") -> bytes:
+    """A client frame (FIN set, masked), as RFC 6455 §5.2 has clients send them."""
+    mask = os.urandom(4)
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_head_sent_in_pieces_is_answered_once_it_is_complete(conn: Connection) -> None:
+    request = WS_HEAD + b"\r\n"
+    for end in (3, 50, len(request) - 1):  # each piece read on its own before the next is sent
+        await conn.send(request[len(conn.buffered()) : end])
+        await conn.until(lambda end=end: len(conn.buffered()) == end, f"{end} bytes read")  # type: ignore[misc]
+    await conn.send(request[-1:])
+    answer = await conn.answer()
+    assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
+    assert FrontProtocol not in conn.served_by()
+
+
+async def test_bytes_sent_right_after_the_head_reach_the_websocket(conn: Connection) -> None:
+    """A ping pipelined behind the opening, in the same write, is answered with its pong."""
+    await conn.send(WS_HEAD + b"\r\n" + masked(0x9, b"still there?"))
+    assert (await conn.answer()).startswith(b"HTTP/1.1 101")
+    pong = await asyncio.wait_for(conn.reader.readexactly(2 + len(b"still there?")), TIMEOUT)
+    assert pong == b"\x8a\x0c" + b"still there?"
+
+
+async def test_a_head_longer_than_the_limit_goes_to_uvicorn_s_parser_and_is_still_served(conn: Connection) -> None:
+    await conn.send(WS_HEAD + b"X-Padding: " + b"p" * HEAD_LIMIT)
+    await conn.until(lambda: conn.served_by() == {ReaderHttpProtocol}, "the hand-over to uvicorn's parser")
+    await conn.send(b"\r\n\r\n")
+    assert (await conn.answer()).startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+
+
+async def test_an_odd_opening_goes_to_uvicorn_s_parser_and_gets_its_refusal(conn: Connection) -> None:
+    """An HTTP/1.0 opening is not the front protocol's to judge: through uvicorn's parser it is refused with 505."""
+    await conn.send(WS_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n")
+    answer = await conn.answer()
+    assert answer.startswith(b"HTTP/1.1 505 ")
+    assert b"content-type: application/problem+json" in answer.lower()
