@@ -1,8 +1,8 @@
 """Device pushes per second of one ``ticker worker`` process, against the local FCM, APNs and Web Push services.
 
 Starts a private ``redis-server``, a ``ticker hub`` and ONE ``ticker worker`` with every bridge pointed at the
-fakes in ``tests/fakes`` (TLS + HTTP/2, running in a thread of this process; they verify every JWT and decrypt every
-Web Push payload, as in the tests). Registers ``--devices`` devices (split over ``--platforms``) straight into
+fakes in ``tests/support/fakes`` (TLS + HTTP/2, running in a thread of this process; they verify every JWT and
+decrypt every Web Push payload, as in the tests). Registers ``--devices`` devices (split over ``--platforms``) straight into
 Redis with the registry's own store, all matching one flash, publishes that flash, and measures until every device's
 notification has been accepted:
 
@@ -41,9 +41,9 @@ from ticker_service.push.store import DeviceStore
 from ticker_service.push.vapid import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests.fakes lives beside bench/
+sys.path.insert(0, str(ROOT))  # tests.support.fakes lives beside bench/
 
-from tests.fakes.services import PushFakes  # noqa: E402
+from tests.support.fakes.services import PushFakes  # noqa: E402
 
 
 async def register(redis_url: str, fakes: PushFakes, devices: int, platforms: list[str]) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Push end to end: real Redis, ``ticker hub`` and ``ticker worker`` processes, and local FCM, APNs and Web Push
-services over TLS + HTTP/2 that check what the real ones check (tests/fakes/)."""
+services over TLS + HTTP/2 that check what the real ones check (tests/support/fakes/)."""
 
 from __future__ import annotations
 

@@ -21,20 +21,9 @@ import websockets
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
-from .support import (
-    TIMEOUT,
-    Process,
-    Service,
-    base_env,
-    free_port,
-    next_ws_event,
-    publish,
-    run_ticker,
-    sse_reader,
-    ticker,
-    wait_ready,
-    ws_reader,
-)
+from .support.flashes import publish
+from .support.processes import TIMEOUT, Process, Service, base_env, free_port, run_ticker, ticker, wait_ready
+from .support.readers import next_ws_event, sse_reader, ws_reader
 
 WS_MAX = 64 * 1024  # TICKER_WS_MAX_MESSAGE_BYTES's default, given to plain uvicorn too
 JWT_SECRET = "contract-suite-hmac-secret-" + "x" * 40
