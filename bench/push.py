@@ -2,9 +2,9 @@
 
 Starts a private ``redis-server``, a ``ticker hub`` and ONE ``ticker worker`` with every bridge pointed at the
 fakes in ``tests/support/fakes`` (TLS + HTTP/2, running in a thread of this process; they verify every JWT and
-decrypt every Web Push payload, as in the tests). Registers ``--devices`` devices (split over ``--platforms``) straight into
-Redis with the registry's own store, all matching one flash, publishes that flash, and measures until every device's
-notification has been accepted:
+decrypt every Web Push payload, as in the tests). Registers ``--devices`` devices (split over ``--platforms``)
+straight into Redis with the registry's own store, all matching one flash, publishes that flash, and measures until
+every device's notification has been accepted:
 
     python -m bench push [--devices 100000] [--platforms fcm,apns,webpush] [--json out.json]
 
