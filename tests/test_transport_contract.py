@@ -8,10 +8,7 @@ import asyncio
 import json
 import signal
 import struct
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from .support.flashes import publish
-from .support.processes import TIMEOUT, Process, Service, base_env, free_port, run_ticker, ticker, wait_ready
+from .support.processes import TIMEOUT, Service, ServiceFactory
 from .support.readers import next_ws_event, sse_reader, ws_reader
 
 WS_MAX = 64 * 1024  # TICKER_WS_MAX_MESSAGE_BYTES's default, given to plain uvicorn too
@@ -38,40 +35,19 @@ READER_JWT = {
 FOREIGN = "https://evil.example"
 
 
-def start(kind: str, tmp: Path, **extra_env: str) -> Service:
-    """``ticker run`` (native) or the app under plain uvicorn (asgi), embedded, with an editor token."""
-    env = base_env(TICKER_DATA_DIR=str(tmp / "data"), **extra_env)
-    created = run_ticker(env, "token", "create", "--name", "tests")
-    assert created.returncode == 0, created.stderr
-    port = free_port()
-    if kind == "native":
-        args = ticker("run", "--port", str(port))
-    else:
-        args = [sys.executable, "-m", "uvicorn", "--factory", "ticker_service.app:create_app", "--port", str(port)]
-        args += ["--ws", "websockets-sansio", "--ws-max-size", str(WS_MAX), "--ws-per-message-deflate", "false"]
-        args += ["--log-level", "warning"]
-    server = Process(args, env, tmp / f"{kind}.log")
-    service = Service(kind, f"http://127.0.0.1:{port}", created.stdout.strip().splitlines()[-1], env, [server])
-    server.start()
-    try:
-        wait_ready(service.base_url, server)
-    except BaseException:
-        service.stop()
-        raise
-    return service
+# The two ways of serving readers: ``ticker run`` (the native protocols) and the app under plain uvicorn (ASGI).
+MODES = {"native": "embedded", "asgi": "asgi"}
+UVICORN_ARGS = ("--ws-max-size", str(WS_MAX), "--ws-per-message-deflate", "false")
 
 
-@pytest.fixture(scope="module", params=["native", "asgi"])
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start(request.param, Path(tmp_path_factory.mktemp(f"contract-{request.param}")), **READER_JWT)
-    yield service
-    service.stop()
+def start(service_factory: ServiceFactory, kind: str, **env: str) -> Service:
+    """``kind`` served embedded, with an editor token; uvicorn gets the limits ``ticker run`` sets itself."""
+    return service_factory(MODES[kind], args=UVICORN_ARGS if kind == "asgi" else (), name=f"contract-{kind}", **env)
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
+@pytest.fixture(scope="module", params=list(MODES))
+def served(request: pytest.FixtureRequest, service_factory: ServiceFactory) -> Service:
+    return start(service_factory, request.param, **READER_JWT)
 
 
 def reader_token(expires_in: float) -> str:
@@ -205,10 +181,10 @@ async def test_an_expired_reader_token_closes_4401_with_a_retry_hint(served: Ser
     assert code == 4401 and "retry=" in reason, reason
 
 
-@pytest.mark.parametrize("kind", ["native", "asgi"])
-async def test_shutdown_closes_websockets_1012(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", list(MODES))
+async def test_shutdown_closes_websockets_1012(kind: str, service_factory: ServiceFactory) -> None:
     """SIGTERM: WebSocket readers are told the service restarts (1012), and the process exits."""
-    service = start(kind, tmp_path)
+    service = start(service_factory, kind)
     try:
         process = service.processes[0].proc
         assert process is not None
