@@ -1,5 +1,6 @@
 """IPTC's official ninjs 3.1 JSON Schema, read where it is kept, never copied in: the file (or the folder holding it)
-named by ``TICKER_NINJS_SCHEMA``, else ``../shared/ninjs/`` beside the project root."""
+named by ``TICKER_NINJS_SCHEMA``, else ``../shared/ninjs/`` beside the project root (or beside a folder above it,
+for a worktree or a clone that sits deeper)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ SCHEMA_FILE = "ninjs-schema_3.1.json"
 
 def ninjs_schema_path() -> Path:
     configured = os.environ.get("TICKER_NINJS_SCHEMA")
-    path = Path(configured) if configured else ROOT.parent / "shared" / "ninjs"
-    return path / SCHEMA_FILE if path.is_dir() else path
+    if configured:
+        path = Path(configured)
+        return path / SCHEMA_FILE if path.is_dir() else path
+    beside = [folder / "shared" / "ninjs" / SCHEMA_FILE for folder in ROOT.parents]
+    return next((path for path in beside if path.is_file()), beside[0])
 
 
 @functools.cache
