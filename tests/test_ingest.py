@@ -208,6 +208,35 @@ async def test_correction_is_next_version_and_reaches_readers_as_update(
     assert event["flash"] == corrected
 
 
+@pytest.mark.parametrize("field", ["headline", "language", "urgency", "category"])
+async def test_a_correction_cannot_null_a_field_every_flash_has(
+    service: Service, client: httpx.AsyncClient, field: str
+) -> None:
+    """A correction is a JSON merge patch: ``null`` would remove the field, which a flash must have: 422 naming it,
+    and the flash is as it was (this was a 500 for category, and a 200 with a null headline)."""
+    doc = await publish(client, service, "BREAKING: nulls")
+    url = f"{service.base_url}/v1/flashes/{flash_id(doc)}"
+    body = assert_problem(await client.patch(url, json={field: None}, headers=service.headers()), 422)
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert (await client.get(url)).json() == doc
+
+
+async def test_a_correction_s_null_removes_an_optional_field(service: Service, client: httpx.AsyncClient) -> None:
+    """``null`` removes regions, the story link, the source and the expiry; the result is still valid ninjs."""
+    extra = {"regions": ["europe"], "url": "https://news.example/story", "source": "Reuters"}
+    doc = await publish(client, service, "BREAKING: optional fields", **extra)
+    assert doc["places"] and doc["associations"] and doc["infoSources"]
+    url = f"{service.base_url}/v1/flashes/{flash_id(doc)}"
+    nulls = {"regions": None, "url": None, "source": None, "expires": None}
+    response = await client.patch(url, json=nulls, headers=service.headers())
+    assert response.status_code == 200, response.text
+    corrected = response.json()
+    assert_ninjs(corrected)
+    assert corrected["places"] == []
+    assert "associations" not in corrected and "infoSources" not in corrected and "expires" not in corrected
+    assert corrected["headlines"] == doc["headlines"] and corrected["version"] == "2"
+
+
 async def test_withdraw_cancels_pushes_once_and_blocks_corrections(service: Service, client: httpx.AsyncClient) -> None:
     doc = await publish(client, service, "BREAKING: wrong story")
     url = f"{service.base_url}/v1/flashes/{flash_id(doc)}"

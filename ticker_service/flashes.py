@@ -133,13 +133,24 @@ class FlashIn(_FlashFields):
     expires: datetime | None = None
 
 
-class FlashPatch(_FlashFields):
-    """The body of ``PATCH /v1/flashes/{id}``: only the fields that change."""
+def _absent() -> Any:
+    """A left-out field of a correction (never validated, never dumped: corrections dump ``exclude_unset``)."""
+    return None
 
-    headline: str | None = Field(default=None, max_length=4096, json_schema_extra=HEADLINE_SCHEMA)
-    language: str | None = Field(default=None, max_length=35, json_schema_extra=LANGUAGE_SCHEMA)
-    urgency: int | None = Field(default=None, ge=1, le=9)
-    category: str | None = Field(default=None, max_length=64)
+
+class FlashPatch(_FlashFields):
+    """The body of ``PATCH /v1/flashes/{id}``, a JSON merge patch (RFC 7396): the fields that change.
+
+    ``null`` removes a field, the same rule for every field: the optional ones (``regions``, ``url``, ``source``,
+    ``expires``) go, and the ones every flash has (``headline``, ``language``, ``urgency``, ``category``) cannot
+    go, so for them ``null`` is refused with a 422 naming the field (their schema is not nullable). Left out, a
+    field keeps its value (``_absent``: not required, but ``null`` is not a value of the field's type).
+    """
+
+    headline: str = Field(default_factory=_absent, max_length=4096, json_schema_extra=HEADLINE_SCHEMA)
+    language: str = Field(default_factory=_absent, max_length=35, json_schema_extra=LANGUAGE_SCHEMA)
+    urgency: int = Field(default_factory=_absent, ge=1, le=9)
+    category: str = Field(default_factory=_absent, max_length=64)
     regions: list[str] | None = Field(default=None, max_length=16)
     url: AnyUrl | None = None
     source: str | None = Field(default=None, max_length=4096, json_schema_extra=SOURCE_SCHEMA)
@@ -196,7 +207,7 @@ def _facets(values: dict[str, Any], doc: Document) -> None:
     doc["subjects"] = [subject]
     doc["places"] = [
         {"name": REGION_NAMES.get(r, r.replace("-", " ").title()), "rel": "region", "literal": r}
-        for r in values["regions"]
+        for r in values["regions"] or ()  # a correction's null removes them all
     ]
     for key in ("associations", "infoSources", "expires"):
         doc.pop(key, None)

@@ -230,6 +230,12 @@ def _paths(settings: Settings) -> dict[str, Any]:
             },
             "patch": {
                 "summary": "Correct a flash",
+                "description": (
+                    "A JSON merge patch (RFC 7396): the fields given replace their values, the others keep theirs. "
+                    "`null` removes a field, the same rule for every field: `regions`, `url`, `source` and "
+                    "`expires` can go; `headline`, `language`, `urgency` and `category` cannot (every flash has "
+                    "them), so their schema is not nullable and `null` is refused with 422 naming the field."
+                ),
                 "security": EDITOR,
                 "requestBody": _body(FlashPatch),
                 "responses": _responses({200: ("Corrected.", Flash)}, WRITE_ERRORS),
