@@ -98,20 +98,21 @@ def test_body_limits(client: httpx.Client) -> None:
 
 
 def test_update_and_delete_need_the_secret(client: httpx.Client) -> None:
-    """PUT/DELETE: 401 without or with a wrong secret, 404 for an unknown id; the right secret works."""
+    """PUT/DELETE: 401 without or with a wrong secret, and for an unknown or deleted id (the same answer, so a
+    caller without the secret learns nothing of the id); the right secret works."""
     device = register(client, platform="fcm", token=FCM_TOKEN + "2")
     url = f"/v1/devices/{device['id']}"
     body = {"platform": "fcm", "token": FCM_TOKEN + "2", "category": "sports", "max_urgency": 4}
     assert client.put(url, json=body).status_code == 401
     assert client.put(url, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.put("/v1/devices/" + "0" * 32, json=body, headers={"Authorization": "Bearer x"}).status_code == 404
+    assert client.put("/v1/devices/" + "0" * 32, json=body, headers={"Authorization": "Bearer x"}).status_code == 401
     auth = {"Authorization": f"Bearer {device['secret']}"}
     response = client.put(url, json=body, headers=auth)
     assert response.status_code == 200, response.text
     assert response.json()["device"]["category"] == "sports"
     assert client.delete(url).status_code == 401
     assert client.delete(url, headers=auth).status_code == 204
-    assert client.delete(url, headers=auth).status_code == 404
+    assert client.delete(url, headers=auth).status_code == 401
 
 
 async def test_index_finds_exactly_the_matching_devices(client: httpx.Client, distributed: Service) -> None:

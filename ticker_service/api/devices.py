@@ -66,11 +66,10 @@ async def _authorised(request: Request, store: DeviceStore) -> str:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Problem(401, "Send the device's secret: Authorization: Bearer <secret>.")
-    ok = await store.check_secret(device_id, secret.strip()) if _DEVICE_ID.match(device_id) else None
-    if ok is None:
-        raise Problem(404, f"No device with id {device_id!r}.")
-    if not ok:
-        raise Problem(401, "Wrong secret for this device.")
+    # One answer for an unknown id and a wrong secret: a caller without the secret learns nothing about the id
+    # (not even that it is gone, after a DELETE).
+    if not (_DEVICE_ID.match(device_id) and await store.check_secret(device_id, secret.strip())):
+        raise Problem(401, "No device with this id and secret.")
     return str(device_id)
 
 

@@ -274,12 +274,12 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "summary": "Change a device's address or filter",
                 "security": DEVICE,
                 "requestBody": _body(DeviceIn),
-                "responses": _responses({200: ("Changed.", DeviceUpdated)}, (400, 401, 404, 413, 415, 422, 429, 503)),
+                "responses": _responses({200: ("Changed.", DeviceUpdated)}, (400, 401, 413, 415, 422, 429, 503)),
             },
             "delete": {
                 "summary": "Forget a device",
                 "security": DEVICE,
-                "responses": _responses({204: ("Forgotten.", None)}, (401, 404, 429, 503)),
+                "responses": _responses({204: ("Forgotten.", None)}, (401, 429, 503)),
             },
         },
         "/v1/push/vapid-public-key": {

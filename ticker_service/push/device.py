@@ -88,7 +88,12 @@ class DeviceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     platform: Platform
-    token: str | None = Field(default=None, max_length=4096)
+    # FCM's pattern covers APNs' hex tokens too; which one a platform takes is checked below (422).
+    token: str | None = Field(
+        default=None,
+        max_length=4096,
+        json_schema_extra={"pattern": _FCM_TOKEN.pattern, "description": "FCM token, or APNs token (hex)."},
+    )
     subscription: Subscription | None = None
     lang: FacetValue = None
     category: FacetValue = None
