@@ -303,7 +303,8 @@ def test_the_ingress_serves_readers_unbuffered_and_only_public_paths(rendered: l
     env = container_env(rendered, hub(rendered)[1])
     assert {f"https://{host}" for host in hosts} == {env["TICKER_PUBLIC_URL"], env["TICKER_ALLOWED_ORIGINS"]}
 
-    patterns = [re.compile(re.sub(r"\{[^}]+\}", "[^/]+", path) + "$") for path in app_paths()]
+    routes = app_paths()
+    patterns = [re.compile(re.sub(r"\{[^}]+\}", "[^/]+", path) + "$") for path in routes]
     for rule in ingress["spec"]["rules"]:
         for entry in rule["http"]["paths"]:
             path, kind = entry["path"], entry["pathType"]
@@ -311,7 +312,7 @@ def test_the_ingress_serves_readers_unbuffered_and_only_public_paths(rendered: l
             if kind == "Exact":
                 assert any(p.match(path) for p in patterns), f"{path}: no such route"
             else:
-                assert kind == "Prefix" and any(route.startswith(path + "/") for route in app_paths()), path
+                assert kind == "Prefix" and any(route.startswith(path + "/") for route in routes), path
             for internal in INTERNAL_PATHS:
                 covered = internal == path if kind == "Exact" else (internal + "/").startswith(path.rstrip("/") + "/")
                 assert not covered, f"{internal} would be public through {path}"
