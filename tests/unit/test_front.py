@@ -254,3 +254,14 @@ def test_a_head_is_known_to_be_no_opening_from_its_first_bare_cr_lf_or_control_b
     buffer: bytes, start: int, expected: bool
 ) -> None:
     assert cannot_be_an_opening(buffer, start) is expected
+
+
+async def test_a_close_with_junk_behind_it_in_the_same_read_is_answered_with_its_own_code(conn: Connection) -> None:
+    """Regression: the junk behind a reader's close (1000), read with it, made the hub answer 1002; and a ping
+    before a bad frame in one read went unanswered. Each frame now counts as if read on its own."""
+    junk = b"\x81\x02hi"  # unmasked: a protocol error, but after the close
+    await conn.send(WS_HEAD + b"\r\n" + masked(0x9, b"?") + masked(0x8, b"\x03\xe8bye") + junk)
+    assert (await conn.answer()).startswith(b"HTTP/1.1 101")
+    assert await asyncio.wait_for(conn.reader.readexactly(3), TIMEOUT) == b"\x8a\x01?"  # the pong
+    close = await asyncio.wait_for(conn.reader.read(), TIMEOUT)
+    assert close[:1] == b"\x88" and close[2:4] == b"\x03\xe8", close
