@@ -17,7 +17,7 @@ from uvicorn.server import ServerState
 
 from ticker_service.app import create_app
 from ticker_service.settings import Settings
-from ticker_service.transports.native.front import HEAD_LIMIT, FrontProtocol, split_opening
+from ticker_service.transports.native.front import HEAD_LIMIT, FrontProtocol, cannot_be_an_opening, split_opening
 from ticker_service.transports.native.http import ReaderHttpProtocol
 
 from ..support.processes import TIMEOUT
@@ -227,3 +227,41 @@ async def test_an_odd_opening_goes_to_uvicorn_s_parser_and_gets_its_refusal(conn
     answer = await conn.answer()
     assert answer.startswith(b"HTTP/1.1 505 ")
     assert b"content-type: application/problem+json" in answer.lower()
+
+
+async def test_a_head_ending_in_bare_lfs_is_refused_at_once_not_left_to_time_out(conn: Connection) -> None:
+    """Regression: the front protocol waited for a CRLF CRLF that a bare-LF client never sends, so the connection
+    hung until the handshake deadline and was dropped without a word; uvicorn's parser refuses such a head at once
+    (httptools stops at the first bare LF)."""
+    await conn.send(b"GET /v1/stream HTTP/1.1\nHost: x\nUpgrade: websocket\n\n")
+    assert (await conn.answer()).startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize(
+    ("buffer", "start", "expected"),
+    [
+        (WS_HEAD, 0, False),
+        (WS_HEAD[:-1], 0, False),  # a CR at the end may yet be followed by its LF
+        (b"GET /v1/stream HTTP/1.1\nHost", 0, True),
+        (b"GET /v1/stream HTTP/1.1\rHost", 0, True),
+        (b"GET /v1/stream HTTP/1.1\r\nHost: \x00", 0, True),
+        (b"GET /v1/stream HTTP/1.1\r\nHost:\tx\x80", 0, False),
+        (b"GET /v1/stream HTTP/1.1\r", 23, False),
+        (b"GET /v1/stream HTTP/1.1\rX", 24, True),  # searched from the byte before the new read
+    ],
+)
+def test_a_head_is_known_to_be_no_opening_from_its_first_bare_cr_lf_or_control_byte(
+    buffer: bytes, start: int, expected: bool
+) -> None:
+    assert cannot_be_an_opening(buffer, start) is expected
+
+
+async def test_a_close_with_junk_behind_it_in_the_same_read_is_answered_with_its_own_code(conn: Connection) -> None:
+    """Regression: the junk behind a reader's close (1000), read with it, made the hub answer 1002; and a ping
+    before a bad frame in one read went unanswered. Each frame now counts as if read on its own."""
+    junk = b"\x81\x02hi"  # unmasked: a protocol error, but after the close
+    await conn.send(WS_HEAD + b"\r\n" + masked(0x9, b"?") + masked(0x8, b"\x03\xe8bye") + junk)
+    assert (await conn.answer()).startswith(b"HTTP/1.1 101")
+    assert await asyncio.wait_for(conn.reader.readexactly(3), TIMEOUT) == b"\x8a\x01?"  # the pong
+    close = await asyncio.wait_for(conn.reader.read(), TIMEOUT)
+    assert close[:1] == b"\x88" and close[2:4] == b"\x03\xe8", close

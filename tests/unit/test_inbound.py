@@ -86,3 +86,16 @@ def test_close_codes() -> None:
     with pytest.raises(FrameError) as error:
         close_code(struct.pack("!H", 1000) + b"\xff")
     assert error.value.code == 1007
+
+
+def test_a_bad_frame_behind_good_ones_is_refused_only_once_they_are_taken() -> None:
+    """Regression: a bad frame in the same read as good ones refused the read whole, so the close code hung on how
+    TCP cut the bytes (a reader's close 1000 followed by junk got 1002; a bad text then a bad frame, 1002 or 1007).
+    Now the good frames come first, the bad one is left over, and the next call refuses it, as websockets does."""
+    good = masked(Opcode.CLOSE, Close(1000, "bye").serialize())
+    bad = Frame(Opcode.TEXT, b"hi").serialize(mask=False, extensions=[])
+    frames, rest = read_frames(good + bad, LIMIT)
+    assert frames == [(0x8, True, Close(1000, "bye").serialize())] and rest == bad
+    with pytest.raises(FrameError) as error:
+        read_frames(rest, LIMIT)
+    assert error.value.code == 1002

@@ -29,6 +29,15 @@ _REQUEST_LINE = re.compile(rb"GET (/v1/(stream|events)(?:\?[!-~]*)?) HTTP/1\.1")
 # in CRLF: no bare CR or LF, no NUL or other controls, no obs-fold.
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
+# A bare CR or LF, or a control byte other than tab: no opening contains one, and a head that ends in bare LFs never
+# shows the CRLF CRLF the front protocol waits for (uvicorn's parser refuses such a head at once).
+_NOT_IN_AN_OPENING = re.compile(rb"\r[^\n]|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def cannot_be_an_opening(buffer: bytes, start: int = 0) -> bool:
+    """Whether ``buffer``, a head not yet complete, holds a byte no reader's opening has (searched from ``start``,
+    with the byte before it): it is uvicorn's parser's to judge now, not after more bytes or the deadline."""
+    return _NOT_IN_AN_OPENING.search(buffer, max(0, start - 1)) is not None
 
 
 def split_opening(head: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
@@ -102,7 +111,7 @@ class FrontProtocol(asyncio.Protocol):
         buffer = self._buffer + data if self._buffer else data
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffer) > HEAD_LIMIT:
+            if len(buffer) > HEAD_LIMIT or cannot_be_an_opening(buffer, len(self._buffer)):
                 self._hand_over(buffer)
             else:
                 self._buffer = buffer

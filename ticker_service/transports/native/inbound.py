@@ -49,18 +49,23 @@ def unmask(data: bytes, mask: bytes) -> bytes:
 
 
 def read_frames(buffer: bytes, max_size: int) -> tuple[list[Frame], bytes]:
-    """The complete frames at the start of ``buffer`` and the bytes left over (the start of the next frame)."""
+    """The complete frames at the start of ``buffer`` and the bytes left over (the start of the next frame).
+
+    :class:`FrameError` if the first frame breaks the protocol. A bad frame behind good ones is left over, for the
+    next call to refuse once the caller has taken the good ones: a close frame or a message that came in the same
+    read as a bad frame counts as it would in a read of its own (websockets' parser reads frame by frame too).
+    """
     frames: list[Frame] = []
     pos = 0
     size = len(buffer)
     while size - pos >= 2:
         first, second = buffer[pos], buffer[pos + 1]
         if first & 0x70:
-            raise FrameError(1002, "reserved bits set: no extension was negotiated")
+            return _refused(FrameError(1002, "reserved bits set: no extension was negotiated"), frames, buffer, pos)
         opcode = first & 0x0F
         fin = bool(first & 0x80)
         if not second & 0x80:
-            raise FrameError(1002, "client frames must be masked")
+            return _refused(FrameError(1002, "client frames must be masked"), frames, buffer, pos)
         length = second & 0x7F
         start = pos + 2
         if length == 126:
@@ -75,11 +80,13 @@ def read_frames(buffer: bytes, max_size: int) -> tuple[list[Frame], bytes]:
             start += 8
         if opcode in _CONTROL:
             if not fin or length > 125:
-                raise FrameError(1002, "control frames must be final and at most 125 bytes")
+                return _refused(
+                    FrameError(1002, "control frames must be final and at most 125 bytes"), frames, buffer, pos
+                )
         elif opcode not in _DATA:
-            raise FrameError(1002, f"unknown opcode {opcode}")
+            return _refused(FrameError(1002, f"unknown opcode {opcode}"), frames, buffer, pos)
         if length > max_size:
-            raise FrameError(1009, f"frame of {length} bytes; the limit is {max_size}")
+            return _refused(FrameError(1009, f"frame of {length} bytes; the limit is {max_size}"), frames, buffer, pos)
         end = start + 4 + length
         if end > size:
             break
@@ -87,6 +94,13 @@ def read_frames(buffer: bytes, max_size: int) -> tuple[list[Frame], bytes]:
         frames.append((opcode, fin, payload))
         pos = end
     return frames, buffer[pos:] if pos else buffer
+
+
+def _refused(error: FrameError, frames: list[Frame], buffer: bytes, pos: int) -> tuple[list[Frame], bytes]:
+    """Raise ``error`` for the frame at ``pos`` if it is the first; else the frames before it, and it left over."""
+    if not frames:
+        raise error
+    return frames, buffer[pos:]
 
 
 def close_code(payload: bytes) -> int | None:

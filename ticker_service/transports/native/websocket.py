@@ -79,19 +79,21 @@ class StreamProtocol(ReaderProtocol):
             return  # a client may not send before the handshake's answer; a refused one is being closed
         try:
             frames, self._inbound = read_frames(self._inbound + data if self._inbound else data, self._max_size)
-            for opcode, fin, payload in frames:
-                if opcode == PONG:
-                    self._awaiting_pong = False
-                elif opcode == inbound.PING:
-                    if self._state is State.OPEN:
-                        self._write(ws_frame(payload, _PONG))
-                elif opcode == CLOSE:
-                    self._close_received(payload)
-                    return
-                elif self._state is State.OPEN:
-                    message, self._fragments = read_message(opcode, fin, payload, self._fragments, self._max_size)
-                    if message is not None:
-                        self._message(*message)
+            while frames:  # then again on what is left: a bad frame behind these is refused after them
+                for opcode, fin, payload in frames:
+                    if opcode == PONG:
+                        self._awaiting_pong = False
+                    elif opcode == inbound.PING:
+                        if self._state is State.OPEN:
+                            self._write(ws_frame(payload, _PONG))
+                    elif opcode == CLOSE:
+                        self._close_received(payload)
+                        return
+                    elif self._state is State.OPEN:
+                        message, self._fragments = read_message(opcode, fin, payload, self._fragments, self._max_size)
+                        if message is not None:
+                            self._message(*message)
+                frames, self._inbound = read_frames(self._inbound, self._max_size)
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
 
