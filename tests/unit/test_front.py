@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.lifespan.on import LifespanOn
 from uvicorn.server import ServerState
 
-from ticker_service.app import create_app
-from ticker_service.settings import Settings
 from ticker_service.transports.native.front import HEAD_LIMIT, FrontProtocol, cannot_be_an_opening, split_opening
 from ticker_service.transports.native.http import ReaderHttpProtocol
 
+from ..support.front import front_connections
 from ..support.processes import TIMEOUT
 
 WS_HEAD = (
@@ -167,25 +163,9 @@ class Connection:
 
 @pytest.fixture
 async def conn(tmp_path: Path) -> AsyncIterator[Connection]:
-    """A connection served by the front protocol, with the state the app's lifespan gives it (run by uvicorn's own
-    lifespan runner, as ``uvicorn.Server`` does) and uvicorn's parser for what it hands over."""
-    app = create_app(Settings(redis_url=None, data_dir=tmp_path))
-    config = Config(app=app, ws_max_size=4096, log_level="warning", lifespan="on")
-    config.load()
-    lifespan = LifespanOn(config)
-    await lifespan.startup()
-    assert not lifespan.should_exit, "the app did not start"
-    state = ServerState()
-    ours, theirs = socket.socketpair()
-    loop = asyncio.get_running_loop()
-    await loop.connect_accepted_socket(lambda: FrontProtocol(config, state, lifespan.state), sock=theirs)
-    reader, writer = await asyncio.open_connection(sock=ours)
-    try:
-        yield Connection(reader, writer, state)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-        await lifespan.shutdown()
+    """A connection served by the front protocol, with the app's real state."""
+    async with front_connections(tmp_path) as open_one:
+        yield Connection(*await open_one())
 
 
 def masked(opcode: int, payload: bytes = b"") -> bytes:

@@ -13,10 +13,8 @@ reads at every byte, and through a real hub (``service_factory``) heads httptool
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +22,11 @@ import httptools
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from uvicorn.config import Config
-from uvicorn.lifespan.on import LifespanOn
 from uvicorn.server import ServerState
 
-from ticker_service.app import create_app
-from ticker_service.settings import Settings
 from ticker_service.transports.native.front import HEAD_LIMIT, FrontProtocol, cannot_be_an_opening, split_opening
 
+from ..support.front import Open, front_connections
 from ..support.processes import TIMEOUT, Service, ServiceFactory
 
 WS_HEAD = (
@@ -354,37 +349,11 @@ def test_a_head_split_across_reads_gets_the_decision_it_gets_whole(buffer: bytes
 # -- a head split across two reads at every byte, on a real socket pair ------------------------------------------
 
 
-Open = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter, ServerState]]]
-
-
 @pytest.fixture
 async def open_front(tmp_path: Path) -> AsyncIterator[Open]:
-    """Connections served by the front protocol with the app's real state (its lifespan run by uvicorn's runner)."""
-    app = create_app(Settings(redis_url=None, data_dir=tmp_path))
-    config = Config(app=app, ws_max_size=4096, log_level="warning", lifespan="on")
-    config.load()
-    lifespan = LifespanOn(config)
-    await lifespan.startup()
-    assert not lifespan.should_exit, "the app did not start"
-    writers: list[asyncio.StreamWriter] = []
-
-    async def open_one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ServerState]:
-        state = ServerState()
-        ours, theirs = socket.socketpair()
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: FrontProtocol(config, state, lifespan.state), sock=theirs)
-        reader, writer = await asyncio.open_connection(sock=ours)
-        writers.append(writer)
-        return reader, writer, state
-
-    try:
+    """Connections served by the front protocol with the app's real state."""
+    async with front_connections(tmp_path) as open_one:
         yield open_one
-    finally:
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await lifespan.shutdown()
 
 
 def buffered(state: ServerState) -> int | None:
