@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from . import fanout, latency, push
+from . import fanout, ingest, latency, push
 
-BENCHMARKS = {"latency": latency.main, "fanout": fanout.main, "push": push.main}
+BENCHMARKS = {"latency": latency.main, "fanout": fanout.main, "push": push.main, "ingest": ingest.main}
 
 
 def main(argv: list[str]) -> int:

@@ -119,7 +119,7 @@ def _wait_http(url: str, stack: Stack, name: str) -> None:
 
 
 @contextlib.contextmanager
-def ticker(hub_workers: int = 1) -> Iterator[Target]:
+def ticker(hub_workers: int = 1, **extra_env: str) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix="ticker-fanout-") as tmp:
         redis_port, port = free_port(), free_port()
         # The benchmark opens tens of thousands of readers from a few loopback addresses at once: the hub's
@@ -128,6 +128,7 @@ def ticker(hub_workers: int = 1) -> Iterator[Target]:
             "TICKER_MAX_CONNECTIONS": "1000000",
             "TICKER_MAX_CONNECTIONS_PER_IP": "1000000",
             "TICKER_NEW_CONNECTIONS_PER_SECOND": "1000000",
+            **extra_env,
         }
         stack = Stack(Path(tmp), _env(Path(tmp), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", **limits))
         try:
