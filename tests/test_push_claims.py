@@ -39,8 +39,9 @@ async def test_claims(redis_server: RedisServer) -> None:
 
 
 async def test_cap_counts_stories_and_a_flash_goes_through(redis_server: RedisServer) -> None:
-    """The cap counts stories, not versions; a FLASH (urgency 1) is never capped but counts; a release gives the
-    count back only if that claim made it."""
+    """The cap counts stories, not versions: a correction of a notified story does not count again, one of a capped
+    story is capped too; a withdrawal always goes; a FLASH (urgency 1) is never capped but counts; a release gives
+    the count back only if that claim made it."""
     async with Redis.from_url(redis_server.url) as redis:
         settings = PushSettings(max_per_device_hour=2)
         pusher = Pusher(settings, {}, redis, DeviceStore(redis), asyncio.Semaphore(1), 1.0, 1.0, 1.0)
@@ -50,6 +51,8 @@ async def test_cap_counts_stories_and_a_flash_goes_through(redis_server: RedisSe
         assert await pusher.claim(quake_ar, PHONE) == "ok"  # the same story: counted once
         assert await pusher.claim(replace(ALERT, flash_id="g1"), PHONE) == "ok"  # the second story
         assert await pusher.claim(replace(ALERT, flash_id="g2"), PHONE) == "capped"
+        assert await pusher.claim(replace(ALERT, flash_id="g2", kind="update", version="2"), PHONE) == "capped"
+        assert await pusher.claim(replace(ALERT, flash_id="g2", kind="withdraw", version="3"), PHONE) == "ok"
         flash = replace(ALERT, flash_id="g3", urgency=1)
         assert await pusher.claim(flash, PHONE) == "ok"  # a FLASH goes through the cap
         assert await pusher.claim(replace(quake_en, kind="update", version="2"), PHONE) == "ok"

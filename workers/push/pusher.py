@@ -3,9 +3,10 @@
 Right before its request goes out, a send claims the device in the event's set (``SADD``: only the first claim
 wins) and counts it against the device's hourly cap; a send that certainly did not reach the service gives both
 back. The cap counts stories (the collapse id: the story, else the flash), not versions: the device's hourly hash
-holds one field per story notified, so a second language version or a follow-up flash of a story counts once.
-Corrections and withdrawals never count and are never refused; a FLASH (urgency 1) counts but is never refused
-(alert discipline with a breaking-news bypass, as Airship's ``bypass_frequency_limits``). Both steps are Lua
+holds one field per story notified, so a correction, a second language version or a follow-up flash of a story
+counts once (a correction of a story the device was capped on is capped too). Withdrawals never count and are
+never refused; a FLASH (urgency 1) counts but is never refused (alert discipline with a breaking-news bypass, as
+Airship's ``bypass_frequency_limits``). Both steps are Lua
 scripts, their KEYS and ARGV written as named tables as the broker's are (:mod:`ticker_service.broker.redis_scripts`).
 """
 
@@ -37,7 +38,7 @@ class ClaimArgs(NamedTuple):
     device_id: str
     sent_ttl: int  # seconds the claim set lives: the notification's TTL and an hour
     hourly_cap: int  # stories notified per device and hour
-    counts: str  # '1' a flash: counts, capped; '2' a FLASH: counts, never capped; '0' a correction or withdrawal
+    counts: str  # '1' counts, capped; '2' a FLASH: counts, never capped; '0' a withdrawal: neither
     story: str  # the collapse id the count is kept under
     event: str  # "<flash id>:<version>": which claim counted the story, so only it gives the count back
 
@@ -79,9 +80,9 @@ SCRIPTS: dict[str, tuple[str, type[tuple[Any, ...]], type[tuple[Any, ...]]]] = {
 
 
 def _counts(alert: Alert) -> str:
-    """How a send counts against the hourly cap: a correction or withdrawal not at all; a FLASH counts but always
+    """How a send counts against the hourly cap (once per story): a withdrawal not at all; a FLASH counts but always
     goes through."""
-    if alert.kind != "flash":
+    if alert.kind == "withdraw":
         return "0"
     return "2" if alert.urgency == 1 else "1"
 
