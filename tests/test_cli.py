@@ -28,6 +28,7 @@ COMMANDS = {
     "worker": "run the arq fan-out worker on REDIS_URL",
     "token": "create, rotate or revoke editor tokens",
     "publish": "publish a flash through the HTTP API",
+    "withdraw": "withdraw (kill) a flash: off tickers, lists, resumes and notification shades",
     "tail": "follow flashes live and print each event as it arrives",
 }
 TOKEN_ACTIONS = {
@@ -45,6 +46,7 @@ OPTIONS = {
     ("token", "rotate"): ["--name", "--overlap-seconds"],
     ("token", "revoke"): ["name"],
     ("publish",): ["headline", "--lang", "--category", "--urgency", "--region", "--token", "--server"],
+    ("withdraw",): ["flash_id", "--token", "--server", "--retries"],
     ("tail",): ["--lang", "--category", "--region", "--max-urgency", "--server"],
 }
 
@@ -283,6 +285,31 @@ async def test_publish_with_a_bad_token_exits_1_and_prints_the_problem(service: 
     assert result.returncode == 1
     problem = json.loads(result.stdout)
     assert problem["status"] == 401
+
+
+async def test_withdraw_command_kills_a_flash(service: Service) -> None:
+    """``ticker withdraw <id>`` withdraws it (readers get ``withdraw``); again is a no-op; an unknown id exits 1
+    with the 404 problem; without a token it exits 2."""
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{service.base_url}/v1/flashes", json=flash_body(unique("BREAKING: kill me")), headers=service.headers()
+        )
+    fid = response.json()["uri"].rsplit(":", 1)[-1]
+    env = {**service.env, "TICKER_TOKEN": service.token, "TICKER_URL": service.base_url}
+    async with ws_reader(service, "lang=en") as ws:
+        result = await asyncio.to_thread(run_ticker, env, "withdraw", fid)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert json.loads(result.stdout)["pubStatus"] == "canceled"
+        event = await next_ws_event(ws)
+        while event["flash"]["uri"] != response.json()["uri"]:
+            event = await next_ws_event(ws)
+    assert event["type"] == "withdraw"
+    again = await asyncio.to_thread(run_ticker, env, "withdraw", fid)
+    assert again.returncode == 0 and json.loads(again.stdout)["version"] == "2"
+    unknown = await asyncio.to_thread(run_ticker, env, "withdraw", "0000000000000000000")
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["status"] == 404
+    no_token = {k: v for k, v in env.items() if k != "TICKER_TOKEN"}
+    assert (await asyncio.to_thread(run_ticker, no_token, "withdraw", fid)).returncode == 2
 
 
 # -- tail ----------------------------------------------------------------------------------------------------------

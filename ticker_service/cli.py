@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from .redis_conn import describe
 from .security.tokens import EDITOR_SCOPES, SCOPES, Desk
@@ -212,6 +213,37 @@ async def _tail(args: argparse.Namespace) -> None:
                 print(line + flash["headlines"][0]["value"], flush=True)
 
 
+def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    """Kill a flash: ``DELETE /v1/flashes/{id}``, retried on 503 or a dropped connection (a withdrawal twice is the
+    same withdrawal, so a retry is safe)."""
+    import httpx
+
+    token = args.token or os.environ.get("TICKER_TOKEN")
+    if not token:
+        print("withdraw needs an editor token: --token or TICKER_TOKEN (see `ticker token create`)", file=sys.stderr)
+        return 2
+    url = f"{args.server.rstrip('/')}/v1/flashes/{quote(args.flash_id, safe='')}"
+    delay = 0.5
+    for attempt in range(1, args.retries + 2):
+        try:
+            response = httpx.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code != 503:
+                print(json.dumps(response.json(), ensure_ascii=False, indent=2))
+                return 0 if response.status_code == 200 else 1
+            problem = f"HTTP {response.status_code}"
+        if attempt > args.retries:
+            print(f"withdraw failed after {attempt} attempts ({problem})", file=sys.stderr)
+            return 1
+        wait = delay * (0.5 + random.random())
+        print(f"# {problem}; retrying in {wait:.1f}s", file=sys.stderr, flush=True)
+        time.sleep(wait)
+        delay = min(delay * 2, 10)
+    return 1
+
+
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(_tail(args))
@@ -326,6 +358,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--token", help="editor token (default: TICKER_TOKEN)")
     p.add_argument("--server", dest="server", default=default_url, help=url_help)
     p.set_defaults(func=cmd_publish)
+
+    p = _command(sub, "withdraw", "withdraw (kill) a flash: off tickers, lists, resumes and notification shades")
+    p.add_argument("flash_id", help="the flash's id (the last part of its uri)")
+    p.add_argument("--retries", type=int, default=5, help="retries on 503 or a dropped connection (default: 5)")
+    p.add_argument("--token", help="editor token (default: TICKER_TOKEN)")
+    p.add_argument("--server", dest="server", default=default_url, help=url_help)
+    p.set_defaults(func=cmd_withdraw)
 
     p = _command(sub, "tail", "follow flashes live and print each event as it arrives")
     p.add_argument("--lang", help="languages, comma-separated (en also matches en-GB)")

@@ -19,6 +19,7 @@ from .broker import Broker, HistoryGap
 from .errors import BrokerUnavailable
 from .events import Event, event_key, split_event_id
 from .filters import Filter
+from .flashes import flash_id_of
 from .ops import metrics
 from .readers import Reader, TransportReader
 from .wire import Batch, Frames
@@ -26,6 +27,19 @@ from .wire import Batch, Frames
 logger = logging.getLogger("ticker.hub")
 
 RESET_FLASHES = 20  # current flashes sent in a ``reset``
+
+
+def without_killed(replayed: list[Event]) -> list[Event]:
+    """A replay without the events before a withdrawal of the flashes it withdraws: a resuming reader gets the
+    ``withdraw`` (a no-op for a flash it never showed), never a killed flash on its screen, not even for a moment.
+
+    The last event is always kept (no event of a flash comes after its withdrawal), so the reader's resume point
+    is the same as with the whole replay.
+    """
+    killed = {flash_id_of(e.flash) for e in replayed if e.type == "withdraw"}
+    if not killed:
+        return replayed
+    return [e for e in replayed if e.type in ("withdraw", "reset") or flash_id_of(e.flash) not in killed]
 
 
 class Hub:
@@ -134,17 +148,23 @@ class Hub:
             except BaseException:
                 self.remove(reader)
                 raise
-            reader.release(last_event_id, replayed)
+            reader.release(last_event_id, without_killed(replayed))
 
     async def _history_after(self, reader: Reader, last_event_id: str) -> list[Event]:
-        """The history after ``last_event_id``; if it cannot say (lost or trimmed), a ``reset`` with the current
-        flashes that match the reader, and the event id to go on from."""
+        """The history after ``last_event_id``; if it cannot say (lost or trimmed) or has more than the replay
+        limit, a ``reset`` with the current flashes that match the reader, and the event id to go on from.
+
+        A replay cut at the limit would leave the reader without the rest (a withdrawal among it, the flash still
+        on screen); the reset's current state has no withdrawn flash."""
         try:
-            return await self.broker.events_after(last_event_id, self.replay_limit)
+            replayed = await self.broker.events_after(last_event_id, self.replay_limit + 1)
+            if len(replayed) <= self.replay_limit:
+                return replayed
         except HistoryGap:
-            docs, last = await self.broker.recent(1000)
-            flashes = [doc for doc in docs if reader.filter.matches(doc)][:RESET_FLASHES]
-            return [Event(last, "reset", {"flashes": flashes})]
+            pass
+        docs, last = await self.broker.recent(1000)
+        flashes = [doc for doc in docs if reader.filter.matches(doc)][:RESET_FLASHES]
+        return [Event(last, "reset", {"flashes": flashes})]
 
     def connect(self, reader: Reader, last_event_id: str | None) -> None:
         """``attach`` for a transport that cannot await: the replay, if any, runs as a task the hub keeps.

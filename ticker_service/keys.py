@@ -35,7 +35,7 @@ DEVICE_INDEX_PREFIX = "ticker:devidx:"  # + "<facet>:<value>"; set of device ids
 DEVICE_SCRATCH_PREFIX = "ticker:devtmp:"  # + random hex + ":"; temporary sets of one index lookup
 PUSH_STATS = "ticker:push:stats"  # hash "<platform>:<outcome>" -> count, kept by the push jobs
 PUSH_SENT_PREFIX = "ticker:pushed:"  # + "<flash id>:<version>"; set of the device ids already claimed for the event
-PUSH_DEVICE_HOUR_PREFIX = "ticker:pushrate:"  # + "<device id>:<hour>"; notifications counted against the hourly cap
+PUSH_DEVICE_HOUR_PREFIX = "ticker:pushstories:"  # + "<device id>:<hour>"; hash of the stories counted this hour
 PUSH_PLAN_PREFIX = "ticker:pushplan:"  # + "<flash id>:<version>"; list of the matching device ids, in batch order
 
 # -- security (security/tokens.py, ratelimit.py, audit.py) -------------------------------------------------------

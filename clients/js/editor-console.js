@@ -276,7 +276,7 @@ async function withdraw(doc) {
     $("latest-error").textContent = "Sign in with your editor token first.";
     return;
   }
-  if (!(await confirmAction(`Withdraw “${headlineOf(doc)}”? Every reader's bar drops it.`))) return;
+  if (!(await confirmAction(`Withdraw “${headlineOf(doc)}”? It leaves every ticker, list and notification.`))) return;
   const withdrawn = await api("DELETE", `/v1/flashes/${flashId(doc)}`, undefined, {}, "latest-error");
   if (withdrawn) remember(withdrawn);
 }

@@ -1,10 +1,12 @@
 /* ticker push service worker: breaking-news notifications from Web Push.
  *
  * Served by the hub at /push-sw.js, so its scope is the whole site. Each push carries the JSON the worker sends
- * ({type: "flash" | "update" | "withdraw", flash_id, headline, lang, dir, url, ...}). Before showing a flash it
- * asks the open pages (client messaging): a page that already shows the flash answers, and no notification pops
- * up for something the reader is looking at. A correction replaces the notification (same tag); a withdrawal
- * closes it. Headlines go into the notification as text, never as HTML.
+ * ({type: "flash" | "update" | "withdraw", flash_id, collapse_id, headline, lang, dir, url, ...}). Before showing
+ * a flash it asks the open pages (client messaging): a page that already shows the flash answers, and no
+ * notification pops up for something the reader is looking at. The notification's tag is the collapse id (the
+ * story, else the flash), so a correction or another version of the story replaces it; a withdrawal closes the
+ * notification of that tag if it shows the withdrawn flash. Headlines go into the notification as text, never as
+ * HTML.
  */
 'use strict';
 
@@ -25,16 +27,17 @@ async function handlePush(event) {
     message = null;
   }
   if (!message || typeof message.flash_id !== 'string') return;
+  const tag = typeof message.collapse_id === 'string' && message.collapse_id ? message.collapse_id : message.flash_id;
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   let shown = false;
   if (message.type === 'withdraw') {
-    const open = await self.registration.getNotifications({ tag: message.flash_id });
-    open.forEach((n) => n.close());
+    const open = await self.registration.getNotifications({ tag });
+    open.filter((n) => !n.data || n.data.flash_id === message.flash_id).forEach((n) => n.close());
   } else {
     shown = await shownByAPage(windows, message.flash_id);
     if (!shown) {
       await self.registration.showNotification(String(message.headline || ''), {
-        tag: message.flash_id,
+        tag,
         renotify: false,
         lang: typeof message.lang === 'string' ? message.lang : '',
         dir: message.dir === 'rtl' ? 'rtl' : 'ltr',

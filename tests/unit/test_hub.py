@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ticker_service.broker.memory import MemoryBroker
 from ticker_service.events import Event
 from ticker_service.filters import Filter
-from ticker_service.flashes import FlashIn, new_document
+from ticker_service.flashes import FlashIn, new_document, withdrawn_document
 from ticker_service.hub import Hub
 from ticker_service.readers import QueueReader, TransportReader
 from ticker_service.settings import Settings
@@ -23,6 +23,10 @@ SETTINGS = Settings(redis_url=None)
 def event(n: int, language: str = "en") -> Event:
     doc = new_document(FlashIn(headline=f"n{n}", language=language, category="politics"), SETTINGS)
     return Event(f"e1-1000-{n}", "flash", doc)
+
+
+def doc(headline: str) -> dict[str, object]:
+    return new_document(FlashIn(headline=headline, language="en", category="politics"), SETTINGS)
 
 
 def hub() -> Hub:
@@ -228,3 +232,52 @@ async def test_real_socket_that_stops_reading_is_cut_off() -> None:
     finally:
         transport.abort()
         client_sock.close()
+
+
+async def test_a_resume_never_replays_a_killed_flash() -> None:
+    """From before a flash that was withdrawn since, the replay has the withdrawal and none of the flash's earlier
+    events (from the broker and from the hub's window alike); other flashes and the resume point are kept."""
+    broker = MemoryBroker(SETTINGS, run_fanout=False)
+    h = Hub(broker, max_queue=10, replay_limit=1000, write_buffer_limit=100)
+    before = await broker.record("flash", doc("kept"), expect_version=None)
+    killed = doc("killed")
+    events = [await broker.record("flash", killed, expect_version=None)]
+    events.append(await broker.record("update", {**killed, "version": "2"}, expect_version="1"))
+    other = await broker.record("flash", doc("other"), expect_version=None)
+    events.append(await broker.record("withdraw", withdrawn_document({**killed, "version": "2"}), expect_version="2"))
+    expected = [other.event_id, events[-1].event_id]
+    for from_window in (False, True):
+        if from_window:
+            for e in (before, *events[:2], other, events[-1]):
+                h.dispatch(e)
+            await tick()
+        reader = QueueReader(Filter(), 10)
+        await h.attach(reader, before.event_id)
+        batch = await asyncio.wait_for(reader.next_batch(), 1)
+        assert batch is not None
+        assert [f.event.event_id for f in batch] == expected, from_window
+
+
+async def test_a_replay_over_the_limit_is_a_reset_without_withdrawn_flashes() -> None:
+    """More history after the reader's id than the replay limit: a cut replay could end before a withdrawal, so
+    the reader gets a reset with the current flashes instead, the withdrawn one not among them."""
+    broker = MemoryBroker(SETTINGS, run_fanout=False)
+    h = Hub(broker, max_queue=10, replay_limit=2, write_buffer_limit=100)
+    start = await broker.record("flash", doc("a"), expect_version=None)
+    killed = doc("killed")
+    await broker.record("flash", killed, expect_version=None)
+    kept = doc("kept")
+    await broker.record("flash", kept, expect_version=None)
+    last = await broker.record("withdraw", withdrawn_document(killed), expect_version="1")
+    reader = QueueReader(Filter(), 10)
+    await h.attach(reader, start.event_id)
+    batch = await asyncio.wait_for(reader.next_batch(), 1)
+    assert batch is not None and [f.event.type for f in batch] == ["reset"]
+    reset = batch[0].event
+    assert reset.event_id == last.event_id
+    assert [d["headlines"][0]["value"] for d in reset.flash["flashes"]] == ["kept", "a"]
+    # Within the limit it is a replay as before.
+    reader = QueueReader(Filter(), 10)
+    await h.attach(reader, (await broker.events_after(start.event_id, 10))[1].event_id)
+    batch = await asyncio.wait_for(reader.next_batch(), 1)
+    assert batch is not None and [f.event.event_id for f in batch] == [last.event_id]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..settings import client_js_dir
@@ -33,7 +33,7 @@ def _read(path: Path | None, inline: str | None) -> str | None:
 class PushSettings(BaseSettings):
     """Limits of the device registry and the credentials of the three bridges."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKER_PUSH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TICKER_PUSH_", extra="ignore", populate_by_name=True)
 
     webpush_hosts: Annotated[tuple[str, ...], NoDecode] = DEFAULT_WEBPUSH_HOSTS
     batch_size: int = Field(default=500, ge=1, le=5000, description="Devices per arq push job.")
@@ -41,8 +41,15 @@ class PushSettings(BaseSettings):
     parallel_batches: int = Field(default=2, ge=1, description="Batch jobs of one flash running at once.")
     max_attempts: int = Field(default=5, ge=1, description="Tries per device on 429/5xx/network errors.")
     max_retry_after_seconds: float = Field(default=300.0, gt=0, description="Longest Retry-After honoured.")
-    default_ttl_seconds: int = Field(default=4 * 3600, ge=0, description="TTL of a flash without an expiry.")
-    max_per_device_hour: int = Field(default=30, ge=1, description="Notifications per device per hour, at most.")
+    breaking_ttl_seconds: int = Field(
+        default=3600,
+        ge=1,
+        validation_alias=AliasChoices("TICKER_PUSH_BREAKING_TTL_SECONDS", "TICKER_PUSH_DEFAULT_TTL_SECONDS"),
+        description="A notification expires this long after its version (sooner if the flash expires sooner).",
+    )
+    max_per_device_hour: int = Field(
+        default=30, ge=1, description="Stories notified per device per hour, at most; urgency 1 always goes through."
+    )
     marker_ttl_seconds: int = Field(default=7 * 86400, ge=60, description="How long (flash, device) sends are kept.")
     ca_file: Path | None = Field(default=None, description="Extra CA bundle to trust for push services (tests).")
     js_dir: Path = Field(

@@ -15,7 +15,7 @@ import jwt
 from ticker_service.push.device import Device
 
 from .base import SENT, Outcome, transient
-from .payload import Alert, apns_payload
+from .payload import Alert, apns_headers, apns_payload
 
 TOKEN_LIFETIME = 50 * 60
 DEAD = {(410, "Unregistered"), (400, "BadDeviceToken")}
@@ -51,16 +51,7 @@ class ApnsBridge:
         await self.client.aclose()
 
     async def send(self, device: Device, alert: Alert) -> Outcome:
-        withdraw = alert.kind == "withdraw"
-        headers = {
-            "authorization": f"bearer {self.provider_token()}",
-            "apns-topic": self.topic,
-            "apns-push-type": "background" if withdraw else "alert",
-            # Apple requires priority 5 for background pushes.
-            "apns-priority": "5" if withdraw else str(alert.delivery.apns_priority),
-            "apns-expiration": str(alert.expires_at),
-            "apns-collapse-id": alert.flash_id,
-        }
+        headers = {"authorization": f"bearer {self.provider_token()}", "apns-topic": self.topic, **apns_headers(alert)}
         response = await self.client.post(
             f"{self.base_url}/3/device/{device.address}", content=apns_payload(alert), headers=headers
         )

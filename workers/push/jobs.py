@@ -77,7 +77,7 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
     broker: Broker = ctx["broker"]
     try:
         event = await broker.event_for(flash_id, version)
-        alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
+        alert = alert_for(event, pusher.settings.breaking_ttl_seconds) if event is not None else None
         if event is None or alert is None:
             return 0
         ids = await pusher.store.targets(event.flash)
@@ -109,7 +109,7 @@ async def push_topic(ctx: dict[str, Any], flash_id: str, version: str) -> str:
     assert isinstance(bridge, FcmBridge)
     try:
         event = await ctx["broker"].event_for(flash_id, version)
-        alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
+        alert = alert_for(event, pusher.settings.breaking_ttl_seconds) if event is not None else None
         if alert is None:
             return "expired"
         topic = fcm_topic(alert)
@@ -150,7 +150,7 @@ async def push_batch(
     size = pusher.settings.batch_size
     try:
         event = await broker.event_for(flash_id, version)
-        alert = alert_for(event, pusher.settings.default_ttl_seconds) if event is not None else None
+        alert = alert_for(event, pusher.settings.breaking_ttl_seconds) if event is not None else None
         if event is None or alert is None:
             return {}
         if ids is None:

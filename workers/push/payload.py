@@ -11,13 +11,21 @@ urgency   APNs priority       FCM (Android)      Web Push ``Urgency``
 8–9       5, passive          NORMAL             very-low
 ========  ==================  =================  ===========================
 
-A withdrawal is a data message (APNs background push, FCM data only, a Web Push the service worker reads) so the
-app or page removes the notification; a correction carries the same collapse id / tag / ``Topic`` (the flash id)
-so it replaces the first one.
+A correction carries the same collapse id (:func:`collapse_id`: the story, else the flash) as APNs
+``apns-collapse-id``, FCM ``collapse_key`` and Android notification ``tag``, the Web Push ``Topic`` and the service
+worker's notification tag, so it replaces the first notification. A withdrawal is a data message (APNs background
+push, FCM data only, a Web Push the service worker reads) naming that collapse id, so the app or page removes the
+notification it shows for the flash.
+
+Notifications expire ``TICKER_PUSH_BREAKING_TTL_SECONDS`` after their version was published, or when the flash
+``expires`` if sooner (a withdrawal ignores ``expires``: a killed flash must leave the shades even after it).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +36,7 @@ import orjson
 import regex
 
 from ticker_service.events import Event
-from ticker_service.flashes import flash_id_of
+from ticker_service.flashes import Document, flash_id_of
 
 FCM_LIMIT = 4096  # bytes of notification + data
 APNS_LIMIT = 4096  # bytes of the JSON payload
@@ -37,6 +45,7 @@ ELLIPSIS = "…"
 # Primary language subtags written right to left.
 RTL = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ku", "nqo", "ps", "sd", "syr", "ug", "ur", "yi"})
 _GRAPHEME = regex.compile(r"\X")
+_TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030 §5.4: at most 32 characters of the base64url alphabet
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,12 @@ class Alert:
     url: str | None
     ttl: int  # seconds the notification stays worth delivering
     expires_at: int  # unix time
+    story: str = ""  # the flash's story (ninjs ``events[0].id``), if it names one
+
+    @property
+    def collapse_id(self) -> str:
+        """What replaces and removes the notification (see :func:`collapse_id`)."""
+        return self.story or self.flash_id
 
     @property
     def delivery(self) -> Delivery:
@@ -83,6 +98,7 @@ class Alert:
         data = {
             "type": self.kind,
             "flash_id": self.flash_id,
+            "collapse_id": self.collapse_id,
             "version": self.version,
             "event_id": self.event_id,
             "lang": self.lang,
@@ -97,7 +113,29 @@ class Alert:
         return data
 
 
-def alert_for(event: Event, default_ttl: int, now: float | None = None) -> Alert | None:
+def story_of(doc: Document) -> str:
+    """The flash's story (ninjs ``events[0].id``), or ``""``."""
+    events = doc.get("events")
+    if isinstance(events, list) and events and isinstance(events[0], dict) and events[0].get("id"):
+        return str(events[0]["id"])
+    return ""
+
+
+def collapse_id(doc: Document) -> str:
+    """What a notification is replaced and removed by: the flash's story, so the versions of one story share one
+    notification, else the flash id. The one place this rule lives (:attr:`Alert.collapse_id` applies it too)."""
+    return story_of(doc) or flash_id_of(doc)
+
+
+def webpush_topic(alert: Alert) -> str:
+    """The Web Push ``Topic``: the collapse id when it fits RFC 8030's 32 base64url characters, else a digest of it
+    (a story id may have 64)."""
+    if _TOPIC.fullmatch(alert.collapse_id):
+        return alert.collapse_id
+    return base64.urlsafe_b64encode(hashlib.sha256(alert.collapse_id.encode()).digest()[:24]).decode()
+
+
+def alert_for(event: Event, ttl_seconds: int, now: float | None = None) -> Alert | None:
     """The alert for ``event``, or ``None`` when the flash has expired (a late notification is not sent)."""
     if event.type not in ("flash", "update", "withdraw"):
         return None
@@ -105,8 +143,8 @@ def alert_for(event: Event, default_ttl: int, now: float | None = None) -> Alert
     now = time.time() if now is None else now
     # Relevance runs from when this version was published, so a job that runs late does not notify late.
     created = doc.get("versionCreated")
-    ttl = default_ttl - int(now - datetime.fromisoformat(created).timestamp()) if created else default_ttl
-    if doc.get("expires"):
+    ttl = ttl_seconds - int(now - datetime.fromisoformat(created).timestamp()) if created else ttl_seconds
+    if doc.get("expires") and event.type != "withdraw":
         ttl = min(ttl, int(datetime.fromisoformat(doc["expires"]).timestamp() - now))
     if ttl <= 0:
         return None
@@ -125,6 +163,7 @@ def alert_for(event: Event, default_ttl: int, now: float | None = None) -> Alert
         url=stories[0] if stories else None,
         ttl=ttl,
         expires_at=int(now) + ttl,
+        story=story_of(doc),
     )
 
 
@@ -167,6 +206,18 @@ def webpush_payload(alert: Alert) -> bytes:
     return fit(lambda h: orjson.dumps(alert.fields(h)), alert.headline, WEBPUSH_LIMIT)
 
 
+def apns_headers(alert: Alert) -> dict[str, str]:
+    """The ``apns-*`` headers of the alert, for APNs directly and for FCM's ``apns`` block: a withdrawal is a
+    background push, which Apple requires at priority 5."""
+    withdraw = alert.kind == "withdraw"
+    return {
+        "apns-push-type": "background" if withdraw else "alert",
+        "apns-priority": "5" if withdraw else str(alert.delivery.apns_priority),
+        "apns-expiration": str(alert.expires_at),
+        "apns-collapse-id": alert.collapse_id,
+    }
+
+
 def apns_payload(alert: Alert) -> bytes:
     ticker = alert.fields()
     if alert.kind == "withdraw":
@@ -186,15 +237,18 @@ def apns_payload(alert: Alert) -> bytes:
 
 def fcm_message(alert: Alert, token: str, target: str = "token") -> dict[str, Any]:
     """The ``message`` of an FCM HTTP v1 send to a ``token`` (or a ``topic``): a notification (data only for a
-    withdrawal), replaced by tag."""
+    withdrawal), replaced by tag; the ``apns`` headers carry the same expiry and collapse id for the iOS devices
+    FCM reaches through APNs."""
     data = alert.fields()
     android: dict[str, Any] = {
         "priority": alert.delivery.fcm_priority,
         "ttl": f"{alert.ttl}s",
-        "collapse_key": alert.flash_id,
+        "collapse_key": alert.collapse_id,
     }
-    message: dict[str, Any] = {target: token, "data": data, "android": android}
+    apns: dict[str, Any] = {"headers": apns_headers(alert)}
+    message: dict[str, Any] = {target: token, "data": data, "android": android, "apns": apns}
     if alert.kind == "withdraw":
+        apns["payload"] = {"aps": {"content-available": 1}}
         return message
 
     def build(headline: str) -> bytes:
@@ -202,5 +256,5 @@ def fcm_message(alert: Alert, token: str, target: str = "token") -> dict[str, An
 
     body = orjson.loads(fit(build, alert.headline, FCM_LIMIT))
     message["notification"] = body["notification"]
-    android["notification"] = {"tag": alert.flash_id}
+    android["notification"] = {"tag": alert.collapse_id}
     return message

@@ -2,8 +2,12 @@
 
 Right before its request goes out, a send claims the device in the event's set (``SADD``: only the first claim
 wins) and counts it against the device's hourly cap; a send that certainly did not reach the service gives both
-back. Both steps are Lua scripts, their KEYS and ARGV written as named tables as the broker's are
-(:mod:`ticker_service.broker.redis_scripts`).
+back. The cap counts stories (the collapse id: the story, else the flash), not versions: the device's hourly hash
+holds one field per story notified, so a correction, a second language version or a follow-up flash of a story
+counts once (a correction of a story the device was capped on is capped too). Withdrawals never count and are
+never refused; a FLASH (urgency 1) counts but is never refused (alert discipline with a breaking-news bypass, as
+Airship's ``bypass_frequency_limits``). Both steps are Lua
+scripts, their KEYS and ARGV written as named tables as the broker's are (:mod:`ticker_service.broker.redis_scripts`).
 """
 
 from __future__ import annotations
@@ -27,28 +31,27 @@ from .payload import Alert
 
 class ClaimKeys(NamedTuple):
     sent: str  # the event's set of claimed device ids
-    hour: str  # the device's counter for this hour
+    hour: str  # the device's hash for this hour: collapse id -> the event ("<flash>:<version>") that counted it
 
 
 class ClaimArgs(NamedTuple):
     device_id: str
     sent_ttl: int  # seconds the claim set lives: the notification's TTL and an hour
-    hourly_cap: int  # notifications per device and hour
-    counts: str  # '1' when this send counts against the cap (a flash); '0' for a correction or withdrawal
+    hourly_cap: int  # stories notified per device and hour
+    counts: str  # '1' counts, capped; '2' a FLASH: counts, never capped; '0' a withdrawal: neither
+    story: str  # the collapse id the count is kept under
+    event: str  # "<flash id>:<version>": which claim counted the story, so only it gives the count back
 
 
 CLAIM = """
 -- KEYS[1] = sent, KEYS[2] = hour
--- ARGV[1] = device_id, ARGV[2] = sent_ttl, ARGV[3] = hourly_cap, ARGV[4] = counts
+-- ARGV[1] = device_id, ARGV[2] = sent_ttl, ARGV[3] = hourly_cap, ARGV[4] = counts, ARGV[5] = story, ARGV[6] = event
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 'duplicate' end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[4] == '1' then
-  local n = redis.call('INCR', KEYS[2])
-  if n == 1 then redis.call('EXPIRE', KEYS[2], 3700) end
-  if n > tonumber(ARGV[3]) then
-    redis.call('DECR', KEYS[2])
-    return 'capped'
-  end
+if ARGV[4] ~= '0' and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then
+  if ARGV[4] == '1' and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 'capped' end
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], 3700)
 end
 return 'ok'
 """
@@ -56,13 +59,16 @@ return 'ok'
 
 class ReleaseArgs(NamedTuple):
     device_id: str
-    counts: str  # '1' when the claim counted against the cap: the count is given back too
+    story: str  # the collapse id
+    event: str  # "<flash id>:<version>": the story's count is given back only if this event made it
 
 
 RELEASE = """
 -- KEYS[1] = sent, KEYS[2] = hour
--- ARGV[1] = device_id, ARGV[2] = counts
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
+-- ARGV[1] = device_id, ARGV[2] = story, ARGV[3] = event
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
 return 1
 """
 
@@ -71,6 +77,14 @@ SCRIPTS: dict[str, tuple[str, type[tuple[Any, ...]], type[tuple[Any, ...]]]] = {
     "claim": (CLAIM, ClaimKeys, ClaimArgs),
     "release": (RELEASE, ClaimKeys, ReleaseArgs),
 }
+
+
+def _counts(alert: Alert) -> str:
+    """How a send counts against the hourly cap (once per story): a withdrawal not at all; a FLASH counts but always
+    goes through."""
+    if alert.kind == "withdraw":
+        return "0"
+    return "2" if alert.urgency == 1 else "1"
 
 
 @dataclass
@@ -96,14 +110,21 @@ class Pusher:
         return positional(ClaimKeys(sent=sent, hour=f"{PUSH_DEVICE_HOUR_PREFIX}{device.id}:{hour}"))
 
     async def claim(self, alert: Alert, device: Device) -> str:
-        counts = "1" if alert.kind == "flash" else "0"  # a correction or withdrawal always gets through
-        args = ClaimArgs(device.id, alert.ttl + 3600, self.settings.max_per_device_hour, counts)
+        """``ok``, ``duplicate`` (claimed before) or ``capped`` (the device had its stories this hour)."""
+        args = ClaimArgs(
+            device.id,
+            alert.ttl + 3600,
+            self.settings.max_per_device_hour,
+            _counts(alert),
+            alert.collapse_id,
+            f"{alert.flash_id}:{alert.version}",
+        )
         result = await self._claim(keys=self._keys(alert, device), args=positional(args))
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def release(self, alert: Alert, device: Device) -> None:
-        counts = "1" if alert.kind == "flash" else "0"
-        await self._release(keys=self._keys(alert, device), args=positional(ReleaseArgs(device.id, counts)))
+        args = ReleaseArgs(device.id, alert.collapse_id, f"{alert.flash_id}:{alert.version}")
+        await self._release(keys=self._keys(alert, device), args=positional(args))
 
     async def aclose(self) -> None:
         for bridge in self.bridges.values():

@@ -2,8 +2,8 @@
 
 Each message is encrypted for the subscription's ``p256dh``/``auth`` with a fresh ephemeral key (``http_ece``).
 The VAPID JWT (ES256; ``aud`` the push service's origin, ``exp`` at most 24 h ahead, ``sub`` a contact) is cached
-per origin for 12 hours. ``Topic`` is the flash id, so a correction replaces a message still queued for an offline
-browser. 404 and 410 mean the subscription is gone.
+per origin for 12 hours. ``Topic`` is the collapse id (the story, else the flash), so a correction or withdrawal
+replaces a message still queued for an offline browser. 404 and 410 mean the subscription is gone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ticker_service.push.device import Device
 from ticker_service.push.vapid import b64url_decode, public_key_b64
 
 from .base import SENT, Outcome, transient
-from .payload import Alert, webpush_payload
+from .payload import Alert, webpush_payload, webpush_topic
 
 VAPID_LIFETIME = 12 * 3600
 
@@ -68,7 +68,7 @@ class WebPushBridge:
             "Authorization": self.authorization(device.address),
             "TTL": str(alert.ttl),
             "Urgency": alert.delivery.webpush_urgency,
-            "Topic": alert.flash_id,
+            "Topic": webpush_topic(alert),
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
         }

@@ -149,6 +149,18 @@ def _check(message: dict[str, Any]) -> str | None:
         return "Invalid value at 'message.android.priority'."
     if "ttl" in android and not re.fullmatch(r"\d+(\.\d{1,9})?s", android["ttl"]):
         return "Invalid value at 'message.android.ttl'."
+    apns = message.get("apns", {})
+    headers = apns.get("headers", {})
+    if not all(isinstance(v, str) for v in headers.values()):
+        return "Invalid value at 'message.apns.headers': values must be strings."
+    if headers.get("apns-priority", "10") not in ("5", "10") or not headers.get("apns-expiration", "0").isdigit():
+        return "Invalid value at 'message.apns.headers'."
+    if len(headers.get("apns-collapse-id", "").encode()) > 64:
+        return "Invalid value at 'message.apns.headers': apns-collapse-id is longer than 64 bytes."
+    if headers.get("apns-push-type") == "background" and (
+        headers.get("apns-priority") != "5" or apns.get("payload", {}).get("aps", {}).get("content-available") != 1
+    ):
+        return "A background APNs message needs apns-priority 5 and aps.content-available 1."
     size = len(orjson.dumps({"notification": message.get("notification"), "data": data}))
     if size > 4096:
         return f"Message is too big: {size} bytes."
