@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -58,8 +59,11 @@ PREFIX = "localhost/ticker-check"
 # This machine's podman: crun cannot run in its hybrid cgroup layout, and a container may not ask for more open
 # files or processes than the machine allows (podman's defaults do). Other hosts may choose their runtime.
 RUNTIME = os.environ.get("CHECK_IMAGE_RUNTIME", "runc")
-LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
-RUN_OPTIONS = (*LIMITS, "--network", "host")
+LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")  # for builds
+# Containers run as Docker 25 and later start them: a soft open-files limit of 1024 under a high hard one (here, this
+# machine's), which the hub and nginx must raise themselves to hold more than ~1,000 readers.
+NOFILE = os.environ.get("CHECK_IMAGE_NOFILE") or f"1024:{min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 20)}"
+RUN_OPTIONS = ("--ulimit", f"nofile={NOFILE}", "--ulimit", "nproc=1024:1024", "--network", "host")
 PORTS = {  # what listens on the host's loopback, each port chosen by its variable
     "hub": ("CHECK_IMAGE_HUB_PORT", 18000),  # the image alone
     "proxy": ("CHECK_IMAGE_PROXY_PORT", 8000),  # the compose topology's public port
@@ -331,6 +335,11 @@ async def check_image(checks: Checks, image: str, port: int) -> None:
             uid = podman("exec", container, "id", "-u").strip()
             if uid != "10001":
                 raise Failure(f"the image's user is uid {uid}, not 10001")
+            limits = podman("exec", container, "cat", "/proc/1/limits")
+            soft, hard = re.findall(r"Max open files\s+(\d+)\s+(\d+)", limits)[0]
+            if soft != hard:
+                raise Failure(f"the hub left its open-files limit at {soft} (hard limit {hard}; started {NOFILE})")
+            print(f"     uid 10001; open-files limit raised from {NOFILE.split(':')[0]} to {soft}")
 
         with checks.step("image: the demo page and every browser script it imports, from /static/js/"):
             loaded = await page_scripts(client, base)
