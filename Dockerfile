@@ -15,16 +15,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 # The dependencies first, in a layer of their own that only a change to pyproject.toml rebuilds: installing the
-# project with empty packages pulls them in, then the project itself goes (the real one follows below).
-COPY pyproject.toml README.md ./
+# project with empty packages (and an empty readme) pulls them in, then the project itself goes (the real one
+# follows below).
+COPY pyproject.toml ./
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && mkdir -p ticker_service workers clients/python/ticker_client \
-    && touch ticker_service/__init__.py workers/__init__.py clients/python/ticker_client/__init__.py \
+    && touch README.md ticker_service/__init__.py workers/__init__.py clients/python/ticker_client/__init__.py \
     && pip install . \
     && pip uninstall -y ticker \
-    && rm -rf ticker_service workers clients build ./*.egg-info
+    && rm -rf README.md ticker_service workers clients build ./*.egg-info
 
 # Only what the package build needs (pyproject.toml names README.md as the readme).
+COPY README.md ./
 COPY ticker_service ./ticker_service
 COPY workers ./workers
 COPY clients/python ./clients/python
