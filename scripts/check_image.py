@@ -727,6 +727,24 @@ async def check_compose(checks: Checks, images: dict[str, str], ports: dict[str,
                         event = json.loads(await asyncio.wait_for(ws.recv(), 10))
                         if event["flash"]["uri"] != uri:
                             raise Failure(f"a reader on the other hub got {event}")
+                first_uri = got[0]["flash"]["uri"]
+
+            with checks.step("compose: Redis restarted keeps every flash (AOF on the redis-data volume)"):
+                redis = services["redis"]
+                podman("restart", "--time", str(redis.stop_seconds), redis.container)
+                await healthy(redis)
+
+                async def kept() -> bool:
+                    with contextlib.suppress(httpx.TransportError):
+                        listed = await client.get(f"{proxy}/v1/flashes?limit=10")
+                        if listed.status_code == 200:
+                            return {first_uri, uri} <= {f["uri"] for f in listed.json()["flashes"]}
+                    return False
+
+                await until(kept, "both flashes listed through the proxy after Redis restarted")
+                files = podman("exec", redis.container, "ls", "-R", "/data")
+                if ".aof" not in files:
+                    raise Failure(f"no AOF file in Redis's /data: {files}")
                 if state(services["worker"].container) != "running":
                     raise Failure(f"the worker is {state(services['worker'].container)}")
 
