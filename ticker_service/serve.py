@@ -6,11 +6,50 @@ endpoints (``transports/asgi/``) only; :func:`serve` is what ``ticker run`` and 
 
 from __future__ import annotations
 
+import logging
+import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .push.settings import PushSettings
 from .settings import Settings
+
+logger = logging.getLogger("ticker.serve")
+
+SPARE_FILES = 64  # beyond one per reader: Redis, the listening socket, logs, the scripts served
+
+
+def raise_open_files_limit(max_connections: int) -> int:
+    """Raise this process's open-files limit to its hard limit, and warn when that is below what
+    ``max_connections`` needs; the limit now in force is returned.
+
+    Every reader is a socket. A container's soft limit is often 1024 (Docker 25 and later, systemd's default) while
+    its hard limit is far higher: left alone, a hub would refuse readers past ~1,000 with nothing in its logs but
+    failed accepts. Forked hub processes (``--workers``) inherit the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # a hard limit above the kernel's fs.nr_open
+            pass
+    needed = max_connections + SPARE_FILES
+    if soft < needed:
+        logger.warning(
+            "open-files limit %d is below the %d that TICKER_MAX_CONNECTIONS=%d needs: this process will refuse "
+            "readers past about %d. Raise it (docker run --ulimit nofile=%d, compose `ulimits: nofile:`, "
+            "systemd LimitNOFILE=) or lower TICKER_MAX_CONNECTIONS.",
+            soft,
+            needed,
+            max_connections,
+            max(soft - SPARE_FILES, 0),
+            needed,
+        )
+    return soft
 
 
 def serve(
@@ -33,6 +72,8 @@ def serve(
         multiproc.prepare(port)
     from .app import create_app
     from .transports.native.front import FrontProtocol
+
+    raise_open_files_limit(settings.max_connections)
 
     options: dict[str, Any] = {
         "host": host,
