@@ -230,7 +230,7 @@ export class BreakingTicker extends HTMLElement {
     this.client = client;
     for (const type of ["flash", "update", "withdraw"]) {
       client.addEventListener(type, (event) => {
-        const change = this.board.apply(type, event.detail.flash);
+        const change = this.board.apply(type, event.detail.flash, event.detail.replaces);
         if (change) this.sync();
         if (change === "added" || change === "replaced") this.announce(event.detail.flash, change);
         this.relay(event);

@@ -73,6 +73,9 @@ class Alert:
     url: str | None
     ttl: int  # seconds the notification stays worth delivering
     expires_at: int  # unix time
+    # ``<flash id>:<version>`` of the event the send is claimed under (at most once per device), when the alert
+    # shows another version of the story than the event's (choice.py); empty: this alert's own.
+    claim: str = ""
 
     @property
     def delivery(self) -> Delivery:
