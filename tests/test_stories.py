@@ -4,6 +4,7 @@ worker, the app under plain uvicorn): WebSocket and SSE readers that prefer lang
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from .support.flashes import flash_id, publish
-from .support.processes import Service, ServiceFactory
+from .support.processes import Service, ServiceFactory, start_hub
 from .support.readers import next_ws_event, sse_reader, ws_reader
 from .support.schema import ninjs_validator
 
@@ -160,3 +161,21 @@ async def test_a_bad_story_is_refused_and_a_correction_keeps_it(served: Service,
     assert corrected.status_code == 200 and corrected.json()["events"] == [{"id": name}]
     moved = await client.patch(url, json={"story": "other"}, headers=served.headers())
     assert moved.status_code == 422
+
+
+async def test_a_hub_started_later_knows_the_versions_published_before(
+    distributed: Service, client: httpx.AsyncClient, service_factory: ServiceFactory
+) -> None:
+    """Redis: a hub started after en was published, and whose window of recent events does not reach back to it,
+    still sends ar as an update replacing en (it reads the live versions of stories when it starts)."""
+    name = story()
+    en = await version(client, distributed, "en", name)
+    for n in range(3):
+        await publish(client, distributed, f"BREAKING: after en {n}")
+    short = dataclasses.replace(distributed, env={**distributed.env, "TICKER_REPLAY_MAX_EVENTS": "2"}, processes=[])
+    url, _ = start_hub(short, service_factory.directory("late-hub"), "late-hub")
+    distributed.processes.extend(short.processes)  # stopped with the service
+    late = dataclasses.replace(distributed, base_url=url, processes=[])
+    async with ws_reader(late, "lang=ar,en") as ws:
+        ar = await version(client, distributed, "ar", name)
+        assert seen(await next_ws_event(ws)) == ("update", ar["uri"], en["uri"])
