@@ -4,12 +4,14 @@ worker, the app under plain uvicorn): WebSocket and SSE readers that prefer lang
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from typing import Any
 
 import httpx
 import pytest
+from ticker_client import Event, TickerClient
 
 from .support.flashes import flash_id, publish
 from .support.processes import Service, ServiceFactory, start_hub
@@ -179,3 +181,26 @@ async def test_a_hub_started_later_knows_the_versions_published_before(
     async with ws_reader(late, "lang=ar,en") as ws:
         ar = await version(client, distributed, "ar", name)
         assert seen(await next_ws_event(ws)) == ("update", ar["uri"], en["uri"])
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_python_client_gives_replaces(served: Service, client: httpx.AsyncClient, transport: str) -> None:
+    """``TickerClient(lang=["ar", "en"])``: the better version is an ``update`` event with ``replaces``."""
+    name = story()
+    since = await last_event_id(client, served)
+    async with TickerClient(served.base_url, lang=["ar", "en"], transport=transport, last_event_id=since) as reader:
+        en = await version(client, served, "en", name)
+        ar = await version(client, served, "ar", name)
+        events: list[Event] = []
+
+        async def take() -> None:
+            async for event in reader:
+                events.append(event)
+                if len(events) == 2:
+                    return
+
+        await asyncio.wait_for(take(), 15)
+    assert [(e.type, e.uri, e.replaces) for e in events] == [
+        ("flash", en["uri"], None),
+        ("update", ar["uri"], en["uri"]),
+    ]
