@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+from asyncio.subprocess import PIPE
 from typing import Any
 
 import httpx
@@ -14,8 +15,8 @@ import pytest
 from ticker_client import Event, TickerClient
 
 from .support.flashes import flash_id, publish
-from .support.processes import Service, ServiceFactory, start_hub
-from .support.readers import next_ws_event, sse_reader, ws_reader
+from .support.processes import ROOT, TIMEOUT, Service, ServiceFactory, run_ticker, start_hub, ticker
+from .support.readers import next_ws_event, sse_reader, wait_readers, ws_reader
 from .support.schema import ninjs_validator
 
 pytestmark = pytest.mark.asyncio
@@ -204,3 +205,29 @@ async def test_python_client_gives_replaces(served: Service, client: httpx.Async
         ("flash", en["uri"], None),
         ("update", ar["uri"], en["uri"]),
     ]
+
+
+async def test_cli_publishes_a_story_and_tail_shows_what_it_replaces(served: Service) -> None:
+    """``ticker publish --story`` names the story; ``ticker tail --lang ar,en`` prints the update's ``replaces``."""
+    name = story()
+    env = {k: v for k, v in served.env.items() if k != "REDIS_URL"}
+    await wait_readers(served, 0)  # earlier tests' readers are gone: the count below is the tail's
+    tail = await asyncio.create_subprocess_exec(
+        *ticker("tail", "--lang", "ar,en", "--server", served.base_url), env=env, cwd=ROOT, stdout=PIPE
+    )
+    try:
+        await wait_readers(served, 1)
+        for lang in ("en", "ar"):
+            args = ["--lang", lang, "--category", "politics", "--story", name, "--server", served.base_url]
+            done = await asyncio.to_thread(
+                run_ticker, {**env, "TICKER_TOKEN": served.token}, "publish", f"BREAKING: {name} {lang}", *args
+            )
+            assert done.returncode == 0, done.stderr
+        assert tail.stdout is not None
+        lines = [(await asyncio.wait_for(tail.stdout.readline(), TIMEOUT)).decode() for _ in range(2)]
+        assert lines[0].startswith("flash") and f"BREAKING: {name} en" in lines[0]
+        assert lines[1].startswith("update") and f"BREAKING: {name} ar" in lines[1]
+        assert "(replaces urn:ticker:flash:" in lines[1]
+    finally:
+        tail.terminate()
+        await tail.wait()

@@ -5,6 +5,10 @@ milliseconds of the last flush) are flushed together: for each distinct filter (
 events are joined once per transport, and each reader of that filter gets those bytes in one write. A reader that
 cannot keep up (its socket's write buffer or its queue is over the limit) is closed and resumes by event id.
 
+Readers whose filter prefers languages (``lang=ar,en``) get one version of each story (``stories.py``): the hub keeps
+the live versions of recent stories, and for such a filter decides once what its readers get of an event of a story
+(the event, an ``update`` that ``replaces`` the version they had, or nothing); other filters take the path above.
+
 Two kinds of reader share the replay/live logic of :class:`Reader`: :class:`TransportReader`, written to directly
 by the fan-out (the native WebSocket/SSE protocols), and :class:`QueueReader`, drained by an ASGI endpoint's task.
 """
@@ -204,8 +208,9 @@ class Hub:
             return None
         out: list[Frames] = []
         for event, change in self.stories.replay(after, replayed):
-            shown = event if change is None and flt.matches(event.flash) else None
-            if change is not None:
+            if change is None:
+                shown = event if flt.matches(event.flash) else None
+            else:
                 shown = decide(flt, event, change)
             if shown is not None:
                 out.append(Frames(shown))
