@@ -26,6 +26,7 @@ from .flashes import Document
 
 STORY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_STORIES = 5_000  # stories a hub remembers (the least recently changed are forgotten first)
+MAX_VERSIONS = 64  # versions remembered per story (withdrawn ones are forgotten first, then the oldest)
 _BEFORE_ALL = (0, 0)  # "since" of a version the hub learnt from the current state, not from its event
 
 
@@ -160,7 +161,17 @@ class StoryTable:
             version.until = None
         elif version.until is None:
             version.until = key
+        if len(versions) > MAX_VERSIONS:
+            self._shed(versions)
         return Change(before, tuple(v.doc for v in versions.values() if v.until is None))
+
+    @staticmethod
+    def _shed(versions: dict[str, _Version]) -> None:
+        """Keep a story's table bounded (one story with thousands of versions must not slow every event of it)."""
+        gone = [uri for uri, v in versions.items() if v.until is not None]
+        gone += [uri for uri, v in versions.items() if v.until is None]  # then live ones, oldest first
+        for uri in gone[: len(versions) - MAX_VERSIONS]:
+            del versions[uri]
 
     def replay(self, after: str, events: Iterable[Event]) -> Iterator[tuple[Event, Change | None]]:
         """``events`` (the history after event id ``after``), each with its story's change as a reader that had

@@ -14,7 +14,7 @@ from ticker_service.flashes import FlashIn, new_document, withdrawn_document
 from ticker_service.hub import Hub
 from ticker_service.readers import QueueReader
 from ticker_service.settings import Settings
-from ticker_service.stories import Change, StoryTable, best, decide, select, story_of
+from ticker_service.stories import MAX_VERSIONS, Change, StoryTable, best, decide, select, story_of
 
 SETTINGS = Settings(redis_url=None)
 _seq = itertools.count(1)
@@ -109,3 +109,21 @@ async def test_hub_encodes_a_replacement_once_and_leaves_other_readers_alone() -
     assert plain_got is not None and [f.event for f in plain_got] == [en]
     all_got = await asyncio.wait_for(everything.next_batch(), 1)
     assert all_got is not None and [f.event for f in all_got] == [en, ar]
+
+
+def test_the_table_is_bounded_in_stories_and_versions() -> None:
+    """The least recently changed story goes first; in a story, withdrawn versions go before live ones."""
+    table = StoryTable(max_stories=2)
+    for name in ("a", "b", "c"):
+        table.apply(ev("flash", doc("en", name)))
+    assert len(table) == 2
+    first = ev("flash", doc("ar", "big"))
+    table.apply(first)
+    table.apply(ev("withdraw", withdrawn_document(first.flash)))
+    for _ in range(MAX_VERSIONS):
+        change = table.apply(ev("flash", doc("en", "big")))
+    assert change is not None and len(change.after) == MAX_VERSIONS
+    kept = table._stories["big"]
+    assert len(kept) == MAX_VERSIONS and first.flash["uri"] not in kept  # the withdrawn one went first
+    table.apply(ev("flash", doc("en", "big")))
+    assert len(table._stories["big"]) == MAX_VERSIONS  # then the oldest live one
