@@ -164,3 +164,16 @@ async def test_changes_made_elsewhere_show_in_the_latest_flashes_live(page: Page
         response = await client.delete(f"{hub.base_url}/v1/flashes/{flash_id(doc)}", headers=hub.headers())
         assert response.status_code == 200
     await expect(row.locator(".status")).to_have_text("withdrawn", timeout=WAIT_MS)
+
+
+async def test_publish_form_names_the_story_and_keeps_it_for_the_next_language(page: Page, hub: Service) -> None:
+    """The story field goes out as ``story`` (ninjs ``events``) and stays filled for the next language version."""
+    story = f"quake-{uuid.uuid4().hex[:8]}"
+    await sign_in(page, hub.token)
+    await page.fill("#headline", f"Earthquake {story}")
+    await page.fill("#story", story)
+    await page.click("#publish")
+    await expect(page.locator("#form-done")).to_contain_text(f"story {story}", timeout=WAIT_MS)
+    await expect(page.locator("#story")).to_have_value(story)
+    docs = [d for d in await current(hub) if d.get("events") == [{"id": story}]]
+    assert headlines(docs) == [f"Earthquake {story}"]

@@ -59,6 +59,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await broker.start()
+        await hub.prime()
         hub.start_heartbeat(settings.heartbeat_seconds)
         trimmer.start()
         reporting = admin.start_reporting(hub, backends.redis)

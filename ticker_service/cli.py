@@ -173,6 +173,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         body["url"] = args.link
     if args.source:
         body["source"] = args.source
+    if args.story:
+        body["story"] = args.story
     # Every publish carries an Idempotency-Key, so retrying after a 503, 409 or a dropped connection is safe:
     # the flash is published once whatever happened to the earlier attempts.
     key = args.idempotency_key or f"cli-{uuid.uuid4()}"
@@ -210,7 +212,8 @@ async def _tail(args: argparse.Namespace) -> None:
                 print(f"reset    {event.event_id}  (history gap: {len(event.flashes)} current flashes follow)")
             for flash in reversed(event.flashes) if event.type == "reset" else [event.flash or {}]:
                 line = f"{event.type:<8} {event.event_id}  [{flash.get('language')}] u{flash.get('urgency')}  "
-                print(line + flash["headlines"][0]["value"], flush=True)
+                instead = f"  (replaces {event.replaces})" if event.replaces else ""
+                print(line + flash["headlines"][0]["value"] + instead, flush=True)
 
 
 def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
@@ -353,6 +356,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--region", action="append", help="a region (repeat for several): " + ", ".join(settings.regions))
     p.add_argument("--link", help="link to the full story (http/https)")
     p.add_argument("--source", help="who the information comes from")
+    p.add_argument("--story", help="story id shared by the language versions of one alert ([A-Za-z0-9_-], ≤ 64)")
     p.add_argument("--idempotency-key", help="retry-safe key: the same key publishes at most once (default: a new one)")
     p.add_argument("--retries", type=int, default=5, help="retries on 503 or a dropped connection (default: 5)")
     p.add_argument("--token", help="editor token (default: TICKER_TOKEN)")
@@ -367,7 +371,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_withdraw)
 
     p = _command(sub, "tail", "follow flashes live and print each event as it arrives")
-    p.add_argument("--lang", help="languages, comma-separated (en also matches en-GB)")
+    p.add_argument(
+        "--lang", help="languages, comma-separated (en also matches en-GB); two or more: one version per story"
+    )
     p.add_argument("--category", help="categories, comma-separated")
     p.add_argument("--region", help="regions, comma-separated")
     p.add_argument("--max-urgency", type=int, help="only urgency 1..N")

@@ -52,18 +52,26 @@ class Event:
     event_id: str
     type: EventType
     flash: Document
+    # Set only on what the hub makes of an event for a reader with a language preference (stories.py): the uri of
+    # the version of the story the reader had, which ``flash`` (now the best version) replaces. Never in the history.
+    replaces: str | None = None
 
     def to_message(self) -> bytes:
-        """The WebSocket message (and pub/sub payload): ``{"type", "event_id", "flash"}``.
+        """The WebSocket message (and pub/sub payload): ``{"type", "event_id", "flash"}`` (and ``"replaces"``).
 
         A ``reset`` carries ``{"type": "reset", "event_id", "flashes": [...]}`` instead: the history could not fill
         the reader's gap, so here is the current state, and ``event_id`` to resume from.
         """
         if self.type == "reset":
             return orjson.dumps({"type": "reset", "event_id": self.event_id, "flashes": self.flash["flashes"]})
+        if self.replaces is not None:
+            return orjson.dumps(
+                {"type": self.type, "event_id": self.event_id, "flash": self.flash, "replaces": self.replaces}
+            )
         return orjson.dumps({"type": self.type, "event_id": self.event_id, "flash": self.flash})
 
     def to_sse(self) -> bytes:
+        """``id:``, ``event:`` and ``data:``: the flash, or ``{"flash", "replaces"}`` for a replacing ``update``."""
         # Event ids and types are generated here, never taken from input; checked anyway, because a CR, LF or NUL
         # in either would inject SSE fields (CWE-93). The data is JSON, whose strings escape every control char.
         if not is_event_id(self.event_id) or self.type not in SSE_TYPES:
@@ -71,7 +79,7 @@ class Event:
         return b"id: %s\nevent: %s\ndata: %s\n\n" % (
             self.event_id.encode(),
             self.type.encode(),
-            orjson.dumps(self.flash),
+            orjson.dumps(self.flash if self.replaces is None else {"flash": self.flash, "replaces": self.replaces}),
         )
 
     @classmethod

@@ -24,6 +24,7 @@ Document = dict[str, Any]
 # A small, permissive BCP 47 shape check: language subtag, then up to 8-character subtags.
 BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 _FLASH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STORY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # a story id: the language versions of one story share it
 
 # IPTC Media Topics for the default taxonomy; a configured category outside it gets a literal only.
 MEDIA_TOPICS = {
@@ -131,6 +132,11 @@ class FlashIn(_FlashFields):
     url: AnyUrl | None = Field(default=None)
     source: str | None = Field(default=None, max_length=4096, json_schema_extra=SOURCE_SCHEMA)
     expires: datetime | None = None
+    story: str | None = Field(
+        default=None,
+        pattern=STORY_PATTERN,
+        description="The story this flash is one language version of (ninjs `events[0].id`); set at publication.",
+    )
 
 
 def _absent() -> Any:
@@ -209,7 +215,7 @@ def _facets(values: dict[str, Any], doc: Document) -> None:
         {"name": REGION_NAMES.get(r, r.replace("-", " ").title()), "rel": "region", "literal": r}
         for r in values["regions"] or ()  # a correction's null removes them all
     ]
-    for key in ("associations", "infoSources", "expires"):
+    for key in ("associations", "infoSources", "expires", "events"):
         doc.pop(key, None)
     if values.get("url"):
         doc["associations"] = [{"name": "story", "rel": "story", "uri": str(values["url"])}]
@@ -218,6 +224,8 @@ def _facets(values: dict[str, Any], doc: Document) -> None:
     expires = values.get("expires")
     if expires:
         doc["expires"] = _iso(expires) if isinstance(expires, datetime) else expires
+    if values.get("story"):
+        doc["events"] = [{"id": values["story"]}]
 
 
 def new_document(flash: FlashIn, settings: Settings) -> Document:
@@ -240,6 +248,7 @@ def editor_values(doc: Document) -> dict[str, Any]:
     """The editor-facing fields of a stored document (the inverse of ``_facets``)."""
     associations = doc.get("associations") or []
     sources = doc.get("infoSources") or []
+    events = doc.get("events") or []
     return {
         "headline": doc["headlines"][0]["value"],
         "language": doc["language"],
@@ -249,6 +258,7 @@ def editor_values(doc: Document) -> dict[str, Any]:
         "url": associations[0]["uri"] if associations else None,
         "source": sources[0]["name"] if sources else None,
         "expires": doc.get("expires"),
+        "story": events[0].get("id") if events else None,
     }
 
 

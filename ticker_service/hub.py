@@ -5,6 +5,10 @@ milliseconds of the last flush) are flushed together: for each distinct filter (
 events are joined once per transport, and each reader of that filter gets those bytes in one write. A reader that
 cannot keep up (its socket's write buffer or its queue is over the limit) is closed and resumes by event id.
 
+Readers whose filter prefers languages (``lang=ar,en``) get one version of each story (``stories.py``): the hub keeps
+the live versions of recent stories, and for such a filter decides once what its readers get of an event of a story
+(the event, an ``update`` that ``replaces`` the version they had, or nothing); other filters take the path above.
+
 Two kinds of reader share the replay/live logic of :class:`Reader`: :class:`TransportReader`, written to directly
 by the fan-out (the native WebSocket/SSE protocols), and :class:`QueueReader`, drained by an ASGI endpoint's task.
 """
@@ -22,11 +26,13 @@ from .filters import Filter
 from .flashes import flash_id_of
 from .ops import metrics
 from .readers import Reader, TransportReader
+from .stories import Change, StoryTable, decide, prefers, select
 from .wire import Batch, Frames
 
 logger = logging.getLogger("ticker.hub")
 
 RESET_FLASHES = 20  # current flashes sent in a ``reset``
+PRIME_FLASHES = 1000  # current flashes read at start, to learn the live versions of stories
 
 
 def without_killed(replayed: list[Event]) -> list[Event]:
@@ -65,6 +71,10 @@ class Hub:
         self.census: Counter[tuple[str, str]] = Counter()  # readers by (transport, language label)
         self._window: OrderedDict[str, Event] = OrderedDict()
         self._pending: list[Frames] = []
+        # Stories: their live versions, and how each pending event changed its story (by event id). Readers that
+        # prefer languages (``lang=ar,en``) get one version of each story, decided once per filter.
+        self.stories = StoryTable()
+        self._changes: dict[str, Change] = {}
         self._flushed_at = float("-inf")
         self._heartbeat: asyncio.TimerHandle | None = None
         self._attaching: set[asyncio.Task[None]] = set()  # replays under way (a task needs a reference)
@@ -79,6 +89,9 @@ class Hub:
         self._window[event.event_id] = event
         if len(self._window) > self.replay_limit:
             self._window.popitem(last=False)
+        change = self.stories.apply(event)
+        if change is not None:
+            self._changes[event.event_id] = change
         if not self._pending:
             loop = asyncio.get_running_loop()
             due = self._flushed_at + self.coalesce
@@ -91,9 +104,14 @@ class Hub:
     def _flush(self) -> None:
         self._flushed_at = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, []
+        changes, self._changes = self._changes, {}
+        variants: dict[tuple[str, str, str | None], Frames] = {}
         delivered = 0
         for flt, readers in list(self.groups.items()):
-            matching = [f for f in pending if flt.matches(f.event.flash)]
+            if changes and prefers(flt):
+                matching = self._chosen(flt, pending, changes, variants)
+            else:
+                matching = [f for f in pending if flt.matches(f.event.flash)]
             if matching:
                 batch = Batch(matching)
                 delivered += len(matching) * len(readers)
@@ -101,9 +119,46 @@ class Hub:
                     reader.offer(batch)
         metrics.observe_fanout([f.key[0] for f in pending], delivered)
 
+    @staticmethod
+    def _chosen(
+        flt: Filter,
+        pending: list[Frames],
+        changes: dict[str, Change],
+        variants: dict[tuple[str, str, str | None], Frames],
+    ) -> list[Frames]:
+        """The pending events as readers that prefer languages see them: one version per story. A replacing
+        ``update`` is encoded once for every filter that gets it (``variants``)."""
+        out: list[Frames] = []
+        for frames in pending:
+            event = frames.event
+            change = changes.get(event.event_id)
+            if change is None:
+                if flt.matches(event.flash):
+                    out.append(frames)
+                continue
+            shown = decide(flt, event, change)
+            if shown is event:
+                out.append(frames)
+            elif shown is not None:
+                key = (event.event_id, shown.flash["uri"], shown.replaces)
+                if key not in variants:
+                    variants[key] = Frames(shown)
+                out.append(variants[key])
+        return out
+
     def forget(self) -> None:
         """The history was lost: the window must not answer resumes from before the loss."""
         self._window.clear()
+
+    async def prime(self) -> None:
+        """Learn the live versions of recent stories, so that one published before this hub started counts when a
+        reader that prefers languages is to get a better (or the next best) version of it."""
+        try:
+            docs, _ = await self.broker.recent(PRIME_FLASHES)
+        except BrokerUnavailable:
+            logger.warning("could not read the current flashes: stories start from the next events")
+            return
+        self.stories.prime(docs)
 
     # -- readers -----------------------------------------------------------------------------------------------
     def add(self, reader: Reader) -> None:
@@ -148,7 +203,8 @@ class Hub:
             except BaseException:
                 self.remove(reader)
                 raise
-            reader.release(last_event_id, without_killed(replayed))
+            replayed = without_killed(replayed)
+            reader.release(last_event_id, replayed, self._replay_frames(reader.filter, last_event_id, replayed))
 
     async def _history_after(self, reader: Reader, last_event_id: str) -> list[Event]:
         """The history after ``last_event_id``; if it cannot say (lost or trimmed) or has more than the replay
@@ -163,8 +219,23 @@ class Hub:
         except HistoryGap:
             pass
         docs, last = await self.broker.recent(1000)
-        flashes = [doc for doc in docs if reader.filter.matches(doc)][:RESET_FLASHES]
+        flashes = select(reader.filter, docs)[:RESET_FLASHES]
         return [Event(last, "reset", {"flashes": flashes})]
+
+    def _replay_frames(self, flt: Filter, after: str, replayed: list[Event]) -> list[Frames] | None:
+        """The replay as a reader that prefers languages gets it (one version per story, as it would have live);
+        ``None`` for any other reader, or a ``reset`` (whose flashes are already selected)."""
+        if not prefers(flt) or (replayed and replayed[0].type == "reset"):
+            return None
+        out: list[Frames] = []
+        for event, change in self.stories.replay(after, replayed):
+            if change is None:
+                shown = event if flt.matches(event.flash) else None
+            else:
+                shown = decide(flt, event, change)
+            if shown is not None:
+                out.append(Frames(shown))
+        return out
 
     def connect(self, reader: Reader, last_event_id: str | None) -> None:
         """``attach`` for a transport that cannot await: the replay, if any, runs as a task the hub keeps.

@@ -66,14 +66,18 @@ class Reader:
         """Start holding live events back (call before reading the history to replay)."""
         self._held = []
 
-    def release(self, after: str, replayed: list[Event]) -> None:
+    def release(self, after: str, replayed: list[Event], frames: list[Frames] | None = None) -> None:
         """Send the replayed events, then the live events held meanwhile that the replay did not contain.
 
-        ``replayed`` may instead be a single ``reset`` event, which goes out as it is.
+        ``replayed`` may instead be a single ``reset`` event, which goes out as it is. ``frames``, when given, is
+        what to send of the replay (the hub's choice of one version per story), instead of the matching events.
         """
         held, self._held = self._held or [], None
         self._replay_top = event_key(replayed[-1].event_id if replayed else after)
-        matching = [Frames(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
+        if frames is not None:
+            matching = frames
+        else:
+            matching = [Frames(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
         if matching and not self.closed:
             self.emit(Batch(matching))
         for batch in held:

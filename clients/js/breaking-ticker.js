@@ -3,7 +3,8 @@
 //   <script type="module" src="https://ticker.example/static/js/breaking-ticker.js"></script>
 //   <breaking-ticker lang="ar" category="politics" region="mena"></breaking-ticker>
 //
-// Attributes: lang, category, region, max-urgency (filters, comma-separated lists), limit (items shown, default 8),
+// Attributes: lang, category, region, max-urgency (filters, comma-separated lists; two languages or more are an
+// order of preference: one version of each story, and the first is the bar's language), limit (default 8),
 // src (the hub; default: where this script came from), label (the bar's label), preview (no connection: show
 // what `show()` is given, as the editor console does). Theme it with the --ticker-* custom properties below and
 // ::part(bar | label | list | item | flash | headline | link | corrected | time | status).
@@ -128,6 +129,11 @@ export class BreakingTicker extends HTMLElement {
     };
   }
 
+  /** The bar's own language (words, times, direction): the first of `lang` (`lang="ar,en"` prefers Arabic). */
+  get uiLang() {
+    return (this.getAttribute("lang") || "").split(",")[0].trim() || null;
+  }
+
   get hub() {
     return (this.getAttribute("src") || defaultHub()).replace(/\/+$/, "");
   }
@@ -173,7 +179,7 @@ export class BreakingTicker extends HTMLElement {
   }
 
   decorate() {
-    const lang = this.getAttribute("lang") || document.documentElement.lang || "en";
+    const lang = this.uiLang || document.documentElement.lang || "en";
     const w = words(lang);
     // dir and aria-label follow the language unless the page set them itself.
     if (this.autoDir || !this.hasAttribute("dir")) {
@@ -230,9 +236,11 @@ export class BreakingTicker extends HTMLElement {
     this.client = client;
     for (const type of ["flash", "update", "withdraw"]) {
       client.addEventListener(type, (event) => {
-        const change = this.board.apply(type, event.detail.flash);
+        const change = this.board.apply(type, event.detail.flash, event.detail.replaces);
         if (change) this.sync();
-        if (change === "added" || change === "replaced") this.announce(event.detail.flash, change);
+        // Another language version of a story taking the place of one is news, not a correction.
+        const said = event.detail.replaces && change === "replaced" ? "added" : change;
+        if (said === "added" || said === "replaced") this.announce(event.detail.flash, said);
         this.relay(event);
       });
     }
@@ -255,12 +263,12 @@ export class BreakingTicker extends HTMLElement {
 
   setStatus(state) {
     this.setAttribute("state", state);
-    this.statusNode.textContent = state === "live" ? "" : words(this.getAttribute("lang"))[state] || state;
+    this.statusNode.textContent = state === "live" ? "" : words(this.uiLang)[state] || state;
     this.statusNode.hidden = state === "live";
   }
 
   announce(flash, change) {
-    const w = words(this.getAttribute("lang"));
+    const w = words(this.uiLang);
     const prefix = change === "replaced" ? `${w.corrected}: ` : flash.urgency === 1 ? `${w.flash}: ` : "";
     this.announcer.textContent = prefix + headlineOf(flash);
   }
@@ -268,7 +276,7 @@ export class BreakingTicker extends HTMLElement {
   refresh() {
     if (this.board.expire().length) this.sync();
     else this.scheduleExpiry(this.board.items());
-    const lang = this.getAttribute("lang") || "en";
+    const lang = this.uiLang || "en";
     for (const time of this.list.querySelectorAll("time")) time.textContent = relativeTime(time.dateTime, lang);
   }
 
@@ -282,7 +290,7 @@ export class BreakingTicker extends HTMLElement {
         this.nodes.delete(id);
       }
     }
-    const lang = this.getAttribute("lang") || "en";
+    const lang = this.uiLang || "en";
     items.forEach((flash, index) => {
       const id = flashId(flash);
       let node = this.nodes.get(id);

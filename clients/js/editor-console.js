@@ -6,7 +6,7 @@ import { connect } from "./ticker.js";
 import { flashId, headlineOf } from "./flashes.js";
 
 const MAX_HEADLINE = 280;
-const FIELDS = ["headline", "language", "category", "urgency", "regions", "url", "token"];
+const FIELDS = ["headline", "language", "category", "urgency", "regions", "url", "token", "story"];
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
 /** @type {string | null} the editor token: never stored, never put in a URL */
@@ -60,6 +60,8 @@ function values() {
   };
   const url = $("url").value.trim();
   if (url) body.url = url;
+  const story = $("story").value.trim();
+  if (story) body.story = story;
   return body;
 }
 
@@ -108,8 +110,9 @@ form.addEventListener("submit", async (event) => {
     if (!doc) return;
     remember(doc);
     form.reset();
+    if (body.story) $("story").value = body.story; // the next language version of the story shares it
     update();
-    $("form-done").textContent = `Published: ${headlineOf(doc)}`;
+    $("form-done").textContent = `Published: ${headlineOf(doc)}` + (body.story ? ` (story ${body.story})` : "");
     $("headline").focus();
   } finally {
     $("publish").disabled = false;

@@ -106,15 +106,21 @@ export class FlashBoard {
    * duplicate, an older version, an expired flash, or one that falls off the end of the bar).
    * @param {"flash" | "update" | "withdraw"} type
    * @param {Flash} flash
+   * @param {string} [replaces]  the uri of another version of the story that `flash` takes the place of
    * @returns {"added" | "replaced" | "removed" | null}
    */
-  apply(type, flash) {
+  apply(type, flash, replaces) {
     const id = flashId(flash);
+    // Another version of the story (a better language, or the next best after a withdrawal) takes its place.
+    const replacing = typeof replaces === "string" && replaces !== flash.uri;
+    const gone = replacing && this.shown.delete(flashId({ uri: replaces }));
     const version = Number(flash.version) || 1;
     const known = this.versions.get(id);
-    if (known !== undefined && version <= known) return null;
+    // The version it had before may come back as it was (no newer version): shown again, unless it already is.
+    const again = replacing && (gone || !this.shown.has(id));
+    if (known !== undefined && (version < known || (version === known && !again))) return gone ? "removed" : null;
     this.versions.set(id, version);
-    const wasShown = this.shown.has(id);
+    const wasShown = gone || this.shown.has(id);
     if (type === "withdraw" || flash.pubStatus === "canceled" || isExpired(flash, this.now())) {
       this.shown.delete(id);
       return wasShown ? "removed" : null;

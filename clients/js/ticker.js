@@ -8,13 +8,18 @@
 // Events (CustomEvent, data in `detail`): `flash`, `update`, `withdraw` ({eventId, flash}), `reset`
 // ({eventId, flashes}: the history could not fill a gap, here is the current state), and `status`
 // ({state: "connecting" | "live" | "reconnecting" | "closed", transport, delay?, reason?, terminal?}).
+//
+// Two languages or more (`lang: "ar,en"` or `lang: ["ar", "en"]`) are an order of preference: of each story the
+// reader gets one version, and an `update` whose detail has `replaces` (the uri of the version it had) brings a
+// better one, or the next best after a withdrawal: show `flash` instead of the flash `replaces` names.
 
 import { backoffDelay, hintFromReason, isTerminalClose, nextTransport } from "./backoff.js";
 import { ResumePoint, storageKey } from "./resume.js";
 
 /**
  * @typedef {object} Filter
- * @property {string} [lang]      language tags, comma-separated ("en" also matches "en-GB")
+ * @property {string | string[]} [lang]  language tags, comma-separated or a list ("en" also matches "en-GB");
+ *                                       two or more are an order of preference between versions of a story
  * @property {string} [category]  categories, comma-separated
  * @property {string} [region]    regions, comma-separated
  * @property {number} [maxUrgency] 1 (flashes only) to 9 (everything)
@@ -165,7 +170,10 @@ export class TickerConnection extends EventTarget {
         if (this.socket !== source) return;
         const data = JSON.parse(message.data);
         const eventId = message.lastEventId;
-        this.receive(type === "reset" ? { type, event_id: eventId, flashes: data.flashes } : { type, event_id: eventId, flash: data });
+        if (type === "reset") this.receive({ type, event_id: eventId, flashes: data.flashes });
+        // A replacing update's data is {flash, replaces}; any other event's is the flash itself.
+        else if (typeof data.replaces === "string" && data.flash) this.receive({ type, event_id: eventId, ...data });
+        else this.receive({ type, event_id: eventId, flash: data });
       });
     }
     source.onerror = () => {
@@ -208,7 +216,7 @@ export class TickerConnection extends EventTarget {
   }
 
   // -- events -----------------------------------------------------------------------------------------------
-  /** @param {{type: string, event_id: string, flash?: object, flashes?: object[]}} event */
+  /** @param {{type: string, event_id: string, flash?: object, flashes?: object[], replaces?: string}} event */
   receive(event) {
     if (event.type === "reset") {
       this.resume.move(event.event_id);
@@ -217,7 +225,9 @@ export class TickerConnection extends EventTarget {
     }
     if (!["flash", "update", "withdraw"].includes(event.type)) return;
     if (!this.resume.accept(event.event_id)) return; // already seen: a replay overlapping what arrived live
-    this.emit(event.type, { eventId: event.event_id, flash: event.flash });
+    const detail = { eventId: event.event_id, flash: event.flash };
+    if (typeof event.replaces === "string") detail.replaces = event.replaces;
+    this.emit(event.type, detail);
   }
 
   setState(state, extra) {
@@ -233,7 +243,7 @@ export class TickerConnection extends EventTarget {
 /** @param {Filter} source @returns {Filter} */
 function pickFilter(source) {
   const { lang, category, region, maxUrgency } = source;
-  return { lang, category, region, maxUrgency };
+  return { lang: Array.isArray(lang) ? lang.join(",") : lang, category, region, maxUrgency };
 }
 
 /**

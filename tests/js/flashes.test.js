@@ -102,3 +102,16 @@ test("Arabic, Hebrew, Persian and Urdu are right to left; English and Spanish ar
   for (const lang of ["ar", "ar-EG", "he", "fa", "ur"]) assert.equal(directionOf(lang), "rtl", lang);
   for (const lang of ["en", "es", "en-GB", "", null]) assert.equal(directionOf(lang), "ltr", String(lang));
 });
+
+test("a replacing update shows the better version of a story instead, and the next best comes back", () => {
+  const board = new FlashBoard();
+  const en = doc("en");
+  const ar = doc("ar");
+  assert.equal(board.apply("flash", en), "added");
+  assert.equal(board.apply("update", ar, en.uri), "replaced");
+  assert.deepEqual(board.items().map(flashId), ["ar"]);
+  // ar withdrawn: en, as it was, takes its place again.
+  assert.equal(board.apply("update", en, ar.uri), "replaced");
+  assert.deepEqual(board.items().map(flashId), ["en"]);
+  assert.equal(board.apply("update", en, ar.uri), null);
+});

@@ -219,3 +219,16 @@ test("a reset moves the resume point to the reset's event id and hands over the 
   assert.equal(client.lastEventId, "new-8-0");
   client.close();
 });
+
+test("a language preference goes out in order, and a replacing update keeps `replaces` over SSE", async () => {
+  const { client, log } = started({ lang: ["ar", "en"], transport: "sse" });
+  await settle();
+  const source = FakeEventSource.all[0];
+  assert.equal(source.url, "http://hub.test/v1/events?lang=ar%2Cen");
+  source.accept();
+  source.deliver("flash", "e1-11-0", flash("en"));
+  source.deliver("update", "e1-12-0", { flash: flash("ar"), replaces: "urn:ticker:flash:en" });
+  const updates = log.filter(([type]) => type === "update").map(([, detail]) => detail);
+  assert.deepEqual(updates, [{ eventId: "e1-12-0", flash: flash("ar"), replaces: "urn:ticker:flash:en" }]);
+  client.close();
+});

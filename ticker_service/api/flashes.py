@@ -35,6 +35,7 @@ from ..security.audit import audit
 from ..security.readers import request_grant
 from ..security.tokens import Editor
 from ..settings import Settings
+from ..stories import select
 from .editors import authenticate, check_desk
 from .http import json_response, read_json, validate
 
@@ -101,7 +102,8 @@ async def publish(request: Request) -> Response:
         if idempotency is not None:
             await broker.release(idempotency[0], idempotency[2])
         raise
-    await audit(request, "publish", 201, editor.name, flash=flash_id_of(doc))
+    detail = f"story {flash.story}" if flash.story else ""
+    await audit(request, "publish", 201, editor.name, flash=flash_id_of(doc), detail=detail)
     return json_response(doc, 201, _location(doc))
 
 
@@ -159,7 +161,8 @@ async def get_flash(request: Request) -> Response:
 
 
 async def list_flashes(request: Request) -> Response:
-    """Current, not withdrawn, not expired flashes, newest first, with the event id to subscribe after."""
+    """Current, not withdrawn, not expired flashes, newest first, with the event id to subscribe after; with a
+    language preference (``lang=ar,en``), one version of each story, the best by that order."""
     broker: Broker = request.app.state.broker
     try:
         flt = Filter.parse(request.query_params)
@@ -176,7 +179,7 @@ async def list_flashes(request: Request) -> Response:
     limit = int(raw_limit)
     docs, last_event_id = await broker.recent(1000)
     now = datetime.now(UTC)
-    flashes = [d for d in docs if flt.matches(d) and not _expired(d, now)][:limit]
+    flashes = select(flt, [d for d in docs if not _expired(d, now)])[:limit]
     # Public, like the streams: a ticker embedded in a page on another origin loads this first.
     return json_response(
         {"flashes": flashes, "last_event_id": last_event_id}, headers={"Access-Control-Allow-Origin": "*"}

@@ -32,6 +32,10 @@ class Headline(BaseModel):
     value: str
 
 
+class StoryRef(BaseModel):
+    id: str = Field(description="The story's id: the language versions of one story share it.")
+
+
 class Flash(BaseModel):
     """A flash as a ninjs 3.1 document (the main fields; ninjs allows more)."""
 
@@ -45,6 +49,7 @@ class Flash(BaseModel):
     language: str
     urgency: int = Field(ge=1, le=9)
     headlines: list[Headline]
+    events: list[StoryRef] | None = Field(default=None, description="The story, when the flash names one.")
 
 
 class FlashList(BaseModel):
@@ -177,9 +182,17 @@ FLASH_ID = {"name": "flash_id", "in": "path", "required": True, "schema": {"type
 LIMIT = _query("limit", "How many (newest first).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})
 
 
+# The same parameter on the reader streams (WebSocket /v1/stream, SSE /v1/events, which are not operations here)
+# and on the devices' filter (`lang` in the body).
+LANG = (
+    "Languages, comma-separated (en also matches en-GB). Two or more are an order of preference: of each story "
+    "(flashes sharing `story`), only the best version by that order; flashes without a story as usual."
+)
+
+
 def _filters(settings: Settings) -> list[dict[str, Any]]:
     return [
-        _query("lang", "Languages, comma-separated (en also matches en-GB).", {"type": "string"}),
+        _query("lang", LANG, {"type": "string"}),
         _query("category", f"Categories, comma-separated: {', '.join(settings.categories)}.", {"type": "string"}),
         _query("region", f"Regions, comma-separated: {', '.join(settings.regions)}.", {"type": "string"}),
         _query("max_urgency", "Only urgency 1..N.", {"type": "integer", "minimum": 1, "maximum": 9}),
@@ -334,11 +347,15 @@ def document(settings: Settings) -> dict[str, Any]:
             "title": "ticker",
             "version": "1",
             "description": "Live breaking-news push service: the editors' and readers' HTTP API. Readers' streams: "
-            "WebSocket /v1/stream and SSE /v1/events (see the README).",
+            "WebSocket /v1/stream and SSE /v1/events (see the README), with the filter parameters of GET /v1/flashes "
+            "(components.parameters). With an ordered `lang` preference a reader gets one version of each story; "
+            'a better one arrives as {"type": "update", "event_id", "flash", "replaces": "<uri of the one it had>"} '
+            '(SSE: event update, data {"flash", "replaces"}).',
         },
         "paths": _paths(settings),
         "components": {
             "schemas": _schemas(settings),
+            "parameters": {p["name"]: p for p in _filters(settings)},
             "securitySchemes": {
                 "editorToken": {"type": "http", "scheme": "bearer", "description": "An editor token, tkr_..."},
                 "readerToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},

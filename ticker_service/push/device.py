@@ -95,7 +95,11 @@ class DeviceIn(BaseModel):
         json_schema_extra={"pattern": _FCM_TOKEN.pattern, "description": "FCM token, or APNs token (hex)."},
     )
     subscription: Subscription | None = None
-    lang: FacetValue = None
+    lang: FacetValue = Field(
+        default=None,
+        description="Languages (en also matches en-GB); two or more are an order of preference: one notification "
+        "per version of a story the device is shown, the best by that order.",
+    )
     category: FacetValue = None
     region: FacetValue = None
     max_urgency: int = Field(default=DEFAULT_MAX_URGENCY, ge=1, le=9)

@@ -39,8 +39,10 @@ from ticker_service.keys import (
     WAKE_CHANNEL,
 )
 from ticker_service.push.device import Device
+from ticker_service.stories import prefers
 
 from .base import Bridge, Outcome
+from .choice import Chooser, story_change
 from .fcm import FcmBridge
 from .payload import Alert, alert_for, fcm_topic
 from .pusher import Pusher
@@ -159,6 +161,11 @@ async def push_batch(
             )  # type: ignore[misc]
             ids = [i.decode() for i in raw]
         devices = await pusher.store.load(ids)
+        # Devices that prefer languages get one version of each story: which one, decided once per filter.
+        change = None
+        if any(d is not None and d.filter.matches(event.flash) and prefers(d.filter) for d in devices):
+            change = await story_change(broker, event)
+        chooser = Chooser(event, alert, change, pusher.settings.breaking_ttl_seconds)
     except REDIS_TROUBLE as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
 
@@ -180,18 +187,22 @@ async def push_batch(
         if device.platform == "fcm" and pusher.settings.fcm_topics:
             counts["fcm:via_topic"] += 1
             return
+        shown = chooser.alert_for(device.filter)
+        if shown is None:
+            counts[f"{device.platform}:other_version"] += 1  # shown a better version of the story
+            return
         async with pusher.semaphore:
             if loop.time() > deadline:
                 later.append(device.id)
                 return
             claimed.add(device.id)  # before the claim: cut off during it, the device may be claimed but unsent
-            claim = await pusher.claim(alert, device)
+            claim = await pusher.claim(shown, device)
             if claim != "ok":
                 counts[f"{device.platform}:{claim}"] += 1
                 return
-            outcome = await _send(bridge, device, alert, pusher.send_timeout)
+            outcome = await _send(bridge, device, shown, pusher.send_timeout)
             if outcome.kind == "retry":
-                await pusher.release(alert, device)
+                await pusher.release(shown, device)
                 retry.append((device.id, outcome.retry_after))
             elif outcome.kind == "dead":
                 await pusher.store.delete(device.id, (device.platform, device.address))

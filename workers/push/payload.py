@@ -35,6 +35,7 @@ from typing import Any, Literal
 import orjson
 import regex
 
+from ticker_service import stories
 from ticker_service.events import Event
 from ticker_service.flashes import Document, flash_id_of
 
@@ -83,6 +84,9 @@ class Alert:
     ttl: int  # seconds the notification stays worth delivering
     expires_at: int  # unix time
     story: str = ""  # the flash's story (ninjs ``events[0].id``), if it names one
+    # ``<flash id>:<version>`` of the event the send is claimed under (at most once per device), when the alert
+    # shows another version of the story than the event's (choice.py); empty: this alert's own.
+    claim: str = ""
 
     @property
     def collapse_id(self) -> str:
@@ -115,10 +119,7 @@ class Alert:
 
 def story_of(doc: Document) -> str:
     """The flash's story (ninjs ``events[0].id``), or ``""``."""
-    events = doc.get("events")
-    if isinstance(events, list) and events and isinstance(events[0], dict) and events[0].get("id"):
-        return str(events[0]["id"])
-    return ""
+    return stories.story_of(doc) or ""
 
 
 def collapse_id(doc: Document) -> str:

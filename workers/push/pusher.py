@@ -106,7 +106,7 @@ class Pusher:
 
     def _keys(self, alert: Alert, device: Device) -> list[Any]:
         hour = int(time.time() // 3600)
-        sent = f"{PUSH_SENT_PREFIX}{alert.flash_id}:{alert.version}"
+        sent = f"{PUSH_SENT_PREFIX}{alert.claim or f'{alert.flash_id}:{alert.version}'}"
         return positional(ClaimKeys(sent=sent, hour=f"{PUSH_DEVICE_HOUR_PREFIX}{device.id}:{hour}"))
 
     async def claim(self, alert: Alert, device: Device) -> str:

@@ -27,14 +27,15 @@ class TickerClient:
     ``transport`` is ``"ws"`` (WebSocket) or ``"sse"`` (Server-Sent Events). ``last_event_id`` resumes from a
     known point (e.g. the ``last_event_id`` of ``GET /v1/flashes``). ``reconnects`` counts reconnections.
     ``token`` is a reader JWT for private topics, sent as ``Authorization: Bearer``; give a function to get a fresh
-    one on each connection, and the client reconnects when a token expires instead of stopping.
+    one on each connection, and the client reconnects when a token expires instead of stopping. ``lang`` may be a
+    list: two or more languages are an order of preference (one version of each story, see ``Event.replaces``).
     """
 
     def __init__(
         self,
         url: str | Sequence[str],
         *,
-        lang: str | None = None,
+        lang: str | Sequence[str] | None = None,
         category: str | None = None,
         region: str | None = None,
         max_urgency: int | None = None,
@@ -46,7 +47,8 @@ class TickerClient:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
             raise ValueError("give at least one URL")
-        params = {"lang": lang, "category": category, "region": region, "max_urgency": max_urgency}
+        languages = lang if lang is None or isinstance(lang, str) else ",".join(lang)
+        params = {"lang": languages, "category": category, "region": region, "max_urgency": max_urgency}
         self.query = {k: str(v) for k, v in params.items() if v is not None}
         self.transport = transport
         self.last_event_id = last_event_id
@@ -161,4 +163,6 @@ def _sse_event(fields: dict[str, str]) -> Event:
     kind = fields.get("event", "message")
     if kind == "reset":
         return Event(type="reset", event_id=fields.get("id", ""), flashes=data.get("flashes", []))
+    if "replaces" in data and "flash" in data:  # a replacing update: {"flash", "replaces"} (never a ninjs document)
+        return Event(type=kind, event_id=fields.get("id", ""), flash=data["flash"], replaces=data["replaces"])  # type: ignore[arg-type]
     return Event(type=kind, event_id=fields.get("id", ""), flash=data)  # type: ignore[arg-type]

@@ -13,13 +13,16 @@ class Event:
     """A flash, its correction or withdrawal (``flash`` is the ninjs document), or a ``reset``.
 
     A ``reset`` means the service could not fill the gap since the last event (its history was lost or trimmed):
-    ``flashes`` is then the current state to start again from.
+    ``flashes`` is then the current state to start again from. With a language preference (``lang="ar,en"``), an
+    ``update`` may bring a better (or, after a withdrawal, the next best) version of a story: ``replaces`` is then
+    the ``uri`` of the version it replaces, which is no longer to be shown.
     """
 
     type: EventType
     event_id: str
     flash: dict[str, Any] | None = None
     flashes: list[dict[str, Any]] = field(default_factory=list)
+    replaces: str | None = None
 
     @property
     def uri(self) -> str | None:
@@ -35,5 +38,9 @@ class Event:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
         return cls(
-            type=data["type"], event_id=data["event_id"], flash=data.get("flash"), flashes=data.get("flashes") or []
+            type=data["type"],
+            event_id=data["event_id"],
+            flash=data.get("flash"),
+            flashes=data.get("flashes") or [],
+            replaces=data.get("replaces"),
         )
