@@ -6,6 +6,7 @@ endpoints (``transports/asgi/``) only; :func:`serve` is what ``ticker run`` and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,11 @@ def serve(
     import uvicorn
 
     from .ops import logs, multiproc
+
+    # The app learns where it listens (the canary reads back through it); forked processes read the environment.
+    settings = settings.model_copy(update={"host": host, "port": port})
+    if processes > 1:
+        os.environ.update(TICKER_HOST=host, TICKER_PORT=str(port))
 
     if processes > 1:
         # Each hub process keeps its metrics in files there and /metrics sums them; the files of an earlier run go.

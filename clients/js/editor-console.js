@@ -298,7 +298,7 @@ async function loadLatest() {
     const body = await response.json();
     for (const doc of body.flashes) remember(doc);
     // Changes made elsewhere (another editor, the CLI) show up here live.
-    const live = connect({ lastEventId: body.last_event_id, storage: null });
+    const live = connect({ lastEventId: body.last_event_id, storage: null, receiptRate: 0 }); // not a reader
     for (const type of ["flash", "update", "withdraw"]) live.addEventListener(type, (event) => remember(event.detail.flash));
   } catch {
     $("latest-error").textContent = "The latest flashes could not be loaded.";

@@ -5,11 +5,16 @@
 //   const ticker = connect({ lang: "en", category: "politics" });
 //   ticker.addEventListener("flash", (e) => show(e.detail.flash));
 //
+// Time to screen: 1 reader in 10 (`receiptRate`, 0 turns it off) reports when each flash version arrived
+// (POST /v1/receipts, see receipts.js); with `autoReceipts: false` the page reports itself when it shows one
+// (`ticker.receipts.shown(flash, ticker.transport)`), as <breaking-ticker> does.
+//
 // Events (CustomEvent, data in `detail`): `flash`, `update`, `withdraw` ({eventId, flash}), `reset`
 // ({eventId, flashes}: the history could not fill a gap, here is the current state), and `status`
 // ({state: "connecting" | "live" | "reconnecting" | "closed", transport, delay?, reason?, terminal?}).
 
 import { backoffDelay, hintFromReason, isTerminalClose, nextTransport } from "./backoff.js";
+import { Receipts, DEFAULT_RATE } from "./receipts.js";
 import { ResumePoint, storageKey } from "./resume.js";
 
 /**
@@ -27,6 +32,8 @@ import { ResumePoint, storageKey } from "./resume.js";
  *   transport?: "auto" | "ws" | "sse",
  *   storage?: import("./resume.js").KeyValueStore | null,
  *   maxDelay?: number,
+ *   receiptRate?: number,
+ *   autoReceipts?: boolean,
  * }} ConnectOptions
  */
 
@@ -64,6 +71,8 @@ export class TickerConnection extends EventTarget {
     /** @type {"ws" | "sse"} */
     this.transport = this.mode === "sse" ? "sse" : "ws";
     this.maxDelay = options.maxDelay ?? 20000;
+    this.receipts = new Receipts({ base: this.base, rate: options.receiptRate ?? DEFAULT_RATE });
+    this.autoReceipts = options.autoReceipts ?? true;
     this.resume = new ResumePoint({
       storage: options.storage === undefined ? defaultStorage() : options.storage,
       key: storageKey(this.base, filterQuery(this.filter)),
@@ -218,6 +227,7 @@ export class TickerConnection extends EventTarget {
     if (!["flash", "update", "withdraw"].includes(event.type)) return;
     if (!this.resume.accept(event.event_id)) return; // already seen: a replay overlapping what arrived live
     this.emit(event.type, { eventId: event.event_id, flash: event.flash });
+    if (this.autoReceipts && event.type !== "withdraw") this.receipts.shown(event.flash, this.transport);
   }
 
   setState(state, extra) {
