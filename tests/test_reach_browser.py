@@ -2,7 +2,8 @@
 the browser client over SSE, and as a Web Push notification from the service worker, and each sends its receipt; the
 editors' reach API then has every surface. Redis, a hub and a worker; the worker sends the Web Push to the fake push
 service (which decrypts it as a browser would), and the test hands that payload to Chromium's service worker through
-the DevTools protocol (``ServiceWorker.deliverPushMessage``), as the browser's push service would."""
+the DevTools protocol (``ServiceWorker.deliverPushMessage``), as the browser's push service would. The canary runs
+all along, and no device is ever notified of it."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def pushing(service_factory: ServiceFactory) -> Iterator[tuple[Service, PushFake
     pem, public = generate()
     fakes = PushFakes.start(tmp)
     fakes.webpush.vapid_public_key = public
-    service = service_factory("redis", directory=tmp, **fakes.env(tmp, pem))
+    service = service_factory("redis", directory=tmp, TICKER_CANARY_SECONDS="1", **fakes.env(tmp, pem))
     try:
         yield service, fakes
     finally:
@@ -165,3 +166,42 @@ async def test_every_surface_reports_its_time_to_screen(
         print(f"time to screen, {surface}: per-flash p50 {p50s} s")
     for page in pages:
         await page.close()
+
+
+async def test_the_canary_never_reaches_a_device(pushing: tuple[Service, PushFakes], client: httpx.AsyncClient) -> None:
+    """Devices of every platform that take everything (any language, category and region, urgency up to 9: the
+    canary's flash matches their filter) get real flashes, and never a canary's, round after round."""
+    hub, fakes = pushing
+    addresses = {}
+    for platform in ("webpush", "fcm", "apns"):
+        if platform == "webpush":
+            sub = fakes.webpush.subscribe()
+            body: dict[str, Any] = {"platform": platform, "subscription": sub, "max_urgency": 9}
+            addresses[platform] = str(sub["endpoint"]).rsplit("/", 1)[-1]
+        else:
+            addresses[platform] = ("a" * 64) if platform == "apns" else "fcm-token-of-a-device-that-takes-everything"
+            body = {"platform": platform, "token": addresses[platform], "max_urgency": 9}
+        assert (await client.post(f"{hub.base_url}/v1/devices", json=body)).status_code == 201
+    rounds = await canary_rounds(client, hub)
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while await canary_rounds(client, hub) < rounds + 3:  # three rounds read back with these devices registered
+        assert asyncio.get_running_loop().time() < deadline, "the canary does not run"
+        await asyncio.sleep(0.1)
+    doc = await publish(client, hub, "BREAKING: after the canaries, for every device", urgency=4)
+    for platform, address in addresses.items():
+        fake = getattr(fakes, platform)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while not fake.to(address):
+            assert asyncio.get_running_loop().time() < deadline, f"{platform} got nothing"
+            await asyncio.sleep(0.02)
+        got = [r.body for r in fake.to(address)]
+        assert "canary-" not in json.dumps(got) and "ticker-canary" not in json.dumps(got), (platform, got)
+        assert flash_id(doc) in json.dumps(got[0])
+
+
+async def canary_rounds(client: httpx.AsyncClient, hub: Service) -> float:
+    """Canary flashes read back so far (by this hub: the only one)."""
+    for line in (await client.get(f"{hub.base_url}/metrics")).text.splitlines():
+        if line.startswith("ticker_canary_latency_seconds_count "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
