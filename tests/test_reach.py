@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from ticker_client import TickerClient
 
 from .support.flashes import flash_id, publish
 from .support.processes import TIMEOUT, Service, ServiceFactory, create_token, start_hub
@@ -243,3 +244,21 @@ async def test_hubs_share_one_sketch_in_redis(svc: Service, client: httpx.AsyncC
     assert row(figures, "1", "ws")["p50"] == pytest.approx(0.6, rel=0.021)
     via_other = await client.get(f"{other}/v1/flashes/{flash_id(doc)}/reach", headers=svc.headers())
     assert via_other.json()["receipts"] == 3
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_the_python_client_can_send_receipts(svc: Service, client: httpx.AsyncClient, transport: str) -> None:
+    """A reader built on ticker_client reports what it showed; a withdrawal is nothing to report."""
+    since = (await client.get(f"{svc.base_url}/v1/flashes?limit=1")).json()["last_event_id"]
+    async with TickerClient(svc.base_url, transport=transport, last_event_id=since) as reader:  # type: ignore[arg-type]
+        events = aiter(reader)
+        doc = await publish(client, svc, f"BREAKING: a Python reader over {transport}")
+        event = await asyncio.wait_for(anext(events), TIMEOUT)
+        assert event.uri == doc["uri"]
+        assert await reader.receipt(event, rate=0.5) is True
+        gone = await client.delete(f"{svc.base_url}/v1/flashes/{flash_id(doc)}", headers=svc.headers())
+        assert gone.status_code == 200
+        withdrawal = await asyncio.wait_for(anext(events), TIMEOUT)
+        assert withdrawal.type == "withdraw" and await reader.receipt(withdrawal) is False
+    figures = await reach_until(client, svc, doc, lambda f: f["receipts"] == 1)
+    assert row(figures, "1", transport)["readers"] == 2 and 0 <= figures["p50"] < TIMEOUT
