@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 
 from ticker_service.api.receipts import ReceiptIn, latency
+from ticker_service.filters import Filter
+from ticker_service.flashes import CANARY_CATEGORY
 from ticker_service.ops.reach import MemoryReachStore, Reach, bin_of, summary
 from ticker_service.problems import Problem
+from ticker_service.security.readers import ReaderAuth
+from ticker_service.settings import Settings
 
 
 def exact(values: list[float], q: float) -> float:
@@ -96,3 +102,18 @@ def test_implausible_displays_are_refused(shown: datetime, sent: datetime | None
 
 def test_clock_noise_before_the_publish_counts_as_immediate() -> None:
     assert latency(receipt(NOW - timedelta(seconds=10.5)), PUBLISHED, NOW.timestamp()) == 0.0
+
+
+def test_only_the_canarys_secret_grants_its_category() -> None:
+    """Not a reader without a token, not a JWT that lists the category: only the canary's secret."""
+    secret = "s" * 32
+    settings = Settings(private_topics=("health",), jwt_algorithm="HS256", jwt_key=secret, jwt_issuer="iss")
+    auth = ReaderAuth(settings)
+    auth.canary_key = "the-canary-secret"
+    canary = {"subjects": [{"literal": CANARY_CATEGORY}], "urgency": 9}
+    claims = {"iss": "iss", "aud": "ticker", "exp": int(time.time()) + 60, "topics": ["health", CANARY_CATEGORY]}
+    forged = jwt.encode(claims, secret, algorithm="HS256")
+    assert not auth.apply(Filter(), auth.verify(None)).matches(canary)
+    assert not auth.apply(Filter(), auth.verify(forged)).matches(canary)
+    assert auth.verify(forged).topics == {"health"}
+    assert auth.apply(Filter(), auth.verify("the-canary-secret")).matches(canary)

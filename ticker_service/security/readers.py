@@ -84,7 +84,8 @@ class ReaderAuth:
         topics = claims.get(self.claim, [])
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
             raise ReaderTokenError(f"reader token refused: {self.claim!r} must be a list of topic names")
-        return Grant(frozenset(t.lower() for t in topics), float(claims["exp"]))
+        # No issuer can grant the canary's category: only the canary's own secret does.
+        return Grant(frozenset(t.lower() for t in topics) - {CANARY_CATEGORY}, float(claims["exp"]))
 
     def apply(self, flt: Filter, grant: Grant) -> Filter:
         """``flt`` limited to the public topics and those granted."""
