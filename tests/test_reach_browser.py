@@ -132,7 +132,7 @@ async def test_every_surface_reports_its_time_to_screen(
     context: BrowserContext, pushing: tuple[Service, PushFakes], client: httpx.AsyncClient
 ) -> None:
     """Five flashes, each shown by the WS bar, the SSE client and a Web Push notification: the reach API counts each
-    surface's receipts with plausible latencies (printed: these are the figures the README's notes quote)."""
+    surface's receipts with plausible latencies (printed: the figures docs/newsroom.md quotes)."""
     hub, fakes = pushing
     pages = [await ws_page(context, hub), await sse_page(context, hub)]
     deliver = await push_page(context, hub)

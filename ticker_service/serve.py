@@ -33,8 +33,6 @@ def serve(
     settings = settings.model_copy(update={"host": host, "port": port})
     if processes > 1:
         os.environ.update(TICKER_HOST=host, TICKER_PORT=str(port))
-
-    if processes > 1:
         # Each hub process keeps its metrics in files there and /metrics sums them; the files of an earlier run go.
         multiproc.prepare(port)
     from .app import create_app
