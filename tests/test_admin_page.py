@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -173,3 +174,26 @@ async def test_embedded_mode_reports_its_one_process(tmp_path: Path) -> None:
     assert stats["readers"] == {"total": 1, "transports": {"sse": 1}, "languages": {"es": 1}}
     assert [hub["readers"]["total"] for hub in stats["hubs"]] == [1]
     assert stats["flashes_per_minute"] == 1 and stats["workers"] == []
+
+
+async def test_the_page_shows_the_last_hour_of_time_to_screen(page: Page, ops: Ops) -> None:
+    """Receipts sent to both hubs add up on the page, per surface and in all (WS 0.2 s, SSE 0.4 s)."""
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        doc = await publish(client, ops.service, "BREAKING: how fast was it seen")
+        for base, surface, seconds in (
+            (ops.service.base_url, "ws", 0.2),
+            (ops.second.base_url, "ws", 0.2),
+            (ops.second.base_url, "sse", 0.4),
+        ):
+            shown = (datetime.fromisoformat(doc["versionCreated"]) + timedelta(seconds=seconds)).isoformat()
+            body = {"flash": doc["uri"].rsplit(":", 1)[-1], "version": "1", "surface": surface, "shown_at": shown}
+            assert (await client.post(f"{base}/v1/receipts", json=body)).status_code == 204
+    await sign_in(page, ops.service, ops.admin_token)
+    table = page.locator("#time-to-screen")
+    await expect(table.locator("tr", has_text="sse")).to_have_text(
+        re.compile(r"^sse11(0\.39\d|0\.40\d|0\.4)"), timeout=WAIT_MS
+    )
+    await expect(table.locator("tr", has_text="ws")).to_have_text(
+        re.compile(r"^ws22(0\.19\d|0\.20\d|0\.2)"), timeout=WAIT_MS
+    )
+    await expect(table.locator("tr", has_text="all")).to_have_text(re.compile(r"^all33"), timeout=WAIT_MS)

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -177,3 +180,26 @@ async def test_publish_form_names_the_story_and_keeps_it_for_the_next_language(p
     await expect(page.locator("#story")).to_have_value(story)
     docs = [d for d in await current(hub) if d.get("events") == [{"id": story}]]
     assert headlines(docs) == [f"Earthquake {story}"]
+
+
+async def test_each_flash_shows_its_reach(page: Page, hub: Service) -> None:
+    """Readers' display receipts (here sent as the browser client sends them) show beside the flash: readers seen,
+    estimated from the sample, and the p90 time to screen."""
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        doc = await publish(client, hub, f"Seen by a sample {uuid.uuid4().hex[:8]}", urgency=4)
+        shown = datetime.fromisoformat(doc["versionCreated"]) + timedelta(milliseconds=800)
+        for _ in range(3):
+            body = {"flash": flash_id(doc), "version": "1", "surface": "ws", "rate": 0.1}
+            body["shown_at"] = shown.isoformat().replace("+00:00", "Z")
+            response = await client.post(f"{hub.base_url}/v1/receipts", content=json.dumps(body))
+            assert response.status_code == 415  # a body without its type is refused ...
+            response = await client.post(
+                f"{hub.base_url}/v1/receipts", content=json.dumps(body), headers={"Content-Type": "text/plain"}
+            )
+            assert response.status_code == 204, response.text  # ... and counted as a beacon's text/plain
+    await sign_in(page, hub.token)
+    row = page.locator(f'#latest tbody tr[data-id="{flash_id(doc)}"]')
+    # The sketch's quantiles are within 1 %: 792–808 ms.
+    await expect(row.locator(".reach")).to_have_text(
+        re.compile(r"^seen by 30 readers; p90 (79[2-9]|80[0-8]) ms$"), timeout=WAIT_MS
+    )

@@ -15,12 +15,14 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from . import transports
-from .api import admin, audit, devices, flashes, health, openapi, pages, reader_session
+from .api import admin, audit, devices, flashes, health, openapi, pages, reader_session, receipts
 from .backends import create_backends
 from .broker import Broker
 from .errors import BrokerUnavailable
 from .hub import Hub
+from .ops.canary import Canary
 from .ops.observe import RequestObserver
+from .ops.reach import Reach
 from .ops.trim import Trimmer
 from .problems import Problem, handle_http_exception, handle_problem, handle_unavailable
 from .push.settings import PushSettings
@@ -55,6 +57,8 @@ def create_app(
     broker.on_history_lost(hub.forget)
     trimmer = Trimmer(settings.malloc_trim_seconds)
     security = Security.from_settings(settings)
+    reach = Reach.for_redis(backends.redis)  # time to screen: receipts' sketches (ops/reach.py)
+    canary = Canary(settings, broker, security.readers, backends.redis) if settings.canary_seconds else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -64,6 +68,9 @@ def create_app(
         trimmer.start()
         reporting = admin.start_reporting(hub, backends.redis)
         background_task = asyncio.ensure_future(background()) if background is not None else None
+        side_tasks = [asyncio.ensure_future(reach.run())]
+        if canary is not None:
+            side_tasks.append(asyncio.ensure_future(canary.run()))
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
             yield NativeState.from_settings(hub, security, settings).lifespan_state()
@@ -74,6 +81,10 @@ def create_app(
             if reporting is not None:
                 reporting.cancel()
             hub.close_all("shutdown")
+            for task in side_tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await reach.flush()  # this hub's last second of receipts
             if background_task is not None:
                 background_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -85,6 +96,7 @@ def create_app(
             *pages.routes(),
             *health.routes(),
             *flashes.routes(),
+            *receipts.routes(),
             *devices.routes(push),
             *audit.routes(),
             *reader_session.routes(),
@@ -109,4 +121,6 @@ def create_app(
     app.state.tokens = backends.tokens
     app.state.audit = backends.audit
     app.state.rate_limiter = backends.rate_limiter
+    app.state.reach = reach
+    app.state.publish_times = receipts.PublishTimes()
     return app

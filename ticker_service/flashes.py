@@ -48,6 +48,14 @@ REGION_NAMES = {
     "us-canada": "US and Canada",
 }
 CORRECTION_GENRE = {"name": "Correction", "literal": "correction"}
+# The time-to-screen canary's flashes (ops/canary.py): ids no editor's flash can have (those are hex), on a category
+# that is always private (security/readers.py), never pushed to devices (workers/fanout.py) nor counted in reach.
+CANARY_ID_PREFIX = "canary-"
+CANARY_CATEGORY = "ticker-canary"
+
+
+def is_canary(flash_id: str) -> bool:
+    return flash_id.startswith(CANARY_ID_PREFIX)
 
 
 def _plain_text(value: str, field: str, max_length: int) -> str:

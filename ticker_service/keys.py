@@ -47,3 +47,9 @@ AUDIT_STREAM = "ticker:audit"  # stream: field e (the entry's JSON), capped by c
 OPS_REPORT_PREFIX = "ticker:ops:"  # + "<hub|worker>:<host>:<pid>"; one process's JSON report, with a TTL
 OPS_HUBS = "ticker:ops:hubs"  # set of the hub process ids that report
 OPS_WORKERS = "ticker:ops:workers"  # set of the worker process ids that report
+
+# -- time to screen (ops/reach.py, ops/canary.py) -------------------------------------------------------------------
+REACH_PREFIX = "ticker:reach:"  # + flash id; hash "<version>|<surface>|<bin>" -> weight, "<version>|<surface>|n"
+REACH_MINUTE_PREFIX = "ticker:reach-min:"  # + unix minute; hash "<surface>|<bin>" -> weight, "<surface>|n"
+CANARY_KEY = "ticker:canary:key"  # the canary reader's secret, shared by every hub (SET NX once)
+CANARY_LOCK = "ticker:canary:lock"  # held by the hub that runs this round of the canary

@@ -7,6 +7,7 @@ endpoints (``transports/asgi/``) only; :func:`serve` is what ``ticker run`` and 
 from __future__ import annotations
 
 import logging
+import os
 import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,7 +68,10 @@ def serve(
 
     from .ops import logs, multiproc
 
+    # The app learns where it listens (the canary reads back through it); forked processes read the environment.
+    settings = settings.model_copy(update={"host": host, "port": port})
     if processes > 1:
+        os.environ.update(TICKER_HOST=host, TICKER_PORT=str(port))
         # Each hub process keeps its metrics in files there and /metrics sums them; the files of an earlier run go.
         multiproc.prepare(port)
     from .app import create_app

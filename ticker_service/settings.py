@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, description="Time to send a request's headers.")
     idle_timeout_seconds: float = Field(default=5.0, gt=0, description="Idle HTTP keep-alive connections close.")
     audit_max_entries: int = Field(default=10_000, ge=10, description="Audit entries kept (newest).")
+    receipts_per_minute: int = Field(
+        default=120, ge=1, description="Display receipts (POST /v1/receipts) per client address a minute."
+    )
     private_topics: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Categories or regions whose flashes only readers with a JWT granting them get."
     )
@@ -131,6 +134,14 @@ class Settings(BaseSettings):
     jwt_audience: str = "ticker"
     jwt_issuer: str | None = None
     jwt_topics_claim: str = "topics"
+
+    # -- time-to-screen canary (ops/canary.py) ------------------------------------------------------------------
+    canary_seconds: float = Field(
+        default=0, ge=0, description="Publish a private canary flash this often and read it back (0: no canary)."
+    )
+    canary_url: str | None = Field(
+        default=None, description="Where the canary reads as a reader would, ws(s)://…/v1/stream; default: this hub."
+    )
 
     @field_validator("categories", "regions", "private_topics", mode="before")
     @classmethod

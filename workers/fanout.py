@@ -8,6 +8,7 @@ from arq import Retry
 
 from ticker_service.broker.fanout import fan_out
 from ticker_service.errors import BrokerUnavailable
+from ticker_service.flashes import is_canary
 from ticker_service.ops import metrics, reports
 
 from . import push
@@ -21,7 +22,8 @@ def _outcome(outcome: str) -> None:
 async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
     try:
         event_id = await fan_out(ctx["broker"], flash_id, version)
-        await push.enqueue_plan(ctx, flash_id, version)
+        if not is_canary(flash_id):  # the canary's flash reaches its own reader only, never a device
+            await push.enqueue_plan(ctx, flash_id, version)
     except BrokerUnavailable as exc:
         _outcome("retry")
         raise Retry(defer=min(ctx["job_try"], 5)) from exc

@@ -6,7 +6,8 @@
 // Attributes: lang, category, region, max-urgency (filters, comma-separated lists; two languages or more are an
 // order of preference: one version of each story, and the first is the bar's language), limit (default 8),
 // src (the hub; default: where this script came from), label (the bar's label), preview (no connection: show
-// what `show()` is given, as the editor console does). Theme it with the --ticker-* custom properties below and
+// what `show()` is given, as the editor console does), receipt-rate (the share of readers whose bar reports when it
+// showed each flash, for the newsroom's time to screen; default 0.1, 0 for none). Theme it with the --ticker-* custom properties below and
 // ::part(bar | label | list | item | flash | headline | link | corrected | time | status).
 // Headlines are always set as text; only http(s) story URLs become links.
 
@@ -232,7 +233,9 @@ export class BreakingTicker extends HTMLElement {
   }
 
   follow(filter, lastEventId) {
-    const client = connect({ url: this.hub, ...filter, lastEventId });
+    const rate = this.getAttribute("receipt-rate");
+    const receiptRate = rate === null ? undefined : Number(rate);
+    const client = connect({ url: this.hub, ...filter, lastEventId, receiptRate, autoReceipts: false });
     this.client = client;
     for (const type of ["flash", "update", "withdraw"]) {
       client.addEventListener(type, (event) => {
@@ -240,7 +243,10 @@ export class BreakingTicker extends HTMLElement {
         if (change) this.sync();
         // Another language version of a story taking the place of one is news, not a correction.
         const said = event.detail.replaces && change === "replaced" ? "added" : change;
-        if (said === "added" || said === "replaced") this.announce(event.detail.flash, said);
+        if (said === "added" || said === "replaced") {
+          this.announce(event.detail.flash, said);
+          client.receipts.shown(event.detail.flash, client.transport); // on screen now: the reader's receipt
+        }
         this.relay(event);
       });
     }

@@ -6,6 +6,8 @@ import { connect } from "./ticker.js";
 import { flashId, headlineOf } from "./flashes.js";
 
 const MAX_HEADLINE = 280;
+const REACH_MS = 5000; // how often the reach of the newest flashes is fetched
+const REACH_ROWS = 10;
 const FIELDS = ["headline", "language", "category", "urgency", "regions", "url", "token", "story"];
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
@@ -13,6 +15,8 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
 let token = null;
 /** @type {Map<string, object>} the flashes in the table, by id */
 const flashes = new Map();
+/** @type {Map<string, string>} "seen by … readers; p90 …" per flash id */
+const reachText = new Map();
 
 // -- sign in ---------------------------------------------------------------------------------------------------
 $("sign-in").addEventListener("submit", (event) => {
@@ -26,6 +30,7 @@ $("sign-in").addEventListener("submit", (event) => {
   token = value;
   $("token").value = "";
   signedIn(true);
+  refreshReach();
 });
 $("sign-out").addEventListener("click", () => {
   token = null;
@@ -237,9 +242,43 @@ function row(doc) {
       button("Withdraw", `Withdraw “${headlineOf(doc)}”`, () => withdraw(doc)),
     );
   }
-  tr.append(headline, cell(doc.language), cell(String(doc.urgency)), cell(status, "status"), actions);
+  const reach = cell(reachText.get(id) ?? "–", "reach");
+  tr.append(headline, cell(doc.language), cell(String(doc.urgency)), cell(status, "status"), reach, actions);
   return tr;
 }
+
+// -- time to screen: from readers' sampled display receipts (GET /v1/flashes/{id}/reach) ------------------------
+/** @param {number} seconds */
+function duration(seconds) {
+  return seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${seconds.toFixed(1)} s`;
+}
+
+/** @param {{readers: number, receipts: number, p90?: number}} figures */
+function describeReach(figures) {
+  if (!figures.receipts) return "no receipts yet";
+  return `seen by ${figures.readers.toLocaleString("en")} readers; p90 ${duration(figures.p90 ?? 0)}`;
+}
+
+async function refreshReach() {
+  if (!token) return;
+  const ids = [...flashes.keys()].sort().reverse().slice(0, REACH_ROWS);
+  for (const id of ids) {
+    let response;
+    try {
+      response = await fetch(`/v1/flashes/${encodeURIComponent(id)}/reach`, {
+        headers: { Authorization: `Bearer ${token}` },
+        cache: "no-store",
+      });
+    } catch {
+      return; // the service is away: the next round tries again
+    }
+    if (!response.ok) continue;
+    reachText.set(id, describeReach(await response.json()));
+    const node = $("latest").querySelector(`tr[data-id="${CSS.escape(id)}"] td.reach`);
+    if (node) node.textContent = reachText.get(id);
+  }
+}
+setInterval(refreshReach, REACH_MS);
 
 function startCorrection(tr, doc) {
   const id = flashId(doc);
@@ -301,7 +340,7 @@ async function loadLatest() {
     const body = await response.json();
     for (const doc of body.flashes) remember(doc);
     // Changes made elsewhere (another editor, the CLI) show up here live.
-    const live = connect({ lastEventId: body.last_event_id, storage: null });
+    const live = connect({ lastEventId: body.last_event_id, storage: null, receiptRate: 0 }); // not a reader
     for (const type of ["flash", "update", "withdraw"]) live.addEventListener(type, (event) => remember(event.detail.flash));
   } catch {
     $("latest-error").textContent = "The latest flashes could not be loaded.";

@@ -5,6 +5,10 @@
 //   const ticker = connect({ lang: "en", category: "politics" });
 //   ticker.addEventListener("flash", (e) => show(e.detail.flash));
 //
+// Time to screen: 1 reader in 10 (`receiptRate`, 0 turns it off) reports when each flash version arrived
+// (POST /v1/receipts, see receipts.js); with `autoReceipts: false` the page reports itself when it shows one
+// (`ticker.receipts.shown(flash, ticker.transport)`), as <breaking-ticker> does.
+//
 // Events (CustomEvent, data in `detail`): `flash`, `update`, `withdraw` ({eventId, flash}), `reset`
 // ({eventId, flashes}: the history could not fill a gap, here is the current state), and `status`
 // ({state: "connecting" | "live" | "reconnecting" | "closed", transport, delay?, reason?, terminal?}).
@@ -14,6 +18,7 @@
 // better one, or the next best after a withdrawal: show `flash` instead of the flash `replaces` names.
 
 import { backoffDelay, hintFromReason, isTerminalClose, nextTransport } from "./backoff.js";
+import { Receipts, DEFAULT_RATE } from "./receipts.js";
 import { ResumePoint, storageKey } from "./resume.js";
 
 /**
@@ -32,6 +37,8 @@ import { ResumePoint, storageKey } from "./resume.js";
  *   transport?: "auto" | "ws" | "sse",
  *   storage?: import("./resume.js").KeyValueStore | null,
  *   maxDelay?: number,
+ *   receiptRate?: number,
+ *   autoReceipts?: boolean,
  * }} ConnectOptions
  */
 
@@ -69,6 +76,8 @@ export class TickerConnection extends EventTarget {
     /** @type {"ws" | "sse"} */
     this.transport = this.mode === "sse" ? "sse" : "ws";
     this.maxDelay = options.maxDelay ?? 20000;
+    this.receipts = new Receipts({ base: this.base, rate: options.receiptRate ?? DEFAULT_RATE });
+    this.autoReceipts = options.autoReceipts ?? true;
     this.resume = new ResumePoint({
       storage: options.storage === undefined ? defaultStorage() : options.storage,
       key: storageKey(this.base, filterQuery(this.filter)),
@@ -228,6 +237,7 @@ export class TickerConnection extends EventTarget {
     const detail = { eventId: event.event_id, flash: event.flash };
     if (typeof event.replaces === "string") detail.replaces = event.replaces;
     this.emit(event.type, detail);
+    if (this.autoReceipts && event.type !== "withdraw") this.receipts.shown(event.flash, this.transport);
   }
 
   setState(state, extra) {

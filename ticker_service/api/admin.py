@@ -41,7 +41,8 @@ async def metrics_endpoint(request: Request) -> Response:
 
 async def admin_stats(request: Request) -> Response:
     await authenticate(request, "admin")
-    return json_response(await reports.stats(request.app.state.hub, request.app.state.backends.redis))
+    state = request.app.state
+    return json_response(await reports.stats(state.hub, state.backends.redis, state.reach))
 
 
 async def admin_page(request: Request) -> Response:

@@ -24,6 +24,7 @@ from ..push.device import DeviceIn
 from ..settings import Settings
 from .flashes import MAX_LIMIT
 from .http import json_response
+from .receipts import FlashReach, ReceiptIn
 
 
 class Headline(BaseModel):
@@ -149,6 +150,8 @@ MODELS: list[type[BaseModel]] = [
     DeviceUpdated,
     VapidKey,
     PushStats,
+    ReceiptIn,
+    FlashReach,
 ]
 EDITOR: list[dict[str, list[str]]] = [{"editorToken": []}]
 OPTIONAL_READER: list[dict[str, list[str]]] = [{}, {"readerToken": []}, {"readerCookie": []}]
@@ -258,6 +261,31 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "security": EDITOR,
                 "responses": _responses({200: ("Withdrawn.", Flash)}, WRITE_ERRORS),
             },
+        },
+        "/v1/flashes/{flash_id}/reach": {
+            "parameters": [FLASH_ID],
+            "get": {
+                "summary": "Time to screen: readers who saw the flash and how fast (from sampled display receipts)",
+                "security": EDITOR,
+                "responses": _responses({200: ("Its reach.", FlashReach)}, (401, 404, 503)),
+            },
+        },
+        "/v1/receipts": {
+            "post": {
+                "summary": "A reader showed a flash version: its display receipt (public, sampled by the clients)",
+                "description": (
+                    "Also accepted as `text/plain` (a `navigator.sendBeacon` body). Counted receipts answer 204; "
+                    "an unknown flash or version is 404 and an implausible `shown_at` 422, neither counted."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref(ReceiptIn)},
+                        "text/plain": {"schema": _ref(ReceiptIn)},
+                    },
+                },
+                "responses": _responses({204: ("Counted.", None)}, (400, 404, 413, 415, 422, 429, 503)),
+            }
         },
         "/v1/audit": {
             "get": {

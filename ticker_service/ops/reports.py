@@ -22,9 +22,11 @@ import orjson
 from redis.asyncio import Redis
 
 from ..events import event_key
+from ..flashes import flash_id_of, is_canary
 from ..hub import Hub
 from ..keys import ARQ_QUEUE, OPS_HUBS, OPS_REPORT_PREFIX, OPS_WORKERS
 from . import metrics
+from .reach import Reach
 
 logger = logging.getLogger("ticker.ops")
 
@@ -76,7 +78,10 @@ def events_last_minute(hub: Hub) -> dict[str, int]:
     for event_id in reversed(hub._window):
         if event_key(event_id)[0] < cutoff_ms:
             break
-        counts[hub._window[event_id].type] += 1
+        event = hub._window[event_id]
+        if event.type != "reset" and is_canary(flash_id_of(event.flash)):
+            continue  # the canary's flashes are not the newsroom's
+        counts[event.type] += 1
     return dict(counts)
 
 
@@ -175,7 +180,7 @@ def _worst_latency(reports: list[dict[str, Any]]) -> dict[str, float]:
     return worst
 
 
-async def stats(hub: Hub, redis: Redis | None) -> dict[str, Any]:
+async def stats(hub: Hub, redis: Redis | None, reach: Reach | None = None) -> dict[str, Any]:
     """Everything the operations page shows, for all hubs and workers (``redis`` is None in the embedded mode)."""
     events = events_last_minute(hub)
     body: dict[str, Any] = {
@@ -183,6 +188,9 @@ async def stats(hub: Hub, redis: Redis | None) -> dict[str, Any]:
         "flashes_per_minute": events.get("flash", 0),
         "events_last_minute": events,
     }
+    if reach is not None:
+        with contextlib.suppress(Exception):  # Redis down: the page shows the rest
+            body["time_to_screen"] = await reach.last_hour()
     if redis is not None:
         body["mode"] = "redis"
         body["redis"] = await redis_health(redis)

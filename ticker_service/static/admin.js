@@ -83,6 +83,12 @@ function show(stats) {
       h.age_seconds,
     ]),
   );
+  const screen = stats.time_to_screen;
+  if (screen) {
+    const line = (name, f) => [name, f.readers, f.receipts, f.p50, f.p90, f.p99];
+    const lines = Object.entries(screen.surfaces).map(([surface, f]) => line(surface, f));
+    rows("time-to-screen", lines.length ? [...lines, line("all", screen.all)] : [["no receipts in the last hour", "–", "–", "–", "–", "–"]]);
+  }
   const redis = stats.redis;
   text("redis-status", redis.status);
   const detail = [redis.role, redis.version && `v${redis.version}`, redis.ping_ms !== undefined && `ping ${redis.ping_ms} ms`,

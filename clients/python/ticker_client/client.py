@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -104,6 +106,36 @@ class TickerClient:
             turn += 1  # try the next hub
             self.reconnects += 1
             await asyncio.sleep(delay(attempt, cap=self.max_delay, hint=hint))
+
+    async def receipt(
+        self,
+        event: Event,
+        *,
+        shown_at: datetime | None = None,
+        surface: Literal["ws", "sse", "webpush", "fcm", "apns"] | None = None,
+        rate: float = 1.0,
+    ) -> bool:
+        """Tell the service this reader showed ``event``'s flash version (``POST /v1/receipts``), for the newsroom's
+        time to screen; ``shown_at`` defaults to now, ``surface`` to this client's transport. Sample: call it for a
+        share ``rate`` of your readers, and say so. True when the service counted it (a receipt is never retried)."""
+        if event.flash is None or event.type not in ("flash", "update"):
+            return False
+        shown = shown_at or datetime.now(UTC)
+        body = {
+            "flash": re.split(r"[/:]", str(event.flash["uri"]))[-1],
+            "version": str(event.flash["version"]),
+            "surface": surface or self.transport,
+            "shown_at": shown.isoformat(),
+            "sent_at": datetime.now(UTC).isoformat(),
+            "rate": rate,
+        }
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
+        try:
+            response = await self._http.post(f"{self.urls[0].rstrip('/')}/v1/receipts", json=body, timeout=5)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 204
 
     def _auth(self) -> dict[str, str]:
         token = self.token() if callable(self.token) else self.token
