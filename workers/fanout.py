@@ -7,6 +7,7 @@ from typing import Any
 from arq import Retry
 
 from ticker_service.broker.fanout import fan_out
+from ticker_service.broker.release import release_due
 from ticker_service.errors import BrokerUnavailable
 from ticker_service.ops import metrics, reports
 
@@ -20,8 +21,9 @@ def _outcome(outcome: str) -> None:
 
 async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
     try:
-        event_id = await fan_out(ctx["broker"], flash_id, version)
-        await push.enqueue_plan(ctx, flash_id, version)
+        event_id, notify = await fan_out(ctx["broker"], flash_id, version)
+        if notify:  # a held flash (or its silent state) notifies no device; its release does
+            await push.enqueue_plan(ctx, flash_id, version)
     except BrokerUnavailable as exc:
         _outcome("retry")
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
@@ -30,3 +32,14 @@ async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | 
         raise
     _outcome("ok" if event_id else "skipped")
     return event_id
+
+
+async def release_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
+    """At a flash's embargo (the job is deferred to it): record it as an ordinary flash, whose fan-out follows."""
+    try:
+        event = await release_due(ctx["broker"], flash_id, version)
+    except BrokerUnavailable as exc:
+        _outcome("retry")
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    _outcome("ok" if event else "skipped")
+    return event.event_id if event else None

@@ -41,7 +41,10 @@ class Flash(BaseModel):
     version: str
     firstCreated: str
     versionCreated: str
-    pubStatus: Literal["usable", "canceled"]
+    pubStatus: Literal["usable", "withheld", "canceled"] = Field(
+        description="withheld: scheduled behind an embargo, pending a second editor, or on hold (editors only)."
+    )
+    embargoedUntil: str | None = Field(default=None, description="The embargo's instant, if it had one.")
     language: str
     urgency: int = Field(ge=1, le=9)
     headlines: list[Headline]
@@ -50,6 +53,20 @@ class Flash(BaseModel):
 class FlashList(BaseModel):
     flashes: list[Flash]
     last_event_id: str | None = Field(description="Subscribe after this event id to miss nothing.")
+
+
+class WithheldRequest(BaseModel):
+    flash: str = Field(description="The flash's id.")
+    by: str = Field(description="The editor who published it (for an embargo) or asked for approval.")
+    embargoedUntil: str | None
+
+
+class WithheldList(BaseModel):
+    """Flashes that no reader has seen yet, with who asked for each (``GET /v1/flashes?status=...``)."""
+
+    status: Literal["scheduled", "pending"]
+    flashes: list[Flash]
+    requests: list[WithheldRequest]
 
 
 class FieldError(BaseModel):
@@ -133,6 +150,7 @@ MODELS: list[type[BaseModel]] = [
     FlashPatch,
     Flash,
     FlashList,
+    WithheldList,
     ProblemDocument,
     AuditList,
     Health,
@@ -155,11 +173,16 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _responses(ok: dict[int, tuple[str, type[BaseModel] | None]], errors: tuple[int, ...]) -> dict[str, Any]:
+Answer = type[BaseModel] | tuple[type[BaseModel], ...] | None  # one model, one of several, or no body
+
+
+def _responses(ok: dict[int, tuple[str, Answer]], errors: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for status, (text, model) in ok.items():
         out[str(status)] = {"description": text}
-        if model is not None:
+        if isinstance(model, tuple):
+            out[str(status)]["content"] = {"application/json": {"schema": {"oneOf": [_ref(m) for m in model]}}}
+        elif model is not None:
             out[str(status)]["content"] = {"application/json": {"schema": _ref(model)}}
     for status in errors:
         out[str(status)] = {
@@ -208,17 +231,33 @@ def _paths(settings: Settings) -> dict[str, Any]:
         },
         "/v1/flashes": {
             "get": {
-                "summary": "Current flashes, newest first",
-                "security": OPTIONAL_READER,
-                "parameters": [*_filters(settings), LIMIT],
-                "responses": _responses({200: ("The current flashes.", FlashList)}, (400, 401, 503)),
+                "summary": "Current flashes, newest first; or, to an editor, those that wait",
+                "description": (
+                    "Without `status`: the current published flashes (public). With `status=scheduled` (waiting "
+                    "for their embargo, soonest first) or `status=pending` (waiting for a second editor's "
+                    "approval, oldest first): an editor token is required, and the answer is a `WithheldList`."
+                ),
+                "security": [*OPTIONAL_READER, *EDITOR],
+                "parameters": [
+                    *_filters(settings),
+                    LIMIT,
+                    _query("status", "Editors: the flashes that wait.", {"enum": ["scheduled", "pending"]}),
+                ],
+                "responses": _responses(
+                    {200: ("The current flashes, or those that wait.", (FlashList, WithheldList))}, (400, 401, 503)
+                ),
             },
             "post": {
                 "summary": "Publish a flash",
+                "description": (
+                    "With `embargo`, the flash is stored at once (`pubStatus: withheld`, `embargoedUntil`) and "
+                    "reaches readers and devices at that instant as an ordinary `flash` event; until then "
+                    "`PATCH` changes it silently and `DELETE` cancels it (nothing is ever pushed)."
+                ),
                 "security": EDITOR,
                 "parameters": [idempotency],
                 "requestBody": _body(FlashIn),
-                "responses": _responses({201: ("Published.", Flash)}, WRITE_ERRORS),
+                "responses": _responses({201: ("Published, or scheduled (embargo).", Flash)}, WRITE_ERRORS),
             },
         },
         "/v1/flashes/{flash_id}": {
