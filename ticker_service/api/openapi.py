@@ -285,6 +285,29 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "responses": _responses({200: ("Withdrawn.", Flash)}, WRITE_ERRORS),
             },
         },
+        "/v1/flashes/{flash_id}/hold": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Put a published flash on hold while it is checked (scope withdraw)",
+                "description": (
+                    "`pubStatus: withheld`; readers get a `hold` event and hide it, it leaves the public list, "
+                    "devices are not notified, and corrections stay silent until the release. Holding a held "
+                    "flash changes nothing."
+                ),
+                "security": EDITOR,
+                "responses": _responses({200: ("On hold.", Flash)}, WRITE_ERRORS),
+            },
+        },
+        "/v1/flashes/{flash_id}/release": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Release a held flash (scope withdraw)",
+                "description": "`pubStatus: usable` again, pushed to readers as an `update` (with any correction "
+                "made while it was held).",
+                "security": EDITOR,
+                "responses": _responses({200: ("Released.", Flash)}, WRITE_ERRORS),
+            },
+        },
         "/v1/audit": {
             "get": {
                 "summary": "Newest audit entries (admin scope)",
