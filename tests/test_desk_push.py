@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from .support.flashes import flash_body, flash_id
-from .support.processes import wait_until
+from .support.processes import create_token, run_ticker, wait_until
 from .test_push import PLATFORMS, Setup, drain, fake_for, publish, push, register
 
 __all__ = ["push"]  # the fixture, from test_push
@@ -46,3 +46,18 @@ def test_a_hold_and_a_correction_while_held_notify_no_device(push: Setup) -> Non
     wait_until(lambda: all(n == 2 for n in _counts(push, devices).values()), "the release's notifications")
     web = fake_for(push, "webpush").to(devices["webpush"])[-1]
     assert (web.body["type"], web.body["headline"]) == ("update", "Checked")
+
+
+def test_a_flash_waiting_for_approval_notifies_no_device_until_approved(push: Setup) -> None:
+    devices = {p: register(push, p, lang="en", category="sports")[1] for p in PLATFORMS}
+    made = run_ticker(push.service.env, "token", "create", "--name", "junior", "--needs-approval")
+    junior = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+    chief = {"Authorization": f"Bearer {create_token(push.service.env, 'chief', 'approve')}"}
+    asked = push.client.post("/v1/flashes", json=flash_body("FLASH: pending", category="sports"), headers=junior)
+    assert asked.status_code == 202, asked.text
+    drain(push)
+    assert _counts(push, devices) == dict.fromkeys(PLATFORMS, 0)
+    assert push.client.post(f"/v1/flashes/{flash_id(asked.json())}/approve", headers=chief).status_code == 200
+    wait_until(lambda: all(n == 1 for n in _counts(push, devices).values()), "the approved FLASH's notifications")
+    drain(push)
+    assert _counts(push, devices) == dict.fromkeys(PLATFORMS, 1)

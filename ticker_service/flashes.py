@@ -49,6 +49,7 @@ REGION_NAMES = {
 CORRECTION_GENRE = {"name": "Correction", "literal": "correction"}
 EMBARGO_MAX = timedelta(days=7)  # an embargo further ahead is a typo more often than a plan
 HOLD_NOTE = "On hold: being checked; do not use until released."
+APPROVAL_NOTE = "Waiting for a second editor's approval: not published."
 
 
 def _plain_text(value: str, field: str, max_length: int) -> str:
@@ -262,9 +263,9 @@ def new_document(flash: FlashIn, settings: Settings) -> Document:
     return doc
 
 
-def withheld_document(doc: Document) -> Document:
+def pending_document(doc: Document) -> Document:
     """``doc`` waiting for a second editor: not published until approved."""
-    return {**doc, "pubStatus": "withheld"}
+    return {**doc, "pubStatus": "withheld", "edNote": APPROVAL_NOTE}
 
 
 def embargo_ms(doc: Document) -> int:
@@ -321,7 +322,7 @@ def released_document(doc: Document) -> Document:
     new["version"] = str(int(doc["version"]) + 1)
     new["versionCreated"] = now_iso()
     new["pubStatus"] = "usable"
-    if new.get("edNote") == HOLD_NOTE:
+    if new.get("edNote") in (HOLD_NOTE, APPROVAL_NOTE):
         del new["edNote"]
     return new
 

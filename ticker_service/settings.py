@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_topics_claim: str = "topics"
 
+    # -- the desk (docs/newsroom.md) -------------------------------------------------------------------------------
+    flash_approval: bool = Field(
+        default=False, description="A FLASH (urgency 1) waits for a second editor's approval (scope approve)."
+    )
+
     @field_validator("categories", "regions", "private_topics", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

@@ -8,6 +8,7 @@ decide a FLASH that waits for a second editor (``TICKER_FLASH_APPROVAL`` or a to
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -15,7 +16,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..broker import Broker, VersionConflict, Withheld
-from ..flashes import Document, flash_id_of, held_document, is_flash_id, released_document
+from ..flashes import (
+    Document,
+    canceled_document,
+    flash_id_of,
+    held_document,
+    is_flash_id,
+    released_document,
+)
 from ..problems import Problem
 from ..security.audit import audit
 from ..security.tokens import Editor
@@ -93,6 +101,50 @@ async def _release(
     return new, ""
 
 
+def _pending(withheld: Withheld | None) -> Withheld:
+    if withheld is None or withheld.status != "pending":
+        raise Problem(409, "This flash is not waiting for approval.")
+    return withheld
+
+
+async def _approve(
+    broker: Broker, editor: Editor, doc: Document, withheld: Withheld | None
+) -> tuple[Document, str] | None:
+    asked = _pending(withheld)
+    if editor.token_hash == asked.by_id or editor.name == asked.by:
+        raise Problem(403, f"A FLASH needs a second editor: {editor.name!r} asked for this one and cannot approve it.")
+    detail = f"FLASH asked for by {asked.by!r}, approved by {editor.name!r}"
+    if asked.due_ms > time.time() * 1000:  # approved before its embargo: it now waits for that alone
+        scheduled = {k: v for k, v in doc.items() if k != "edNote"}
+        scheduled["version"] = str(int(doc["version"]) + 1)
+        await broker.stage(
+            scheduled,
+            expect_version=doc["version"],
+            withheld=Withheld("scheduled", asked.due_ms, asked.by, asked.by_id),
+        )
+        return scheduled, detail + f"; embargoed until {doc['embargoedUntil']}"
+    new = released_document(doc)
+    await broker.record("flash", new, expect_version=doc["version"])
+    return new, detail
+
+
+async def _reject(
+    broker: Broker, editor: Editor, doc: Document, withheld: Withheld | None
+) -> tuple[Document, str] | None:
+    asked = _pending(withheld)
+    await broker.discard(flash_id_of(doc), doc["version"])
+    detail = f"FLASH asked for by {asked.by!r}, rejected by {editor.name!r}: never published"
+    return canceled_document(doc, f"Rejected by {editor.name}: never published."), detail
+
+
+async def approve(request: Request) -> Response:
+    return await _act(request, "approve", "approve", _approve)
+
+
+async def reject(request: Request) -> Response:
+    return await _act(request, "reject", "approve", _reject)
+
+
 async def hold(request: Request) -> Response:
     return await _act(request, "hold", "withdraw", _hold)
 
@@ -105,4 +157,6 @@ def routes() -> list[Route]:
     return [
         Route("/v1/flashes/{flash_id}/hold", hold, methods=["POST"]),
         Route("/v1/flashes/{flash_id}/release", release, methods=["POST"]),
+        Route("/v1/flashes/{flash_id}/approve", approve, methods=["POST"]),
+        Route("/v1/flashes/{flash_id}/reject", reject, methods=["POST"]),
     ]

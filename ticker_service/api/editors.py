@@ -16,7 +16,7 @@ from ..security.ratelimit import RateLimiter
 from ..security.tokens import Editor, TokenStore
 from ..settings import Settings
 
-WRITE_SCOPES = ("publish", "correct", "withdraw")
+WRITE_SCOPES = ("publish", "correct", "withdraw", "approve")
 
 
 async def authenticate(request: Request, scope: str | None = None, action: str | None = None) -> Editor:

@@ -22,6 +22,7 @@ from ..broker import Broker, ClaimLost, VersionConflict, Withheld
 from ..events import EventType
 from ..filters import Filter, FilterError
 from ..flashes import (
+    APPROVAL_NOTE,
     Document,
     FlashIn,
     FlashPatch,
@@ -32,6 +33,7 @@ from ..flashes import (
     flash_id_of,
     is_flash_id,
     new_document,
+    pending_document,
     revised_document,
     withdrawn_document,
 )
@@ -89,13 +91,18 @@ async def publish(request: Request) -> Response:
             )
         if claim.state == "done" and claim.document is not None:
             flash_id = flash_id_of(claim.document)
-            await audit(request, "publish", 201, editor.name, flash=flash_id, detail="repeat of an Idempotency-Key")
-            return json_response(claim.document, 201, _location(claim.document))
+            status = 202 if claim.document.get("edNote") == APPROVAL_NOTE else 201
+            await audit(request, "publish", status, editor.name, flash=flash_id, detail="repeat of an Idempotency-Key")
+            return json_response(claim.document, status, _location(claim.document))
         idempotency = (scope, print_, claim.token)
 
     doc = new_document(flash, settings)
     withheld = None
-    if flash.embargo is not None:
+    if flash.urgency == 1 and (settings.flash_approval or editor.desk.needs_approval):
+        # Two-person FLASH: stored, and published only when another editor approves it (api/desk.py).
+        doc = pending_document(doc)
+        withheld = Withheld("pending", embargo_ms(doc), editor.name, editor.token_hash)
+    elif flash.embargo is not None:
         withheld = Withheld("scheduled", embargo_ms(doc), editor.name, editor.token_hash)
     try:
         if withheld is None:
@@ -112,9 +119,13 @@ async def publish(request: Request) -> Response:
         if idempotency is not None:
             await broker.release(idempotency[0], idempotency[2])
         raise
-    detail = f"embargoed until {doc['embargoedUntil']}" if withheld is not None else ""
-    await audit(request, "publish", 201, editor.name, flash=flash_id_of(doc), detail=detail)
-    return json_response(doc, 201, _location(doc))
+    status, detail = 201, ""
+    if withheld is not None and withheld.status == "pending":
+        status, detail = 202, "waiting for a second editor's approval"
+    elif withheld is not None:
+        detail = f"embargoed until {doc['embargoedUntil']}"
+    await audit(request, "publish", status, editor.name, flash=flash_id_of(doc), detail=detail)
+    return json_response(doc, status, _location(doc))
 
 
 async def _current(broker: Broker, request: Request) -> Document:

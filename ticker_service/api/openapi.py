@@ -252,12 +252,20 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "description": (
                     "With `embargo`, the flash is stored at once (`pubStatus: withheld`, `embargoedUntil`) and "
                     "reaches readers and devices at that instant as an ordinary `flash` event; until then "
-                    "`PATCH` changes it silently and `DELETE` cancels it (nothing is ever pushed)."
+                    "`PATCH` changes it silently and `DELETE` cancels it (nothing is ever pushed). "
+                    "With `TICKER_FLASH_APPROVAL=1`, or a token created `--needs-approval`, a FLASH (urgency 1) "
+                    "is not published: `202`, `pubStatus: withheld`, until another editor approves it."
                 ),
                 "security": EDITOR,
                 "parameters": [idempotency],
                 "requestBody": _body(FlashIn),
-                "responses": _responses({201: ("Published, or scheduled (embargo).", Flash)}, WRITE_ERRORS),
+                "responses": _responses(
+                    {
+                        201: ("Published, or scheduled (embargo).", Flash),
+                        202: ("A FLASH waiting for a second editor's approval.", Flash),
+                    },
+                    WRITE_ERRORS,
+                ),
             },
         },
         "/v1/flashes/{flash_id}": {
@@ -306,6 +314,24 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "made while it was held).",
                 "security": EDITOR,
                 "responses": _responses({200: ("Released.", Flash)}, WRITE_ERRORS),
+            },
+        },
+        "/v1/flashes/{flash_id}/approve": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Approve a FLASH another editor asked for (scope approve)",
+                "description": "Publishes it as an ordinary `flash` (or, before its embargo, schedules it). The "
+                "editor who asked for it gets `403`.",
+                "security": EDITOR,
+                "responses": _responses({200: ("Approved.", Flash)}, WRITE_ERRORS),
+            },
+        },
+        "/v1/flashes/{flash_id}/reject": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Reject a FLASH waiting for approval (scope approve): it is never published",
+                "security": EDITOR,
+                "responses": _responses({200: ("Rejected.", Flash)}, WRITE_ERRORS),
             },
         },
         "/v1/audit": {
