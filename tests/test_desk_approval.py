@@ -123,3 +123,14 @@ async def test_a_needs_approval_token_on_a_desk_without_the_setting(
     )
     assert low.status_code == 201
     assert (await publish(client, service, "FLASH from a senior token"))["pubStatus"] == "usable"
+
+
+async def test_a_repeated_idempotency_key_asks_once(desk: Service, client: httpx.AsyncClient) -> None:
+    headers = desk.headers(**{"Idempotency-Key": "flash-ask-once"})
+    body = flash_body("FLASH: asked once", urgency=1)
+    first = await client.post(f"{desk.base_url}/v1/flashes", json=body, headers=headers)
+    again = await client.post(f"{desk.base_url}/v1/flashes", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json()
+    pending = (await client.get(f"{desk.base_url}/v1/flashes?status=pending", headers=desk.headers())).json()
+    assert [r["flash"] for r in pending["requests"]].count(flash_id(first.json())) == 1

@@ -182,3 +182,14 @@ async def test_embargo_release_delay_over_50_flashes(service: Service, client: h
     print(f"\n{service.mode}: embargo release delay over 50 flashes: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     assert min(delays) >= 0
     assert p99 < 1.0
+
+
+async def test_a_repeated_idempotency_key_schedules_once(service: Service, client: httpx.AsyncClient) -> None:
+    body = flash_body("Embargoed once", embargo=instant(3600))
+    headers = service.headers(**{"Idempotency-Key": f"embargo-{time.time()}"})
+    first = await client.post(f"{service.base_url}/v1/flashes", json=body, headers=headers)
+    again = await client.post(f"{service.base_url}/v1/flashes", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    scheduled = (await client.get(f"{service.base_url}/v1/flashes?status=scheduled", headers=service.headers())).json()
+    assert [d["headlines"][0]["value"] for d in scheduled["flashes"]].count("Embargoed once") == 1

@@ -107,3 +107,29 @@ async def test_hold_and_release_are_audited(service: Service, client: httpx.Asyn
         await client.get(f"{service.base_url}/v1/audit?limit=20", headers={"Authorization": f"Bearer {audit}"})
     ).json()["entries"]
     assert any(e["action"] == verb and e["status"] == 200 and e["flash"] == fid for e in entries)
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_the_python_client_yields_hold_and_release(
+    service: Service, client: httpx.AsyncClient, transport: str
+) -> None:
+    import asyncio
+
+    from ticker_client import Event, TickerClient
+
+    since = (await client.get(f"{service.base_url}/v1/flashes?limit=1")).json()["last_event_id"]
+    async with TickerClient(service.base_url, lang="lt", transport=transport, last_event_id=since) as reader:
+        events: list[Event] = []
+
+        async def take() -> None:
+            async for event in reader:
+                events.append(event)
+                if len(events) == 3:
+                    return
+
+        task = asyncio.create_task(take())
+        doc = await publish(client, service, "client: held", language="lt")
+        assert (await _post(client, service, flash_id(doc), "hold")).status_code == 200
+        assert (await _post(client, service, flash_id(doc), "release")).status_code == 200
+        await asyncio.wait_for(task, 15)
+    assert [(e.type, e.held) for e in events] == [("flash", False), ("hold", True), ("update", False)]

@@ -223,8 +223,8 @@ class MemoryBroker:
 
     async def recent(self, scan: int) -> tuple[list[Document], str]:
         docs: list[Document] = []
-        for doc in reversed(self._flashes.values()):
-            if doc["pubStatus"] == "usable":
+        for flash_id, doc in reversed(self._flashes.items()):
+            if doc["pubStatus"] == "usable" and flash_id not in self._withheld:
                 docs.append(doc)
                 if len(docs) >= scan:
                     break
