@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from .support.flashes import flash_body, flash_id, publish
-from .support.processes import Service, create_token
+from .support.processes import Service, ServiceFactory, create_token
 from .support.readers import next_ws_event, sse_reader, ws_reader
 
 
@@ -133,3 +133,16 @@ async def test_the_python_client_yields_hold_and_release(
         assert (await _post(client, service, flash_id(doc), "release")).status_code == 200
         await asyncio.wait_for(task, 15)
     assert [(e.type, e.held) for e in events] == [("flash", False), ("hold", True), ("update", False)]
+
+
+async def test_the_asgi_endpoints_carry_hold_too(service_factory: ServiceFactory, client: httpx.AsyncClient) -> None:
+    """Under plain uvicorn (the portable ASGI WebSocket and SSE endpoints): the same `hold` event."""
+    asgi = service_factory("asgi", name="hold-asgi")
+    async with ws_reader(asgi, "lang=et") as ws, sse_reader(asgi, "lang=et") as sse:
+        doc = await publish(client, asgi, "ASGI: held", language="et")
+        assert (await _post(client, asgi, flash_id(doc), "hold")).status_code == 200
+        ws_events = [await next_ws_event(ws) for _ in range(2)]
+        sse_events = [await sse.next_event() for _ in range(2)]
+    assert [e["type"] for e in ws_events] == ["flash", "hold"]
+    assert [e["event"] for e in sse_events] == ["flash", "hold"]
+    assert ws_events[1]["flash"]["pubStatus"] == "withheld"
