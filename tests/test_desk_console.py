@@ -107,6 +107,19 @@ async def test_embargo_hold_and_release_from_the_console(page: Page, hub: Servic
     row = page.locator(f'#latest tbody tr[data-id="{flash_id(doc)}"]')
     await expect(row.locator(".status")).to_have_text("scheduled")
     await expect(row.get_by_role("button", name=re.compile("^Hold"))).to_have_count(0)
+    await row.get_by_role("button", name=re.compile("^Cancel")).click()
+    await expect(page.locator("#confirm-text")).to_contain_text("never published")
+    await page.click("#confirm-yes")
+    await expect(row.locator(".status")).to_have_text("withdrawn", timeout=WAIT_MS)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        scheduled = (await client.get(f"{hub.base_url}/v1/flashes?status=scheduled", headers=hub.headers())).json()
+        assert flash_id(doc) not in [r["flash"] for r in scheduled["requests"]]
+        # One scheduled elsewhere (the API, another editor) shows up in the table too.
+        body = {"headline": f"Scheduled elsewhere {uuid.uuid4().hex[:6]}", "language": "en", "category": "politics"}
+        body["embargo"] = (datetime.now().astimezone() + timedelta(hours=1)).isoformat()
+        other = (await client.post(f"{hub.base_url}/v1/flashes", json=body, headers=hub.headers())).json()
+    elsewhere = page.locator(f'#latest tbody tr[data-id="{flash_id(other)}"]')
+    await expect(elsewhere.locator(".status")).to_have_text("scheduled", timeout=WAIT_MS)
 
     live = f"Published then held {uuid.uuid4().hex[:6]}"
     await page.fill("#headline", live)

@@ -261,7 +261,8 @@ function row(doc) {
     } else if (status !== "scheduled" && status !== "waiting for approval") {
       actions.append(button("Hold", `Hold “${headlineOf(doc)}” while it is checked`, () => act(doc, "hold")));
     }
-    actions.append(button("Withdraw", `Withdraw “${headlineOf(doc)}”`, () => withdraw(doc)));
+    const unseen = status === "scheduled" || status === "waiting for approval";
+    actions.append(button(unseen ? "Cancel" : "Withdraw", `${unseen ? "Cancel" : "Withdraw"} “${headlineOf(doc)}”`, () => withdraw(doc)));
   }
   tr.append(headline, cell(doc.language), cell(String(doc.urgency)), cell(status, "status"), actions);
   return tr;
@@ -305,7 +306,11 @@ async function withdraw(doc) {
     $("latest-error").textContent = "Sign in with your editor token first.";
     return;
   }
-  if (!(await confirmAction(`Withdraw “${headlineOf(doc)}”? Every reader's bar drops it.`))) return;
+  const question =
+    doc.pubStatus === "withheld" && statusOf(doc) !== "on hold"
+      ? `Cancel “${headlineOf(doc)}”? It was never published and never will be.`
+      : `Withdraw “${headlineOf(doc)}”? Every reader's bar drops it.`;
+  if (!(await confirmAction(question))) return;
   const withdrawn = await api("DELETE", `/v1/flashes/${flashId(doc)}`, undefined, {}, "latest-error");
   if (withdrawn) remember(withdrawn);
 }
@@ -326,9 +331,13 @@ async function loadPending() {
   if (!token) return;
   let body;
   try {
-    const response = await fetch("/v1/flashes?status=pending", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+    const headers = { Authorization: `Bearer ${token}` };
+    const response = await fetch("/v1/flashes?status=pending", { headers, cache: "no-store" });
     if (!response.ok) return; // a wrong token shows when the editor publishes
     body = await response.json();
+    // Flashes scheduled by anyone on the desk join the latest ones, marked "scheduled" (no event tells of them).
+    const scheduled = await fetch("/v1/flashes?status=scheduled", { headers, cache: "no-store" });
+    if (scheduled.ok) for (const doc of (await scheduled.json()).flashes) remember(doc);
   } catch {
     $("pending-error").textContent = "The FLASHes waiting for approval could not be loaded.";
     return;
