@@ -193,3 +193,14 @@ async def test_a_repeated_idempotency_key_schedules_once(service: Service, clien
     assert again.json() == first.json()
     scheduled = (await client.get(f"{service.base_url}/v1/flashes?status=scheduled", headers=service.headers())).json()
     assert [d["headlines"][0]["value"] for d in scheduled["flashes"]].count("Embargoed once") == 1
+
+
+async def test_the_number_of_waiting_flashes_is_capped(service_factory: Any, client: httpx.AsyncClient) -> None:
+    capped = service_factory(name="capped", TICKER_WITHHELD_MAX_FLASHES="2")
+    url = f"{capped.base_url}/v1/flashes"
+    for i in range(2):
+        response = await client.post(url, json=flash_body(f"wait {i}", embargo=instant(600)), headers=capped.headers())
+        assert response.status_code == 201, response.text
+    refused = await client.post(url, json=flash_body("one too many", embargo=instant(600)), headers=capped.headers())
+    assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
+    assert (await client.post(url, json=flash_body("not waiting"), headers=capped.headers())).status_code == 201

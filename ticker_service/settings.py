@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     flash_approval: bool = Field(
         default=False, description="A FLASH (urgency 1) waits for a second editor's approval (scope approve)."
     )
+    withheld_max_flashes: int = Field(
+        default=1_000, ge=1, description="Flashes that may wait at once (embargo, approval): 409 beyond."
+    )
 
     @field_validator("categories", "regions", "private_topics", mode="before")
     @classmethod

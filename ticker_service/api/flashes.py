@@ -105,6 +105,11 @@ async def publish(request: Request) -> Response:
     elif flash.embargo is not None:
         withheld = Withheld("scheduled", embargo_ms(doc), editor.name, editor.token_hash)
     try:
+        if withheld is not None and await broker.count_withheld() >= settings.withheld_max_flashes:
+            raise Problem(
+                409,
+                f"{settings.withheld_max_flashes} flashes already wait (embargo or approval); publish or cancel some.",
+            )
         if withheld is None:
             await broker.record("flash", doc, expect_version=None, idempotency=idempotency)
         else:

@@ -127,6 +127,10 @@ class Broker(Protocol):
         """Why this flash is waiting, or ``None`` if it is not (published, held, withdrawn or unknown)."""
         ...
 
+    async def count_withheld(self) -> int:
+        """How many flashes wait (scheduled and pending together)."""
+        ...
+
     async def list_withheld(self, status: str, limit: int) -> list[tuple[Document, Withheld]]:
         """Flashes waiting for this reason, the soonest (scheduled) or oldest (pending) first."""
         ...

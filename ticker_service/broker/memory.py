@@ -143,6 +143,9 @@ class MemoryBroker:
     async def withheld(self, flash_id: str) -> Withheld | None:
         return self._withheld.get(flash_id)
 
+    async def count_withheld(self) -> int:
+        return len(self._withheld)
+
     async def list_withheld(self, status: str, limit: int) -> list[tuple[Document, Withheld]]:
         found = [(self._flashes[i], w) for i, w in self._withheld.items() if w.status == status]
         found.sort(key=lambda item: (item[1].due_ms, item[0]["firstCreated"]))

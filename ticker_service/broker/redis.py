@@ -276,6 +276,13 @@ class RedisBroker:
         raw = await self._call(lambda: self.redis.hget(FLASH_PREFIX + flash_id, "w"))
         return None if raw is None else Withheld.from_json(orjson.loads(raw))
 
+    async def count_withheld(self) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(WITHHELD_PREFIX + "scheduled")
+            pipe.zcard(WITHHELD_PREFIX + "pending")
+            counts = await self._call(pipe.execute)
+        return int(sum(counts))
+
     async def list_withheld(self, status: str, limit: int) -> list[tuple[Document, Withheld]]:
         ids = await self._call(lambda: self.redis.zrange(WITHHELD_PREFIX + status, 0, limit - 1))
         if not ids:
