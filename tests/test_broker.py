@@ -168,3 +168,49 @@ async def test_a_lost_history_has_a_new_epoch(broker: Broker, redis_server: Redi
     with pytest.raises(HistoryGap):
         await broker.events_after(old.event_id, 10)
     assert await broker.events_after(new.event_id, 10) == []
+
+
+async def test_stage_keeps_a_withheld_flash_out_of_history_and_list_until_recorded(broker: Broker) -> None:
+    """stage(): the flash's state with its reason, and no event; record() of the next version releases it, as the
+    newest flash of the list; discard() forgets one that never went out."""
+    from ticker_service.broker import Withheld
+    from ticker_service.flashes import released_document
+
+    before = await broker.record("flash", doc("already out"), expect_version=None)
+    waiting, dropped = doc("scheduled"), doc("pending")
+    soon = Withheld("scheduled", 4_102_444_800_000, "desk", "id1")  # 2100: no timer fires during the test
+    await broker.stage(waiting, expect_version=None, withheld=soon)
+    await broker.stage(dropped, expect_version=None, withheld=Withheld("pending", 0, "junior", "id2"))
+    with pytest.raises(VersionConflict):
+        await broker.stage(waiting, expect_version=None, withheld=soon)
+    assert await broker.get_flash(flash_id_of(waiting)) == waiting
+    assert await broker.withheld(flash_id_of(waiting)) == soon
+    assert await broker.events_after(before.event_id, 10) == []
+    assert [d["uri"] for d in (await broker.recent(10))[0]] == [before.flash["uri"]]
+    assert [(d["uri"], w.by) for d, w in await broker.list_withheld("pending", 10)] == [(dropped["uri"], "junior")]
+    assert [d["uri"] for d, _ in await broker.list_withheld("scheduled", 10)] == [waiting["uri"]]
+
+    await broker.discard(flash_id_of(dropped), "1")
+    assert await broker.get_flash(flash_id_of(dropped)) is None
+    assert await broker.list_withheld("pending", 10) == []
+    out = await broker.record("flash", released_document(waiting), expect_version="1")
+    assert await broker.withheld(flash_id_of(waiting)) is None
+    assert await broker.list_withheld("scheduled", 10) == []
+    assert [e.event_id for e in await broker.events_after(before.event_id, 10)] == [out.event_id]
+    assert [d["uri"] for d in (await broker.recent(10))[0]] == [waiting["uri"], before.flash["uri"]]
+
+
+async def test_a_held_flash_leaves_the_list_and_comes_back_in_its_place(broker: Broker) -> None:
+    from ticker_service.flashes import held_document, released_document
+
+    a, b = doc("a"), doc("b")
+    for d in (a, b):
+        await broker.record("flash", d, expect_version=None)
+    held = held_document(a)
+    await broker.record("hold", held, expect_version="1")
+    assert [d["uri"] for d in (await broker.recent(10))[0]] == [b["uri"]]
+    assert await broker.withheld(flash_id_of(a)) is None  # held is not waiting: it was published
+    await broker.stage({**held, "version": "3"}, expect_version="2", withheld=None)  # a silent correction
+    assert [d["uri"] for d in (await broker.recent(10))[0]] == [b["uri"]]
+    await broker.record("update", released_document({**held, "version": "3"}), expect_version="3")
+    assert [d["uri"] for d in (await broker.recent(10))[0]] == [b["uri"], a["uri"]]

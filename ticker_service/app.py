@@ -15,7 +15,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from . import transports
-from .api import admin, audit, devices, flashes, health, openapi, pages, reader_session, receipts
+from .api import admin, audit, desk, devices, flashes, health, openapi, pages, reader_session, receipts
 from .backends import create_backends
 from .broker import Broker
 from .errors import BrokerUnavailable
@@ -97,6 +97,7 @@ def create_app(
             *health.routes(),
             *flashes.routes(),
             *receipts.routes(),
+            *desk.routes(),
             *devices.routes(push),
             *audit.routes(),
             *reader_session.routes(),

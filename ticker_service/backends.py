@@ -36,7 +36,8 @@ def create_backends(settings: Settings, broker: Broker | None = None) -> Backend
         from .broker.memory import MemoryBroker
 
         return Backends(
-            broker=broker or MemoryBroker(settings),
+            # Flashes waiting for an embargo or an approval outlive a restart in the data directory.
+            broker=broker or MemoryBroker(settings, withheld_path=settings.data_dir / "withheld.json"),
             redis=None,
             tokens=FileTokenStore(settings.data_dir),
             audit=MemoryAuditLog(settings.audit_max_entries),

@@ -128,7 +128,7 @@ async def _with_tokens(
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     where = f"in {settings.data_dir}" if settings.embedded else f"in Redis ({describe(settings)})"
     if args.token_command == "create":
-        desk = Desk(args.languages, args.categories)
+        desk = Desk(args.languages, args.categories, args.needs_approval)
         change = f"create {args.name!r}: scopes {','.join(sorted(args.scopes))}; desk {desk}"
         token = asyncio.run(_with_tokens(settings, lambda store: store.create(args.name, args.scopes, desk), change))
         print(f"Created editor token {args.name!r} {where}. It is shown only once; only its hash is stored.")
@@ -175,6 +175,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         body["source"] = args.source
     if args.story:
         body["story"] = args.story
+    if args.embargo:
+        body["embargo"] = args.embargo
     # Every publish carries an Idempotency-Key, so retrying after a 503, 409 or a dropped connection is safe:
     # the flash is published once whatever happened to the earlier attempts.
     key = args.idempotency_key or f"cli-{uuid.uuid4()}"
@@ -189,7 +191,11 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         else:
             if response.status_code not in (409, 503):
                 print(json.dumps(response.json(), ensure_ascii=False, indent=2))
-                return 0 if response.status_code == 201 else 1
+                if response.status_code == 202:
+                    print("# waiting for a second editor's approval: not published yet", file=sys.stderr)
+                elif response.status_code == 201 and response.json().get("embargoedUntil"):
+                    print(f"# scheduled: goes out at {response.json()['embargoedUntil']}", file=sys.stderr)
+                return 0 if response.status_code in (201, 202) else 1
             problem = f"HTTP {response.status_code}"
         if attempt > args.retries:
             print(f"publish failed after {attempt} attempts ({problem})", file=sys.stderr)
@@ -328,6 +334,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     create.add_argument("--languages", type=_csv, default=(), help="desk: only these languages (e.g. en,ar)")
     create.add_argument("--categories", type=_csv, default=(), help="desk: only these categories (e.g. sports)")
+    create.add_argument(
+        "--needs-approval",
+        action="store_true",
+        help="its FLASHes (urgency 1) wait for another editor with the approve scope (as TICKER_FLASH_APPROVAL=1)",
+    )
     rotate = _command(tokens, "rotate", "replace a token; the old one keeps working for the overlap")
     rotate.add_argument("--name", required=True, help="the token to rotate")
     rotate.add_argument(
@@ -357,6 +368,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--link", help="link to the full story (http/https)")
     p.add_argument("--source", help="who the information comes from")
     p.add_argument("--story", help="story id shared by the language versions of one alert ([A-Za-z0-9_-], ≤ 64)")
+    p.add_argument("--embargo", help="RFC 3339 instant to publish at (e.g. 2026-05-04T09:00:00Z), at most 7 days ahead")
     p.add_argument("--idempotency-key", help="retry-safe key: the same key publishes at most once (default: a new one)")
     p.add_argument("--retries", type=int, default=5, help="retries on 503 or a dropped connection (default: 5)")
     p.add_argument("--token", help="editor token (default: TICKER_TOKEN)")

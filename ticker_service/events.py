@@ -1,4 +1,4 @@
-"""Events: a flash, its correction or its withdrawal at a global position in the history.
+"""Events: a flash, its correction, hold or withdrawal at a global position in the history.
 
 Event ids are ``<epoch>-<ms>-<seq>``: the history's epoch, then the position in it. An event is encoded once per
 transport: the WebSocket message (also the pub/sub payload) and the SSE event.
@@ -15,8 +15,8 @@ import orjson
 
 from .flashes import Document
 
-EventType = Literal["flash", "update", "withdraw", "reset"]
-SSE_TYPES = frozenset({"flash", "update", "withdraw", "reset"})
+EventType = Literal["flash", "update", "withdraw", "reset", "hold"]
+SSE_TYPES = frozenset({"flash", "update", "withdraw", "reset", "hold"})
 _EVENT_ID = re.compile(r"^[a-z0-9]{1,16}-\d{1,20}-\d{1,20}$")
 
 

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, field_validator
@@ -56,6 +56,11 @@ CANARY_CATEGORY = "ticker-canary"
 
 def is_canary(flash_id: str) -> bool:
     return flash_id.startswith(CANARY_ID_PREFIX)
+
+
+EMBARGO_MAX = timedelta(days=7)  # an embargo further ahead is a typo more often than a plan
+HOLD_NOTE = "On hold: being checked; do not use until released."
+APPROVAL_NOTE = "Waiting for a second editor's approval: not published."
 
 
 def _plain_text(value: str, field: str, max_length: int) -> str:
@@ -105,6 +110,20 @@ class _FlashFields(BaseModel):
     def _category(cls, value: str | None) -> str | None:
         return None if value is None else value.strip().lower()
 
+    @field_validator("embargo", check_fields=False)
+    @classmethod
+    def _embargo(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("embargo must be an RFC 3339 instant with a time zone, e.g. 2026-05-04T09:00:00Z")
+        now = datetime.now(UTC)
+        if value <= now:
+            raise ValueError("embargo must be in the future")
+        if value > now + EMBARGO_MAX:
+            raise ValueError(f"embargo must be at most {EMBARGO_MAX.days} days ahead")
+        return value
+
     @field_validator("regions", check_fields=False)
     @classmethod
     def _regions(cls, value: list[str] | None) -> list[str] | None:
@@ -127,6 +146,11 @@ HEADLINE_SCHEMA: JsonDict = {
 }
 SOURCE_SCHEMA: JsonDict = {"minLength": 1, "maxLength": 200, "description": "Plain text, no control characters."}
 LANGUAGE_SCHEMA: JsonDict = {"pattern": BCP47.pattern, "description": "A BCP 47 language tag."}
+EMBARGO_SCHEMA: JsonDict = {
+    "format": "date-time",
+    "description": "RFC 3339 instant, in the future and at most 7 days ahead: the flash is stored at once "
+    "(pubStatus withheld) and goes out to readers and devices at that instant.",
+}
 
 
 class FlashIn(_FlashFields):
@@ -145,6 +169,7 @@ class FlashIn(_FlashFields):
         pattern=STORY_PATTERN,
         description="The story this flash is one language version of (ninjs `events[0].id`); set at publication.",
     )
+    embargo: datetime | None = Field(default=None, json_schema_extra=EMBARGO_SCHEMA)
 
 
 def _absent() -> Any:
@@ -169,6 +194,7 @@ class FlashPatch(_FlashFields):
     url: AnyUrl | None = None
     source: str | None = Field(default=None, max_length=4096, json_schema_extra=SOURCE_SCHEMA)
     expires: datetime | None = None
+    embargo: datetime = Field(default_factory=_absent, json_schema_extra=EMBARGO_SCHEMA)
 
 
 def check_taxonomy(values: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
@@ -188,10 +214,10 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _iso(value: datetime) -> str:
+def _iso(value: datetime, timespec: str = "seconds") -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def new_flash_id() -> str:
@@ -249,7 +275,21 @@ def new_document(flash: FlashIn, settings: Settings) -> Document:
         "pubStatus": "usable",
     }
     _facets(flash.model_dump(), doc)
+    if flash.embargo is not None:
+        doc["pubStatus"] = "withheld"
+        doc["embargoedUntil"] = _iso(flash.embargo, "milliseconds")  # the instant as given, to the millisecond
     return doc
+
+
+def pending_document(doc: Document) -> Document:
+    """``doc`` waiting for a second editor: not published until approved."""
+    return {**doc, "pubStatus": "withheld", "edNote": APPROVAL_NOTE}
+
+
+def embargo_ms(doc: Document) -> int:
+    """When an embargoed flash goes out (unix milliseconds), or 0 without an embargo."""
+    until = doc.get("embargoedUntil")
+    return int(datetime.fromisoformat(until).timestamp() * 1000) if until else 0
 
 
 def editor_values(doc: Document) -> dict[str, Any]:
@@ -280,6 +320,49 @@ def corrected_document(doc: Document, patch: FlashPatch) -> Document:
     _facets(values, new)
     new["genres"] = [CORRECTION_GENRE]
     new["edNote"] = f"Corrected: version {new['version']} replaces version {doc['version']}."
+    return new
+
+
+def revised_document(doc: Document, patch: FlashPatch) -> Document:
+    """The next version of a flash no reader has seen yet (scheduled or pending): changed, not a correction."""
+    values = editor_values(doc)
+    values.update(patch.model_dump(exclude_unset=True))
+    new = dict(doc)
+    new["version"] = str(int(doc["version"]) + 1)
+    new["versionCreated"] = now_iso()
+    _facets(values, new)
+    if "embargo" in patch.model_fields_set:
+        new["embargoedUntil"] = _iso(patch.embargo, "milliseconds")
+    return new
+
+
+def released_document(doc: Document) -> Document:
+    """The version that goes out: a scheduled, approved or held flash made usable, dated now."""
+    new = dict(doc)
+    new["version"] = str(int(doc["version"]) + 1)
+    new["versionCreated"] = now_iso()
+    new["pubStatus"] = "usable"
+    if new.get("edNote") in (HOLD_NOTE, APPROVAL_NOTE):
+        del new["edNote"]
+    return new
+
+
+def held_document(doc: Document) -> Document:
+    new = dict(doc)
+    new["version"] = str(int(doc["version"]) + 1)
+    new["versionCreated"] = now_iso()
+    new["pubStatus"] = "withheld"
+    new["edNote"] = HOLD_NOTE
+    return new
+
+
+def canceled_document(doc: Document, note: str) -> Document:
+    """A flash that never went out, as the editor who cancels or rejects it sees it last."""
+    new = dict(doc)
+    new["version"] = str(int(doc["version"]) + 1)
+    new["versionCreated"] = now_iso()
+    new["pubStatus"] = "canceled"
+    new["edNote"] = note
     return new
 
 

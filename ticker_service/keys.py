@@ -10,9 +10,11 @@ from arq.constants import default_queue_name, job_key_prefix
 
 # -- the broker: history, current state, live delivery (broker/redis.py) ----------------------------------------
 EVENTS_STREAM = "ticker:events"  # stream: fields t (type), f (flash id), v (version), d (ninjs JSON)
-FLASH_PREFIX = "ticker:flash:"  # + flash id; hash: doc, version, ev:<version> (event id of each version)
+FLASH_PREFIX = "ticker:flash:"  # + flash id; hash: doc, version, ev:<version> (event id of each version), w (why
+# it waits, JSON, while scheduled or pending)
 RECENT_FLASHES = "ticker:recent"  # zset of the not-withdrawn flash ids, by creation
 FLASH_INDEX = "ticker:index"  # zset of every kept flash id, by creation (the oldest are dropped past the cap)
+WITHHELD_PREFIX = "ticker:withheld:"  # + "scheduled" (by embargo ms) or "pending" (by request ms): zsets of flash ids
 IDEMPOTENCY_PREFIX = "ticker:idem:"  # + scope (editor + Idempotency-Key); the claim, then the recorded result
 PUBLISHED_CURSOR = "ticker:published"  # id of the last event published on LIVE_CHANNEL (keeps live order)
 HISTORY_EPOCH = "ticker:epoch"  # created with the history, so it changes when Redis loses the history
@@ -23,6 +25,7 @@ WAKE_CHANNEL = "ticker:wake"  # pub/sub: "a job is queued", so workers poll now 
 ARQ_QUEUE = default_queue_name  # "arq:queue": zset of queued job ids by when they may run
 ARQ_JOB_PREFIX = job_key_prefix  # "arq:job:" + job id: the serialised job
 FANOUT_JOB = "fanout"  # job id "fanout:<flash id>:<version>"
+RELEASE_JOB = "release"  # job id "release:<flash id>:<version>", deferred to the embargo
 PUSH_PLAN_JOB = "push_plan"  # job id "push_plan:<flash id>:<version>"
 PUSH_TOPIC_JOB = "push_topic"  # job id "push_topic:<flash id>:<version>"
 PUSH_BATCH_JOB = "push_batch"  # job id PUSH_BATCH_JOB_ID_PREFIX + "<flash id>:<version>:<batch>"

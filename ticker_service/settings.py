@@ -143,6 +143,14 @@ class Settings(BaseSettings):
         default=None, description="Where the canary reads as a reader would, ws(s)://…/v1/stream; default: this hub."
     )
 
+    # -- the desk (docs/newsroom.md) -------------------------------------------------------------------------------
+    flash_approval: bool = Field(
+        default=False, description="A FLASH (urgency 1) waits for a second editor's approval (scope approve)."
+    )
+    withheld_max_flashes: int = Field(
+        default=1_000, ge=1, description="Flashes that may wait at once (embargo, approval): 409 beyond."
+    )
+
     @field_validator("categories", "regions", "private_topics", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

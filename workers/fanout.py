@@ -7,6 +7,7 @@ from typing import Any
 from arq import Retry
 
 from ticker_service.broker.fanout import fan_out
+from ticker_service.broker.release import release_due
 from ticker_service.errors import BrokerUnavailable
 from ticker_service.flashes import is_canary
 from ticker_service.ops import metrics, reports
@@ -21,8 +22,10 @@ def _outcome(outcome: str) -> None:
 
 async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
     try:
-        event_id = await fan_out(ctx["broker"], flash_id, version)
-        if not is_canary(flash_id):  # the canary's flash reaches its own reader only, never a device
+        event_id, notify = await fan_out(ctx["broker"], flash_id, version)
+        # A held flash (or its silent state) notifies no device, its release does; the canary's flash reaches its
+        # own reader only, never a device.
+        if notify and not is_canary(flash_id):
             await push.enqueue_plan(ctx, flash_id, version)
     except BrokerUnavailable as exc:
         _outcome("retry")
@@ -32,3 +35,12 @@ async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | 
         raise
     _outcome("ok" if event_id else "skipped")
     return event_id
+
+
+async def release_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
+    """At a flash's embargo (the job is deferred to it): record it as an ordinary flash, whose fan-out follows."""
+    try:
+        event = await release_due(ctx["broker"], flash_id, version)
+    except BrokerUnavailable as exc:
+        raise Retry(defer=min(ctx["job_try"], 5)) from exc
+    return event.event_id if event else None  # the release's own fan-out job is what the job metrics count

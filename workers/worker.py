@@ -17,18 +17,19 @@ import time
 from typing import Any
 
 from arq.worker import Worker, func
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker_service.broker.redis import RedisBroker
 from ticker_service.errors import REDIS_DOWN
-from ticker_service.keys import FANOUT_JOB, WAKE_CHANNEL
+from ticker_service.keys import FANOUT_JOB, RELEASE_JOB, WAKE_CHANNEL
 from ticker_service.ops import metrics, reports
 from ticker_service.push.settings import PushSettings
 from ticker_service.redis_conn import arq_settings, redis_client
 from ticker_service.settings import Settings
 
 from . import push
-from .fanout import fanout_job
+from .fanout import fanout_job, release_job
 
 logger = logging.getLogger("ticker.worker")
 
@@ -58,6 +59,17 @@ class WakeableWorker(Worker):
     async def _poll_iteration(self) -> None:
         async with self._poll_lock:
             await super()._poll_iteration()
+        if self._wake is not None and self._pool is not None:
+            await self._wake_at_next_due(self._pool)
+
+    async def _wake_at_next_due(self, pool: Redis) -> None:
+        """A deferred job (an embargo's release) due before the next poll: poll at its instant, not up to a poll
+        delay after it."""
+        now = time.time()
+        soon = (now + self.poll_delay_s) * 1000
+        due = await pool.zrangebyscore(self.queue_name, now * 1000, soon, start=0, num=1, withscores=True)
+        if due:
+            asyncio.get_running_loop().call_later(max(0.0, due[0][1] / 1000 - now), self._woken.set)
 
     async def main(self) -> None:
         tasks = [asyncio.create_task(self._report())]
@@ -127,7 +139,11 @@ def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bo
     + 10 s (arq's rule). ``woken``: ingest's wake-up reaches the worker, so it may poll as slowly as configured."""
     timeout = settings.fanout_job_timeout_seconds
     return {
-        "functions": [func(fanout_job, name=FANOUT_JOB, timeout=timeout, max_tries=50), *push.functions(timeout)],
+        "functions": [
+            func(fanout_job, name=FANOUT_JOB, timeout=timeout, max_tries=50),
+            func(release_job, name=RELEASE_JOB, timeout=timeout, max_tries=50),
+            *push.functions(timeout),
+        ],
         "redis_settings": arq_settings(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -7,12 +7,14 @@
 // order of preference: one version of each story, and the first is the bar's language), limit (default 8),
 // src (the hub; default: where this script came from), label (the bar's label), preview (no connection: show
 // what `show()` is given, as the editor console does), receipt-rate (the share of readers whose bar reports when it
-// showed each flash, for the newsroom's time to screen; default 0.1, 0 for none). Theme it with the --ticker-* custom properties below and
-// ::part(bar | label | list | item | flash | headline | link | corrected | time | status).
+// showed each flash, for the newsroom's time to screen; default 0.1, 0 for none), held ("hide", the default: a flash
+// the desk put on hold leaves the bar until it is released; "dim": it stays, greyed out and marked). Theme it with
+// the --ticker-* custom properties below and
+// ::part(bar | label | list | item | flash | held | headline | link | corrected | on-hold | time | status).
 // Headlines are always set as text; only http(s) story URLs become links.
 
 import { connect, filterQuery } from "./ticker.js";
-import { FlashBoard, directionOf, flashId, headlineOf, isCorrected, safeLink } from "./flashes.js";
+import { FlashBoard, directionOf, flashId, headlineOf, isCorrected, isHeld, safeLink } from "./flashes.js";
 
 const CSS = `
 :host { display: block; font: var(--ticker-font, inherit); color: var(--ticker-fg, #fff); }
@@ -30,7 +32,10 @@ const CSS = `
 .item.flash .flash-mark { animation: ticker-pulse 1s ease-in-out 3; }
 a { color: var(--ticker-link, inherit); text-decoration: underline; text-underline-offset: .15em; }
 a:focus-visible { outline: 2px solid var(--ticker-focus, #fff); outline-offset: 2px; }
-.corrected { font-size: .85em; font-style: italic; margin-inline-start: .4em; }
+.corrected, .on-hold { font-size: .85em; font-style: italic; margin-inline-start: .4em; }
+/* Greyed out, still readable: a colour with enough contrast on the bar, not opacity. */
+.item.held { color: var(--ticker-held-fg, #e4e4e4); font-weight: 400; }
+.item.held .flash-mark { background: var(--ticker-held-mark-bg, #d0d0d0); animation: none; }
 time { font-size: .85em; margin-inline-start: .5em; white-space: nowrap; }
 .status { font-size: .8em; margin: 0; white-space: nowrap; padding-block: .15rem; }
 .sr-only { position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; overflow: hidden;
@@ -45,13 +50,13 @@ time { font-size: .85em; margin-inline-start: .5em; white-space: nowrap; }
 
 /** Words the bar shows itself, per language; other languages get English. */
 const WORDS = {
-  en: { label: "BREAKING", flash: "FLASH", corrected: "corrected", live: "live", connecting: "connecting…", reconnecting: "reconnecting…", closed: "stopped" },
-  ar: { label: "عاجل", flash: "خبر عاجل", corrected: "مصحَّح", live: "مباشر", connecting: "جارٍ الاتصال…", reconnecting: "جارٍ إعادة الاتصال…", closed: "متوقف" },
-  es: { label: "ÚLTIMA HORA", flash: "URGENTE", corrected: "corregido", live: "en directo", connecting: "conectando…", reconnecting: "reconectando…", closed: "detenido" },
-  fr: { label: "DERNIÈRE MINUTE", flash: "ALERTE", corrected: "corrigé", live: "en direct", connecting: "connexion…", reconnecting: "reconnexion…", closed: "arrêté" },
-  de: { label: "EILMELDUNG", flash: "EIL", corrected: "korrigiert", live: "live", connecting: "verbinde…", reconnecting: "verbinde neu…", closed: "gestoppt" },
+  en: { label: "BREAKING", flash: "FLASH", corrected: "corrected", held: "on hold", live: "live", connecting: "connecting…", reconnecting: "reconnecting…", closed: "stopped" },
+  ar: { label: "عاجل", flash: "خبر عاجل", corrected: "مصحَّح", held: "معلَّق", live: "مباشر", connecting: "جارٍ الاتصال…", reconnecting: "جارٍ إعادة الاتصال…", closed: "متوقف" },
+  es: { label: "ÚLTIMA HORA", flash: "URGENTE", corrected: "corregido", held: "retenido", live: "en directo", connecting: "conectando…", reconnecting: "reconectando…", closed: "detenido" },
+  fr: { label: "DERNIÈRE MINUTE", flash: "ALERTE", corrected: "corrigé", held: "suspendu", live: "en direct", connecting: "connexion…", reconnecting: "reconnexion…", closed: "arrêté" },
+  de: { label: "EILMELDUNG", flash: "EIL", corrected: "korrigiert", held: "zurückgehalten", live: "live", connecting: "verbinde…", reconnecting: "verbinde neu…", closed: "gestoppt" },
 };
-const FILTER_ATTRIBUTES = ["lang", "category", "region", "max-urgency", "limit", "src"];
+const FILTER_ATTRIBUTES = ["lang", "category", "region", "max-urgency", "limit", "src", "held"];
 const REFRESH_MS = 30000;
 
 let sheet = null;
@@ -110,7 +115,7 @@ export class BreakingTicker extends HTMLElement {
     root.append(this.bar, this.announcer);
     /** @type {Map<string, {li: HTMLLIElement, key: string}>} */
     this.nodes = new Map();
-    this.board = new FlashBoard({ limit: 8 });
+    this.board = new FlashBoard({ limit: 8, keepHeld: this.getAttribute("held") === "dim" });
     this.client = null;
     this.timers = [];
     this.generation = 0;
@@ -160,6 +165,7 @@ export class BreakingTicker extends HTMLElement {
     if (!this.started || old === value) return; // initial attributes are read by connectedCallback
     this.decorate();
     if (this.hasAttribute("preview")) return;
+    if (name === "held") return; // applies from the next event on: a held flash's own event decides
     if (name === "src") {
       this.client?.close();
       this.client = null;
@@ -169,9 +175,14 @@ export class BreakingTicker extends HTMLElement {
 
   /** Show exactly these flashes (preview mode). @param {object[]} flashes */
   show(flashes) {
-    this.board = new FlashBoard({ limit: this.limit });
+    this.board = new FlashBoard({ limit: this.limit, keepHeld: this.dimHeld });
     this.board.load(flashes);
     this.sync();
+  }
+
+  /** `held="dim"`: held flashes stay on the bar, greyed out; otherwise they leave it until released. */
+  get dimHeld() {
+    return this.getAttribute("held") === "dim";
   }
 
   get limit() {
@@ -200,6 +211,7 @@ export class BreakingTicker extends HTMLElement {
       this.setAttribute("aria-label", `${this.labelNode.textContent} (${name})`);
     }
     this.board.limit = this.limit;
+    this.board.keepHeld = this.dimHeld;
   }
 
   /** Load the current flashes, then follow the stream from the snapshot's position (or re-filter a live one). */
@@ -237,13 +249,13 @@ export class BreakingTicker extends HTMLElement {
     const receiptRate = rate === null ? undefined : Number(rate);
     const client = connect({ url: this.hub, ...filter, lastEventId, receiptRate, autoReceipts: false });
     this.client = client;
-    for (const type of ["flash", "update", "withdraw"]) {
+    for (const type of ["flash", "update", "withdraw", "hold"]) {
       client.addEventListener(type, (event) => {
         const change = this.board.apply(type, event.detail.flash, event.detail.replaces);
         if (change) this.sync();
         // Another language version of a story taking the place of one is news, not a correction.
         const said = event.detail.replaces && change === "replaced" ? "added" : change;
-        if (said === "added" || said === "replaced") {
+        if ((said === "added" || said === "replaced") && !isHeld(event.detail.flash)) {
           this.announce(event.detail.flash, said);
           client.receipts.shown(event.detail.flash, client.transport); // on screen now: the reader's receipt
         }
@@ -329,8 +341,10 @@ export class BreakingTicker extends HTMLElement {
 function fillItem(li, flash, lang) {
   const w = words(lang);
   const flashUrgent = flash.urgency === 1;
-  li.className = flashUrgent ? "item flash" : "item";
-  li.setAttribute("part", flashUrgent ? "item flash" : "item");
+  const held = isHeld(flash);
+  const kinds = ["item", ...(flashUrgent ? ["flash"] : []), ...(held ? ["held"] : [])].join(" ");
+  li.className = kinds;
+  li.setAttribute("part", kinds);
   li.dataset.version = String(flash.version);
   const parts = [];
   if (flashUrgent) parts.push(element("span", "flash-mark", "flash-mark", w.flash));
@@ -343,6 +357,7 @@ function fillItem(li, flash, lang) {
   if (flash.language) headline.lang = flash.language;
   parts.push(headline);
   if (isCorrected(flash)) parts.push(element("span", "corrected", "corrected", `(${w.corrected})`));
+  if (held) parts.push(element("span", "on-hold", "on-hold", `(${w.held})`));
   const time = element("time", "", "time", relativeTime(flash.firstCreated, lang));
   time.dateTime = flash.firstCreated;
   parts.push(time);

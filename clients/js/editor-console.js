@@ -1,6 +1,8 @@
 // The editor console at /editor: sign in with a token (held in this module's memory only), write a flash with a
-// live preview, publish (urgency 1 asks first), and correct or withdraw the latest flashes. Errors from the API
-// (RFC 9457 problems with an `errors` list naming fields) are shown next to the field they concern.
+// live preview, publish (urgency 1 asks first; an embargo schedules it), and correct, hold, release or withdraw the
+// latest flashes. A FLASH that waits for a second editor says so; FLASHes other editors asked for are listed with
+// Approve / Reject. Errors from the API (RFC 9457 problems with an `errors` list naming fields) are shown next to
+// the field they concern.
 import "./breaking-ticker.js";
 import { connect } from "./ticker.js";
 import { flashId, headlineOf } from "./flashes.js";
@@ -8,7 +10,8 @@ import { flashId, headlineOf } from "./flashes.js";
 const MAX_HEADLINE = 280;
 const REACH_MS = 5000; // how often the reach of the newest flashes is fetched
 const REACH_ROWS = 10;
-const FIELDS = ["headline", "language", "category", "urgency", "regions", "url", "token", "story"];
+const FIELDS = ["headline", "language", "category", "urgency", "regions", "url", "story", "embargo", "token"];
+const PENDING_REFRESH_MS = 5000;
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
 /** @type {string | null} the editor token: never stored, never put in a URL */
@@ -17,6 +20,9 @@ let token = null;
 const flashes = new Map();
 /** @type {Map<string, string>} "seen by … readers; p90 …" per flash id */
 const reachText = new Map();
+/** the HTTP status of the last API answer (202: a FLASH waiting for a second editor) */
+let lastStatus = 0;
+let pendingTimer = 0;
 
 // -- sign in ---------------------------------------------------------------------------------------------------
 $("sign-in").addEventListener("submit", (event) => {
@@ -38,6 +44,12 @@ $("sign-out").addEventListener("click", () => {
 });
 
 function signedIn(yes) {
+  clearInterval(pendingTimer);
+  $("pending-card").hidden = !yes;
+  if (yes) {
+    loadPending();
+    pendingTimer = setInterval(loadPending, PENDING_REFRESH_MS);
+  }
   $("signed-in").hidden = !yes;
   $("signed-in").textContent = yes ? "Signed in. The token is checked when you publish." : "";
   $("sign-out").hidden = !yes;
@@ -67,6 +79,8 @@ function values() {
   if (url) body.url = url;
   const story = $("story").value.trim();
   if (story) body.story = story;
+  const embargo = $("embargo").value;
+  if (embargo) body.embargo = new Date(embargo).toISOString(); // the local time the editor picked, as an instant
   return body;
 }
 
@@ -117,7 +131,14 @@ form.addEventListener("submit", async (event) => {
     form.reset();
     if (body.story) $("story").value = body.story; // the next language version of the story shares it
     update();
-    $("form-done").textContent = `Published: ${headlineOf(doc)}` + (body.story ? ` (story ${body.story})` : "");
+    const story = body.story ? ` (story ${body.story})` : "";
+    if (lastStatus === 202) {
+      $("form-done").textContent = `Waiting for a second editor's approval (not published yet): ${headlineOf(doc)}${story}`;
+    } else if (doc.embargoedUntil) {
+      $("form-done").textContent = `Scheduled for ${new Date(doc.embargoedUntil).toLocaleString()}: ${headlineOf(doc)}${story}`;
+    } else {
+      $("form-done").textContent = `Published: ${headlineOf(doc)}${story}`;
+    }
     $("headline").focus();
   } finally {
     $("publish").disabled = false;
@@ -143,6 +164,7 @@ async function api(method, path, body, headers = {}, errorTarget = "form-error")
     $(errorTarget).textContent = "The service cannot be reached; nothing was sent. Try again.";
     return null;
   }
+  lastStatus = response.status;
   if (response.ok) return response.json();
   let problem = {};
   try {
@@ -151,7 +173,7 @@ async function api(method, path, body, headers = {}, errorTarget = "form-error")
     // not a problem document
   }
   const detail = problem.detail || `${response.status} ${response.statusText}`;
-  if (response.status === 401 || response.status === 403) {
+  if (response.status === 401 || (response.status === 403 && errorTarget === "form-error")) {
     showErrors({ token: detail });
     if (response.status === 401) {
       token = null;
@@ -194,6 +216,11 @@ function clearErrors(fields) {
 // -- latest flashes ---------------------------------------------------------------------------------------------
 function statusOf(doc) {
   if (doc.pubStatus === "canceled") return "withdrawn";
+  if (doc.pubStatus === "withheld") {
+    if (doc.edNote && doc.edNote.startsWith("Waiting for a second editor")) return "waiting for approval";
+    if (doc.embargoedUntil && Date.parse(doc.embargoedUntil) > Date.now()) return "scheduled";
+    return "on hold";
+  }
   if (doc.expires && Date.parse(doc.expires) <= Date.now()) return "expired";
   return Number(doc.version) > 1 ? `corrected (v${doc.version})` : "published";
 }
@@ -237,10 +264,14 @@ function row(doc) {
   headline.lang = doc.language;
   const actions = cell(undefined, "actions");
   if (status !== "withdrawn") {
-    actions.append(
-      button("Correct", `Correct “${headlineOf(doc)}”`, () => startCorrection(tr, doc)),
-      button("Withdraw", `Withdraw “${headlineOf(doc)}”`, () => withdraw(doc)),
-    );
+    actions.append(button("Correct", `Correct “${headlineOf(doc)}”`, () => startCorrection(tr, doc)));
+    if (status === "on hold") {
+      actions.append(button("Release", `Release “${headlineOf(doc)}”`, () => act(doc, "release")));
+    } else if (status !== "scheduled" && status !== "waiting for approval") {
+      actions.append(button("Hold", `Hold “${headlineOf(doc)}” while it is checked`, () => act(doc, "hold")));
+    }
+    const unseen = status === "scheduled" || status === "waiting for approval";
+    actions.append(button(unseen ? "Cancel" : "Withdraw", `${unseen ? "Cancel" : "Withdraw"} “${headlineOf(doc)}”`, () => withdraw(doc)));
   }
   const reach = cell(reachText.get(id) ?? "–", "reach");
   tr.append(headline, cell(doc.language), cell(String(doc.urgency)), cell(status, "status"), reach, actions);
@@ -318,9 +349,71 @@ async function withdraw(doc) {
     $("latest-error").textContent = "Sign in with your editor token first.";
     return;
   }
-  if (!(await confirmAction(`Withdraw “${headlineOf(doc)}”? It leaves every ticker, list and notification.`))) return;
+  const question =
+    doc.pubStatus === "withheld" && statusOf(doc) !== "on hold"
+      ? `Cancel “${headlineOf(doc)}”? It was never published and never will be.`
+      : `Withdraw “${headlineOf(doc)}”? It leaves every ticker, list and notification.`;
+  if (!(await confirmAction(question))) return;
   const withdrawn = await api("DELETE", `/v1/flashes/${flashId(doc)}`, undefined, {}, "latest-error");
   if (withdrawn) remember(withdrawn);
+}
+
+/** Hold or release a flash (POST /v1/flashes/{id}/hold or /release). */
+async function act(doc, verb) {
+  $("latest-error").textContent = "";
+  if (!token) {
+    $("latest-error").textContent = "Sign in with your editor token first.";
+    return;
+  }
+  const done = await api("POST", `/v1/flashes/${flashId(doc)}/${verb}`, undefined, {}, "latest-error");
+  if (done) remember(done);
+}
+
+// -- FLASHes waiting for a second editor ------------------------------------------------------------------------
+async function loadPending() {
+  if (!token) return;
+  let body;
+  try {
+    const headers = { Authorization: `Bearer ${token}` };
+    const response = await fetch("/v1/flashes?status=pending", { headers, cache: "no-store" });
+    if (!response.ok) return; // a wrong token shows when the editor publishes
+    body = await response.json();
+    // Flashes scheduled by anyone on the desk join the latest ones, marked "scheduled" (no event tells of them).
+    const scheduled = await fetch("/v1/flashes?status=scheduled", { headers, cache: "no-store" });
+    if (scheduled.ok) for (const doc of (await scheduled.json()).flashes) remember(doc);
+  } catch {
+    $("pending-error").textContent = "The FLASHes waiting for approval could not be loaded.";
+    return;
+  }
+  const askedBy = new Map(body.requests.map((r) => [r.flash, r.by]));
+  $("pending-empty").hidden = body.flashes.length > 0;
+  $("pending").tBodies[0].replaceChildren(...body.flashes.map((doc) => pendingRow(doc, askedBy.get(flashId(doc)) || "")));
+}
+
+function pendingRow(doc, by) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = flashId(doc);
+  const headline = cell(headlineOf(doc));
+  headline.lang = doc.language;
+  const actions = cell(undefined, "actions");
+  actions.append(
+    button("Approve", `Approve “${headlineOf(doc)}”`, () => decide(doc, "approve"), false),
+    button("Reject", `Reject “${headlineOf(doc)}”`, () => decide(doc, "reject")),
+  );
+  tr.append(headline, cell(doc.language), cell(by), actions);
+  return tr;
+}
+
+async function decide(doc, verb) {
+  $("pending-error").textContent = "";
+  const question =
+    verb === "approve"
+      ? `Approve and publish the FLASH “${headlineOf(doc)}” to every reader?`
+      : `Reject the FLASH “${headlineOf(doc)}”? It is never published.`;
+  if (!(await confirmAction(question))) return;
+  const done = await api("POST", `/v1/flashes/${flashId(doc)}/${verb}`, undefined, {}, "pending-error");
+  if (done) remember(done);
+  loadPending();
 }
 
 /** An explicit yes/no in a modal dialog (keyboard: Enter/Space on a button, Escape cancels). */
@@ -341,7 +434,9 @@ async function loadLatest() {
     for (const doc of body.flashes) remember(doc);
     // Changes made elsewhere (another editor, the CLI) show up here live.
     const live = connect({ lastEventId: body.last_event_id, storage: null, receiptRate: 0 }); // not a reader
-    for (const type of ["flash", "update", "withdraw"]) live.addEventListener(type, (event) => remember(event.detail.flash));
+    for (const type of ["flash", "update", "withdraw", "hold"]) {
+      live.addEventListener(type, (event) => remember(event.detail.flash));
+    }
   } catch {
     $("latest-error").textContent = "The latest flashes could not be loaded.";
   }

@@ -71,11 +71,18 @@ function newestFirst(a, b) {
   return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/** Whether the desk has the flash on hold (off the air while it is checked). @param {Flash} flash */
+export function isHeld(flash) {
+  return flash.pubStatus === "withheld";
+}
+
 export class FlashBoard {
-  /** @param {{limit?: number, now?: () => number}} [options] */
-  constructor({ limit = 10, now = () => Date.now() } = {}) {
+  /** `keepHeld`: a held flash stays on the board (to be shown greyed out) instead of leaving it.
+   * @param {{limit?: number, now?: () => number, keepHeld?: boolean}} [options] */
+  constructor({ limit = 10, now = () => Date.now(), keepHeld = false } = {}) {
     this.limit = limit;
     this.now = now;
+    this.keepHeld = keepHeld;
     /** @type {Map<string, Flash>} shown flashes by id */
     this.shown = new Map();
     /** @type {Map<string, number>} the latest version seen of every flash, withdrawn ones included */
@@ -96,7 +103,7 @@ export class FlashBoard {
       const known = this.versions.get(id);
       if (known !== undefined && version < known) continue; // the live stream already had a later version
       this.versions.set(id, version);
-      if (flash.pubStatus !== "canceled" && !isExpired(flash, this.now())) this.shown.set(id, flash);
+      if (this.showable(flash)) this.shown.set(id, flash);
     }
     this.trim();
   }
@@ -104,7 +111,7 @@ export class FlashBoard {
   /**
    * Apply one event; returns what changed for the flash: "added", "replaced", "removed" or null (nothing: a
    * duplicate, an older version, an expired flash, or one that falls off the end of the bar).
-   * @param {"flash" | "update" | "withdraw"} type
+   * @param {"flash" | "update" | "withdraw" | "hold"} type
    * @param {Flash} flash
    * @param {string} [replaces]  the uri of another version of the story that `flash` takes the place of
    * @returns {"added" | "replaced" | "removed" | null}
@@ -121,7 +128,7 @@ export class FlashBoard {
     if (known !== undefined && (version < known || (version === known && !again))) return gone ? "removed" : null;
     this.versions.set(id, version);
     const wasShown = gone || this.shown.has(id);
-    if (type === "withdraw" || flash.pubStatus === "canceled" || isExpired(flash, this.now())) {
+    if (type === "withdraw" || !this.showable(flash)) {
       this.shown.delete(id);
       return wasShown ? "removed" : null;
     }
@@ -129,6 +136,12 @@ export class FlashBoard {
     this.trim();
     if (!this.shown.has(id)) return null;
     return wasShown ? "replaced" : "added";
+  }
+
+  /** Not withdrawn, not expired, and not on hold (unless held ones are kept). @param {Flash} flash */
+  showable(flash) {
+    if (flash.pubStatus === "canceled" || isExpired(flash, this.now())) return false;
+    return this.keepHeld || !isHeld(flash);
   }
 
   /** Drop expired flashes; returns their ids. @returns {string[]} */

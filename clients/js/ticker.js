@@ -9,7 +9,8 @@
 // (POST /v1/receipts, see receipts.js); with `autoReceipts: false` the page reports itself when it shows one
 // (`ticker.receipts.shown(flash, ticker.transport)`), as <breaking-ticker> does.
 //
-// Events (CustomEvent, data in `detail`): `flash`, `update`, `withdraw` ({eventId, flash}), `reset`
+// Events (CustomEvent, data in `detail`): `flash`, `update`, `withdraw`, `hold` ({eventId, flash}; a held flash
+// is off the air while the desk checks it: hide it until an `update` releases it), `reset`
 // ({eventId, flashes}: the history could not fill a gap, here is the current state), and `status`
 // ({state: "connecting" | "live" | "reconnecting" | "closed", transport, delay?, reason?, terminal?}).
 //
@@ -174,7 +175,7 @@ export class TickerConnection extends EventTarget {
       this.attempt = 0;
       this.setState("live", {});
     };
-    for (const type of ["flash", "update", "withdraw", "reset"]) {
+    for (const type of ["flash", "update", "withdraw", "hold", "reset"]) {
       source.addEventListener(type, (message) => {
         if (this.socket !== source) return;
         const data = JSON.parse(message.data);
@@ -232,7 +233,7 @@ export class TickerConnection extends EventTarget {
       this.emit("reset", { eventId: event.event_id, flashes: event.flashes ?? [] });
       return;
     }
-    if (!["flash", "update", "withdraw"].includes(event.type)) return;
+    if (!["flash", "update", "withdraw", "hold"].includes(event.type)) return;
     if (!this.resume.accept(event.event_id)) return; // already seen: a replay overlapping what arrived live
     const detail = { eventId: event.event_id, flash: event.flash };
     if (typeof event.replaces === "string") detail.replaces = event.replaces;

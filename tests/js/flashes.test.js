@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { FlashBoard, directionOf, flashId, isCorrected, safeLink } from "../../clients/js/flashes.js";
+import { FlashBoard, directionOf, flashId, isCorrected, isHeld, safeLink } from "../../clients/js/flashes.js";
 
 let clock = 0;
 function doc(id, { version = "1", created = ++clock, ...rest } = {}) {
@@ -114,4 +114,21 @@ test("a replacing update shows the better version of a story instead, and the ne
   assert.equal(board.apply("update", en, ar.uri), "replaced");
   assert.deepEqual(board.items().map(flashId), ["en"]);
   assert.equal(board.apply("update", en, ar.uri), null);
+});
+
+test("a held flash leaves the board until its release; with keepHeld it stays, marked held", () => {
+  const a = doc("a");
+  const held = { ...a, version: "2", pubStatus: "withheld" };
+  const released = { ...a, version: "3", pubStatus: "usable" };
+  const board = new FlashBoard();
+  board.apply("flash", a);
+  assert.equal(board.apply("hold", held), "removed");
+  assert.equal(board.apply("flash", a), null, "a late replay of the first version does not bring it back");
+  assert.equal(board.apply("update", released), "added");
+  const dim = new FlashBoard({ keepHeld: true });
+  dim.apply("flash", a);
+  assert.equal(dim.apply("hold", held), "replaced");
+  assert.ok(isHeld(dim.items()[0]));
+  assert.equal(dim.apply("update", released), "replaced");
+  assert.ok(!isHeld(dim.items()[0]));
 });

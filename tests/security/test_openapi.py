@@ -66,7 +66,7 @@ def test_live_api_against_its_schema(api_schema: schemathesis.BaseSchema, live: 
     """Schemathesis, bounded: generated requests, valid and not, to every operation of a live server. No 5xx,
     every response (status, content type, headers, body) matches the document, auth is enforced."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 18
+    assert len(operations) == 22
     token = {"Authorization": f"Bearer {live.token}"}
     for operation in operations:
 

@@ -47,13 +47,13 @@ def test_every_named_argument_is_used(name: str) -> None:
 
 
 def test_record_tables_give_the_positions_the_script_reads() -> None:
-    """The record script's 9 keys and 20 arguments come out in order, so ARGV[14] is the withdrawn flag."""
+    """The record script's 11 keys and 20 arguments come out in order, so ARGV[14] is the listed flag."""
     values: dict[str, Any] = {field: f"<{field}>" for field in RecordArgs._fields}
     args = positional(RecordArgs(**values))
     keys = positional(RecordKeys(**{field: f"<{field}>" for field in RecordKeys._fields}))
-    assert len(keys) == 9
+    assert len(keys) == 11
     assert len(args) == 20
-    assert args[14 - 1] == "<withdrawn>"
+    assert args[14 - 1] == "<listed>"
     assert args[11 - 1] == "<job_ttl_ms>"
     assert args[20 - 1] == "<held_claim>"
     assert keys[5 - 1] == "<idempotency>"

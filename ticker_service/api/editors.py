@@ -16,19 +16,20 @@ from ..security.ratelimit import RateLimiter
 from ..security.tokens import Editor, TokenStore
 from ..settings import Settings
 
-WRITE_SCOPES = ("publish", "correct", "withdraw")
+WRITE_SCOPES = ("publish", "correct", "withdraw", "approve")
 
 
-async def authenticate(request: Request, scope: str | None = None) -> Editor:
+async def authenticate(request: Request, scope: str | None = None, action: str | None = None) -> Editor:
     """The editor behind the request's bearer token (401 without one); 403 if it lacks ``scope``; 429 past the
     token's writes per minute, or past the failed attempts per minute from the client's address. Refusals go to
-    the audit log (of each run of 429s, the first), so that a flood cannot push real entries out of it."""
+    the audit log (of each run of 429s, the first), so that a flood cannot push real entries out of it, under
+    ``action`` (default: the scope)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     tokens: TokenStore = request.app.state.tokens
     limiter: RateLimiter = request.app.state.rate_limiter
     settings: Settings = request.app.state.settings
     editor = await tokens.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-    action = scope or request.method.lower()
+    action = action or scope or request.method.lower()
     if editor is None:
         ip = request.client.host if request.client else "-"
         limit = settings.failed_auth_per_minute

@@ -46,7 +46,10 @@ class Flash(BaseModel):
     version: str
     firstCreated: str
     versionCreated: str
-    pubStatus: Literal["usable", "canceled"]
+    pubStatus: Literal["usable", "withheld", "canceled"] = Field(
+        description="withheld: scheduled behind an embargo, pending a second editor, or on hold (editors only)."
+    )
+    embargoedUntil: str | None = Field(default=None, description="The embargo's instant, if it had one.")
     language: str
     urgency: int = Field(ge=1, le=9)
     headlines: list[Headline]
@@ -56,6 +59,20 @@ class Flash(BaseModel):
 class FlashList(BaseModel):
     flashes: list[Flash]
     last_event_id: str | None = Field(description="Subscribe after this event id to miss nothing.")
+
+
+class WithheldRequest(BaseModel):
+    flash: str = Field(description="The flash's id.")
+    by: str = Field(description="The editor who published it (for an embargo) or asked for approval.")
+    embargoedUntil: str | None
+
+
+class WithheldList(BaseModel):
+    """Flashes that no reader has seen yet, with who asked for each (``GET /v1/flashes?status=...``)."""
+
+    status: Literal["scheduled", "pending"]
+    flashes: list[Flash]
+    requests: list[WithheldRequest]
 
 
 class FieldError(BaseModel):
@@ -139,6 +156,7 @@ MODELS: list[type[BaseModel]] = [
     FlashPatch,
     Flash,
     FlashList,
+    WithheldList,
     ProblemDocument,
     AuditList,
     Health,
@@ -163,11 +181,16 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _responses(ok: dict[int, tuple[str, type[BaseModel] | None]], errors: tuple[int, ...]) -> dict[str, Any]:
+Answer = type[BaseModel] | tuple[type[BaseModel], ...] | None  # one model, one of several, or no body
+
+
+def _responses(ok: dict[int, tuple[str, Answer]], errors: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for status, (text, model) in ok.items():
         out[str(status)] = {"description": text}
-        if model is not None:
+        if isinstance(model, tuple):
+            out[str(status)]["content"] = {"application/json": {"schema": {"oneOf": [_ref(m) for m in model]}}}
+        elif model is not None:
             out[str(status)]["content"] = {"application/json": {"schema": _ref(model)}}
     for status in errors:
         out[str(status)] = {
@@ -224,17 +247,41 @@ def _paths(settings: Settings) -> dict[str, Any]:
         },
         "/v1/flashes": {
             "get": {
-                "summary": "Current flashes, newest first",
-                "security": OPTIONAL_READER,
-                "parameters": [*_filters(settings), LIMIT],
-                "responses": _responses({200: ("The current flashes.", FlashList)}, (400, 401, 503)),
+                "summary": "Current flashes, newest first; or, to an editor, those that wait",
+                "description": (
+                    "Without `status`: the current published flashes (public). With `status=scheduled` (waiting "
+                    "for their embargo, soonest first) or `status=pending` (waiting for a second editor's "
+                    "approval, oldest first): an editor token is required, and the answer is a `WithheldList`."
+                ),
+                "security": [*OPTIONAL_READER, *EDITOR],
+                "parameters": [
+                    *_filters(settings),
+                    LIMIT,
+                    _query("status", "Editors: the flashes that wait.", {"enum": ["scheduled", "pending"]}),
+                ],
+                "responses": _responses(
+                    {200: ("The current flashes, or those that wait.", (FlashList, WithheldList))}, (400, 401, 503)
+                ),
             },
             "post": {
                 "summary": "Publish a flash",
+                "description": (
+                    "With `embargo`, the flash is stored at once (`pubStatus: withheld`, `embargoedUntil`) and "
+                    "reaches readers and devices at that instant as an ordinary `flash` event; until then "
+                    "`PATCH` changes it silently and `DELETE` cancels it (nothing is ever pushed). "
+                    "With `TICKER_FLASH_APPROVAL=1`, or a token created `--needs-approval`, a FLASH (urgency 1) "
+                    "is not published: `202`, `pubStatus: withheld`, until another editor approves it."
+                ),
                 "security": EDITOR,
                 "parameters": [idempotency],
                 "requestBody": _body(FlashIn),
-                "responses": _responses({201: ("Published.", Flash)}, WRITE_ERRORS),
+                "responses": _responses(
+                    {
+                        201: ("Published, or scheduled (embargo).", Flash),
+                        202: ("A FLASH waiting for a second editor's approval.", Flash),
+                    },
+                    WRITE_ERRORS,
+                ),
             },
         },
         "/v1/flashes/{flash_id}": {
@@ -286,6 +333,47 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
                 "responses": _responses({204: ("Counted.", None)}, (400, 404, 413, 415, 422, 429, 503)),
             }
+        },
+        "/v1/flashes/{flash_id}/hold": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Put a published flash on hold while it is checked (scope withdraw)",
+                "description": (
+                    "`pubStatus: withheld`; readers get a `hold` event and hide it, it leaves the public list, "
+                    "devices are not notified, and corrections stay silent until the release. Holding a held "
+                    "flash changes nothing."
+                ),
+                "security": EDITOR,
+                "responses": _responses({200: ("On hold.", Flash)}, WRITE_ERRORS),
+            },
+        },
+        "/v1/flashes/{flash_id}/release": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Release a held flash (scope withdraw)",
+                "description": "`pubStatus: usable` again, pushed to readers as an `update` (with any correction "
+                "made while it was held).",
+                "security": EDITOR,
+                "responses": _responses({200: ("Released.", Flash)}, WRITE_ERRORS),
+            },
+        },
+        "/v1/flashes/{flash_id}/approve": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Approve a FLASH another editor asked for (scope approve)",
+                "description": "Publishes it as an ordinary `flash` (or, before its embargo, schedules it). The "
+                "editor who asked for it gets `403`.",
+                "security": EDITOR,
+                "responses": _responses({200: ("Approved.", Flash)}, WRITE_ERRORS),
+            },
+        },
+        "/v1/flashes/{flash_id}/reject": {
+            "parameters": [FLASH_ID],
+            "post": {
+                "summary": "Reject a FLASH waiting for approval (scope approve): it is never published",
+                "security": EDITOR,
+                "responses": _responses({200: ("Rejected.", Flash)}, WRITE_ERRORS),
+            },
         },
         "/v1/audit": {
             "get": {

@@ -7,9 +7,9 @@ broker alone (tests, tools).
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Broker, Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
+from .base import Broker, Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict, Withheld
 
-__all__ = ["Broker", "Claim", "ClaimLost", "HistoryGap", "LiveHandler", "VersionConflict", "create_broker"]
+__all__ = ["Broker", "Claim", "ClaimLost", "HistoryGap", "LiveHandler", "VersionConflict", "Withheld", "create_broker"]
 
 
 def create_broker(settings: Settings, *, run_fanout: bool = True) -> Broker:

@@ -8,6 +8,11 @@ Contract (both implementations):
 * Event ids are ``<epoch>-<position>`` and increase strictly within an epoch, so readers can resume "after id X".
   The epoch changes when the history is lost (e.g. Redis restarted without persistence; a new embedded process).
 * History is retained by count (``history_max_events``) and age (``history_max_age_seconds``).
+* ``stage`` makes a document the flash's current state *without* an event: a flash no reader may see yet
+  (scheduled behind an embargo, pending a second editor) or a silent change to a held one. It is kept with its
+  :class:`Withheld` reason, never in the history, never in ``recent``; ``record`` of a later version ends it.
+  A scheduled flash is released at its instant even across restarts (an arq job deferred to it in Redis; a timer
+  restored from the data directory in the embedded mode), by :func:`.release.release_due`.
 * ``publish(event)`` sends every recorded event up to and including ``event`` that no earlier call has sent, in
   event-id order, each once. Fan-out jobs may run concurrently, out of order or twice (arq is at least once):
   readers still see events in history order. Delivery to hubs is at most once (Redis pub/sub): a hub that is not
@@ -17,8 +22,8 @@ Contract (both implementations):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
 
 from ..events import Event, EventType
 from ..flashes import Document
@@ -33,6 +38,23 @@ class Claim:
     state: Literal["new", "in_flight", "mismatch", "done"]
     document: Document | None = None  # the first response's flash, when ``done``
     token: str = ""  # when ``new``: proves the claim is still this request's when the result is recorded
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """Why a stored flash has gone to no reader yet: an embargo until ``due_ms``, or a second editor's approval."""
+
+    status: Literal["scheduled", "pending"]
+    due_ms: int = 0  # scheduled: unix milliseconds of the embargo
+    by: str = ""  # who asked for it: the editor token's name
+    by_id: str = ""  # and its stable id (a rotated token is the same editor)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Withheld:
+        return cls(data["status"], int(data.get("due_ms", 0)), data.get("by", ""), data.get("by_id", ""))
 
 
 class HistoryGap(Exception):
@@ -80,6 +102,37 @@ class Broker(Protocol):
         remembered under the scope, and nothing is written (:class:`ClaimLost`) unless the claim is still held —
         so a request that timed out and ran late cannot publish a second flash for the same key.
         """
+        ...
+
+    async def stage(
+        self,
+        doc: Document,
+        *,
+        expect_version: str | None,
+        withheld: Withheld | None,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> None:
+        """Make ``doc`` the flash's current state with no event: nothing is published, nothing is fanned out.
+
+        ``withheld`` says why it waits (``None``: a silent change to a held flash). A ``scheduled`` one is released
+        at ``due_ms``. Version check and idempotency as in :meth:`record`.
+        """
+        ...
+
+    async def discard(self, flash_id: str, expect_version: str) -> None:
+        """Forget a flash that never went out (a canceled embargo, a rejected approval): no event, no trace."""
+        ...
+
+    async def withheld(self, flash_id: str) -> Withheld | None:
+        """Why this flash is waiting, or ``None`` if it is not (published, held, withdrawn or unknown)."""
+        ...
+
+    async def count_withheld(self) -> int:
+        """How many flashes wait (scheduled and pending together)."""
+        ...
+
+    async def list_withheld(self, status: str, limit: int) -> list[tuple[Document, Withheld]]:
+        """Flashes waiting for this reason, the soonest (scheduled) or oldest (pending) first."""
         ...
 
     async def get_flash(self, flash_id: str) -> Document | None: ...

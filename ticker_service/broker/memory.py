@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import secrets
+import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from ..events import Event, EventType, event_key, make_event_id, new_epoch, split_event_id
 from ..flashes import Document, flash_id_of
 from ..settings import Settings
-from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
+from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict, Withheld
+
+logger = logging.getLogger("ticker.broker")
 
 PENDING_TTL_SECONDS = 10.0
 
 
 class MemoryBroker:
-    def __init__(self, settings: Settings, *, run_fanout: bool = True) -> None:
+    """``withheld_path``: where the flashes that wait (embargo, approval) are kept across restarts, so an embargo
+    lapses on time after a restart too; ``None`` keeps them in memory only (tests, tools)."""
+
+    def __init__(self, settings: Settings, *, run_fanout: bool = True, withheld_path: Path | None = None) -> None:
         self.settings = settings
         self.run_fanout = run_fanout
+        self.withheld_path = withheld_path
+        self._withheld: dict[str, Withheld] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self.epoch = new_epoch()  # the history lives and dies with this process
         self._history: deque[Event] = deque()
         self._trimmed = (0, 0)  # the largest position trimmed from the history
@@ -29,14 +43,113 @@ class MemoryBroker:
         self._handlers: list[LiveHandler] = []
         self._last = (0, 0)
         self._published = (0, 0)
-        self._tasks: set[asyncio.Task[str | None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        return None
+        """Restore the waiting flashes and arm their embargo timers (one that lapsed while down goes out now)."""
+        if self.withheld_path is None:
+            return
+        try:
+            saved = json.loads(self.withheld_path.read_text())
+        except FileNotFoundError:
+            return
+        for flash_id, item in saved.items():
+            self._flashes[flash_id] = item["doc"]
+            self._withheld[flash_id] = Withheld.from_json(item["withheld"])
+            self._arm(flash_id)
 
     async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for task in list(self._tasks):
             task.cancel()
+
+    # -- the waiting flashes: embargo timers, and the file that keeps them ------------------------------------
+    def _save(self) -> None:
+        if self.withheld_path is None:
+            return
+        data = {i: {"doc": self._flashes[i], "withheld": w.to_json()} for i, w in self._withheld.items()}
+        self.withheld_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.withheld_path.parent, prefix=".withheld.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, self.withheld_path)
+
+    def _arm(self, flash_id: str) -> None:
+        """(Re)start the embargo timer of ``flash_id``, if it is scheduled."""
+        old = self._timers.pop(flash_id, None)
+        if old is not None:
+            old.cancel()
+        withheld = self._withheld.get(flash_id)
+        if withheld is None or withheld.status != "scheduled":
+            return
+        version = self._flashes[flash_id]["version"]
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, withheld.due_ms / 1000 - time.time())
+        self._timers[flash_id] = loop.call_later(delay, self._due, flash_id, version)
+
+    def _due(self, flash_id: str, version: str) -> None:
+        from ticker_service.broker.release import release_due
+
+        self._timers.pop(flash_id, None)
+        task = asyncio.get_running_loop().create_task(release_due(self, flash_id, version))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_version(self, flash_id: str, expect_version: str | None) -> None:
+        current = self._flashes.get(flash_id)
+        if (current is None) != (expect_version is None) or (current and current["version"] != expect_version):
+            raise VersionConflict(flash_id)
+
+    def _check_claim(self, idempotency: tuple[str, str, str] | None) -> None:
+        if idempotency is not None:
+            held = self._claims.get(idempotency[0])
+            if held is None or held[2] is not None or held[3] != idempotency[2] or held[0] <= time.monotonic():
+                raise ClaimLost(idempotency[0])
+
+    def _answer_claim(self, idempotency: tuple[str, str, str] | None, doc: Document) -> None:
+        if idempotency is not None:
+            scope, fingerprint, token = idempotency
+            self._claims[scope] = (time.monotonic() + self.settings.idempotency_ttl_seconds, fingerprint, doc, token)
+
+    async def stage(
+        self,
+        doc: Document,
+        *,
+        expect_version: str | None,
+        withheld: Withheld | None,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> None:
+        flash_id = flash_id_of(doc)
+        self._check_claim(idempotency)
+        self._check_version(flash_id, expect_version)
+        self._flashes[flash_id] = doc
+        if withheld is None:
+            self._withheld.pop(flash_id, None)
+        else:
+            self._withheld[flash_id] = withheld
+        self._answer_claim(idempotency, doc)
+        self._save()
+        self._arm(flash_id)
+
+    async def discard(self, flash_id: str, expect_version: str) -> None:
+        self._check_version(flash_id, expect_version)
+        del self._flashes[flash_id]
+        self._withheld.pop(flash_id, None)
+        self._save()
+        self._arm(flash_id)
+
+    async def withheld(self, flash_id: str) -> Withheld | None:
+        return self._withheld.get(flash_id)
+
+    async def count_withheld(self) -> int:
+        return len(self._withheld)
+
+    async def list_withheld(self, status: str, limit: int) -> list[tuple[Document, Withheld]]:
+        found = [(self._flashes[i], w) for i, w in self._withheld.items() if w.status == status]
+        found.sort(key=lambda item: (item[1].due_ms, item[0]["firstCreated"]))
+        return found[:limit]
 
     async def ready(self) -> bool:
         return True
@@ -81,25 +194,25 @@ class MemoryBroker:
         idempotency: tuple[str, str, str] | None = None,
     ) -> Event:
         flash_id = flash_id_of(doc)
-        if idempotency is not None:
-            held = self._claims.get(idempotency[0])
-            if held is None or held[2] is not None or held[3] != idempotency[2] or held[0] <= time.monotonic():
-                raise ClaimLost(idempotency[0])
-        current = self._flashes.get(flash_id)
-        if (current is None) != (expect_version is None) or (current and current["version"] != expect_version):
-            raise VersionConflict(flash_id)
+        self._check_claim(idempotency)
+        self._check_version(flash_id, expect_version)
         event = Event(self._next_event_id(), type, doc)
         self._history.append(event)
         self._trim()
+        if self._withheld.pop(flash_id, None) is not None:
+            self._flashes.pop(flash_id)  # released: it counts as new from now on (the list's order)
+            self._save()
+            self._arm(flash_id)
         self._flashes[flash_id] = doc
         self._event_ids[(flash_id, doc["version"])] = event.event_id
         while len(self._flashes) > self.settings.recent_max_flashes:
             old_id, old = self._flashes.popitem(last=False)
+            if self._withheld.pop(old_id, None) is not None:
+                self._save()
+                self._arm(old_id)
             for version in range(1, int(old["version"]) + 1):
                 self._event_ids.pop((old_id, str(version)), None)
-        if idempotency is not None:
-            scope, fingerprint, token = idempotency
-            self._claims[scope] = (time.monotonic() + self.settings.idempotency_ttl_seconds, fingerprint, doc, token)
+        self._answer_claim(idempotency, doc)
         if self.run_fanout:
             from ticker_service.broker.fanout import fan_out
 
@@ -113,8 +226,8 @@ class MemoryBroker:
 
     async def recent(self, scan: int) -> tuple[list[Document], str]:
         docs: list[Document] = []
-        for doc in reversed(self._flashes.values()):
-            if doc["pubStatus"] != "canceled":
+        for flash_id, doc in reversed(self._flashes.items()):
+            if doc["pubStatus"] == "usable" and flash_id not in self._withheld:
                 docs.append(doc)
                 if len(docs) >= scan:
                     break

@@ -36,17 +36,23 @@ from ..keys import (
     IDEMPOTENCY_PREFIX,
     PUBLISHED_CURSOR,
     RECENT_FLASHES,
+    RELEASE_JOB,
     WAKE_CHANNEL,
+    WITHHELD_PREFIX,
 )
 from ..redis_conn import redis_client
 from ..settings import Settings
-from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict
+from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict, Withheld
 from .redis_live import RedisLive, event_from_entry
 from .redis_scripts import (
+    DISCARD,
     RECENT,
     RECORD,
     RELEASE,
     REPLAY,
+    STAGE,
+    DiscardArgs,
+    DiscardKeys,
     RecentArgs,
     RecentKeys,
     RecordArgs,
@@ -55,6 +61,8 @@ from .redis_scripts import (
     ReleaseKeys,
     ReplayArgs,
     ReplayKeys,
+    StageArgs,
+    StageKeys,
     positional,
 )
 
@@ -80,6 +88,8 @@ class RedisBroker:
         self._recent = self.redis.register_script(RECENT)
         self._release = self.redis.register_script(RELEASE)
         self._replay = self.redis.register_script(REPLAY)
+        self._stage = self.redis.register_script(STAGE)
+        self._discard = self.redis.register_script(DISCARD)
         self.live = RedisLive(settings, self.redis, self._call)
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -168,6 +178,8 @@ class RedisBroker:
             queue=ARQ_QUEUE,
             published=PUBLISHED_CURSOR,
             epoch=HISTORY_EPOCH,
+            scheduled=WITHHELD_PREFIX + "scheduled",
+            pending=WITHHELD_PREFIX + "pending",
         )
         args = RecordArgs(
             type=type,
@@ -183,7 +195,7 @@ class RedisBroker:
             job_ttl_ms=JOB_TTL_MS,
             job_id=job_id,
             job_due_ms=now_ms,
-            withdrawn="1" if doc.get("pubStatus") == "canceled" else "0",
+            listed="1" if doc.get("pubStatus") == "usable" else "0",
             recent_max_flashes=self.settings.recent_max_flashes,
             wake_channel=WAKE_CHANNEL,
             flash_prefix=FLASH_PREFIX,
@@ -197,6 +209,93 @@ class RedisBroker:
         if result[0] == b"conflict":
             raise VersionConflict(flash_id)
         return Event(make_event_id(result[2].decode(), result[1].decode()), type, doc)
+
+    async def stage(
+        self,
+        doc: Document,
+        *,
+        expect_version: str | None,
+        withheld: Withheld | None,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> None:
+        flash_id = flash_id_of(doc)
+        version = doc["version"]
+        now_ms = int(time.time() * 1000)
+        idem_key, idem_value, held = IDEMPOTENCY_PREFIX, b"", b""
+        if idempotency is not None:
+            scope, fingerprint, token = idempotency
+            idem_key = IDEMPOTENCY_PREFIX + scope
+            idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
+            held = _pending(fingerprint, token)
+        # The embargo's release is an arq job deferred to its instant: it survives hubs and workers restarting.
+        job_id = f"{RELEASE_JOB}:{flash_id}:{version}"
+        job, job_due = b"", 0
+        if withheld is not None and withheld.status == "scheduled":
+            job_due = withheld.due_ms
+            job = serialize_job(RELEASE_JOB, (flash_id, version), {}, None, now_ms)
+        keys = StageKeys(
+            flash=FLASH_PREFIX + flash_id,
+            idempotency=idem_key,
+            scheduled=WITHHELD_PREFIX + "scheduled",
+            pending=WITHHELD_PREFIX + "pending",
+            job=ARQ_JOB_PREFIX + job_id,
+            queue=ARQ_QUEUE,
+        )
+        args = StageArgs(
+            flash_id=flash_id,
+            doc=orjson.dumps(doc),
+            version=version,
+            expect_version=expect_version or "",
+            withheld=orjson.dumps(withheld.to_json()) if withheld is not None else b"",
+            status=withheld.status if withheld is not None else "",
+            score=(withheld.due_ms or now_ms) if withheld is not None else 0,
+            idempotency_result=idem_value,
+            idempotency_ttl_ms=self.settings.idempotency_ttl_seconds * 1000,
+            held_claim=held,
+            job=job,
+            job_ttl_ms=max(0, job_due - now_ms) + JOB_TTL_MS,
+            job_id=job_id,
+            job_due_ms=job_due,
+        )
+        result = await self._call(lambda: self._stage(keys=positional(keys), args=positional(args)))
+        if result[0] == b"stale":
+            raise ClaimLost(idem_key)
+        if result[0] == b"conflict":
+            raise VersionConflict(flash_id)
+
+    async def discard(self, flash_id: str, expect_version: str) -> None:
+        keys = DiscardKeys(
+            flash=FLASH_PREFIX + flash_id, scheduled=WITHHELD_PREFIX + "scheduled", pending=WITHHELD_PREFIX + "pending"
+        )
+        args = DiscardArgs(flash_id=flash_id, expect_version=expect_version)
+        result = await self._call(lambda: self._discard(keys=positional(keys), args=positional(args)))
+        if result[0] == b"conflict":
+            raise VersionConflict(flash_id)
+
+    async def withheld(self, flash_id: str) -> Withheld | None:
+        raw = await self._call(lambda: self.redis.hget(FLASH_PREFIX + flash_id, "w"))
+        return None if raw is None else Withheld.from_json(orjson.loads(raw))
+
+    async def count_withheld(self) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(WITHHELD_PREFIX + "scheduled")
+            pipe.zcard(WITHHELD_PREFIX + "pending")
+            counts = await self._call(pipe.execute)
+        return int(sum(counts))
+
+    async def list_withheld(self, status: str, limit: int) -> list[tuple[Document, Withheld]]:
+        ids = await self._call(lambda: self.redis.zrange(WITHHELD_PREFIX + status, 0, limit - 1))
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for flash_id in ids:
+                pipe.hmget(FLASH_PREFIX + flash_id.decode(), ["doc", "w"])
+            rows = await self._call(pipe.execute)
+        return [
+            (orjson.loads(doc), Withheld.from_json(orjson.loads(why)))
+            for doc, why in rows
+            if doc is not None and why is not None
+        ]
 
     async def get_flash(self, flash_id: str) -> Document | None:
         raw = await self._call(lambda: self.redis.hget(FLASH_PREFIX + flash_id, "doc"))

@@ -27,6 +27,8 @@ class RecordKeys(NamedTuple):
     queue: str  # arq's queue
     published: str  # the live channel's publish cursor
     epoch: str  # the history's epoch
+    scheduled: str  # zset of the flashes waiting for their embargo (a released one leaves it)
+    pending: str  # zset of the flashes waiting for a second editor (an approved one leaves it)
 
 
 class RecordArgs(NamedTuple):
@@ -43,7 +45,7 @@ class RecordArgs(NamedTuple):
     job_ttl_ms: int  # how long arq's job key lives (arq's own default for a job due now)
     job_id: str
     job_due_ms: int  # when the job may run: now (its score in the queue)
-    withdrawn: str  # '1' when the document is withdrawn (canceled): it leaves ``recent``; else '0'
+    listed: str  # '1' when the document is usable: it is (or goes back) in ``recent``; '0': it leaves it
     recent_max_flashes: int  # flashes kept in ``flash_index``; the oldest beyond are dropped with their hashes
     wake_channel: str  # published on, so workers poll now
     flash_prefix: str  # prefix of the flash hashes (to drop the oldest)
@@ -54,11 +56,11 @@ class RecordArgs(NamedTuple):
 
 RECORD = """
 -- KEYS[1] = events, KEYS[2] = flash, KEYS[3] = recent, KEYS[4] = flash_index, KEYS[5] = idempotency, KEYS[6] = job,
--- KEYS[7] = queue, KEYS[8] = published, KEYS[9] = epoch
+-- KEYS[7] = queue, KEYS[8] = published, KEYS[9] = epoch, KEYS[10] = scheduled, KEYS[11] = pending
 -- ARGV[1] = type, ARGV[2] = flash_id, ARGV[3] = doc, ARGV[4] = version, ARGV[5] = expect_version,
 -- ARGV[6] = created_ms, ARGV[7] = history_max_events, ARGV[8] = idempotency_result,
 -- ARGV[9] = idempotency_ttl_ms, ARGV[10] = job, ARGV[11] = job_ttl_ms, ARGV[12] = job_id, ARGV[13] = job_due_ms,
--- ARGV[14] = withdrawn, ARGV[15] = recent_max_flashes, ARGV[16] = wake_channel, ARGV[17] = flash_prefix,
+-- ARGV[14] = listed, ARGV[15] = recent_max_flashes, ARGV[16] = wake_channel, ARGV[17] = flash_prefix,
 -- ARGV[18] = new_epoch, ARGV[19] = trim_before_id, ARGV[20] = held_claim
 if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[20] then return {'stale'} end
 local cur = redis.call('HGET', KEYS[2], 'version')
@@ -83,11 +85,17 @@ local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*',
   't', ARGV[1], 'f', ARGV[2], 'v', ARGV[4], 'd', ARGV[3])
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[19])
 redis.call('HSET', KEYS[2], 'doc', ARGV[3], 'version', ARGV[4], 'ev:' .. ARGV[4], eid)
-if ARGV[5] == '' then
-  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+redis.call('HDEL', KEYS[2], 'w')
+-- A flash that waited (embargo, approval) counts as new from its release on: that is its place in the list.
+local released = redis.call('ZREM', KEYS[10], ARGV[2]) + redis.call('ZREM', KEYS[11], ARGV[2])
+if ARGV[5] == '' or released > 0 then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2]) end
+if ARGV[14] == '1' then
+  local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
+  if not score then score = ARGV[6] end
+  redis.call('ZADD', KEYS[3], score, ARGV[2])
+else
+  redis.call('ZREM', KEYS[3], ARGV[2])
 end
-if ARGV[14] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end
 if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9]) end
 redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
 redis.call('ZADD', KEYS[7], ARGV[13], ARGV[12])
@@ -102,6 +110,90 @@ if extra > 0 then
 end
 redis.call('PUBLISH', ARGV[16], '1')
 return {'ok', eid, epoch}
+"""
+
+
+# -- stage: a flash's state with no event (scheduled, pending, or a silent change to a held one) -------------------
+class StageKeys(NamedTuple):
+    flash: str  # the flash's hash
+    idempotency: str  # the idempotency key (the bare prefix when the request has none)
+    scheduled: str  # zset of the flashes waiting for their embargo, by its instant
+    pending: str  # zset of the flashes waiting for a second editor, by when they were asked
+    job: str  # arq's key of the release job (unused without an embargo)
+    queue: str  # arq's queue
+
+
+class StageArgs(NamedTuple):
+    flash_id: str
+    doc: bytes  # the ninjs document, JSON
+    version: str  # the new version
+    expect_version: str  # the version being replaced; '' for a new flash
+    withheld: bytes  # why it waits, JSON (the hash's field ``w``); '' for none
+    status: str  # 'scheduled', 'pending' or '' (the zset it joins)
+    score: int  # its score there: the embargo's or the request's unix milliseconds
+    idempotency_result: bytes  # what the idempotency key answers from now on; '' without one
+    idempotency_ttl_ms: int
+    held_claim: bytes  # the pending claim value this request holds; '' without an idempotency key
+    job: bytes  # the release job, serialised as arq does; '' when not scheduled
+    job_ttl_ms: int
+    job_id: str
+    job_due_ms: int  # when the release job runs: the embargo
+
+
+STAGE = """
+-- KEYS[1] = flash, KEYS[2] = idempotency, KEYS[3] = scheduled, KEYS[4] = pending, KEYS[5] = job, KEYS[6] = queue
+-- ARGV[1] = flash_id, ARGV[2] = doc, ARGV[3] = version, ARGV[4] = expect_version, ARGV[5] = withheld,
+-- ARGV[6] = status, ARGV[7] = score, ARGV[8] = idempotency_result, ARGV[9] = idempotency_ttl_ms,
+-- ARGV[10] = held_claim, ARGV[11] = job, ARGV[12] = job_ttl_ms, ARGV[13] = job_id, ARGV[14] = job_due_ms
+if ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[10] then return {'stale'} end
+local cur = redis.call('HGET', KEYS[1], 'version')
+if ARGV[4] == '' then
+  if cur then return {'conflict'} end
+elseif cur ~= ARGV[4] then
+  return {'conflict'}
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[1], 'w')
+else
+  redis.call('HSET', KEYS[1], 'w', ARGV[5])
+  if ARGV[6] == 'scheduled' then
+    redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+  else
+    redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+  end
+end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9]) end
+if ARGV[11] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[12])
+  redis.call('ZADD', KEYS[6], ARGV[14], ARGV[13])
+end
+return {'ok'}
+"""
+
+
+# -- discard: forget a flash that never went out (canceled before its embargo, rejected) ------------------------------
+class DiscardKeys(NamedTuple):
+    flash: str
+    scheduled: str
+    pending: str
+
+
+class DiscardArgs(NamedTuple):
+    flash_id: str
+    expect_version: str  # the version being discarded
+
+
+DISCARD = """
+-- KEYS[1] = flash, KEYS[2] = scheduled, KEYS[3] = pending
+-- ARGV[1] = flash_id, ARGV[2] = expect_version
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return {'conflict'} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return {'ok'}
 """
 
 
@@ -236,6 +328,8 @@ return 1
 # Each script with its tables, for the checks in tests/unit/test_redis_scripts.py.
 SCRIPTS: dict[str, tuple[str, type[tuple[Any, ...]], type[tuple[Any, ...]]]] = {
     "record": (RECORD, RecordKeys, RecordArgs),
+    "stage": (STAGE, StageKeys, StageArgs),
+    "discard": (DISCARD, DiscardKeys, DiscardArgs),
     "recent": (RECENT, RecentKeys, RecentArgs),
     "publish": (PUBLISH, PublishKeys, PublishArgs),
     "replay": (REPLAY, ReplayKeys, ReplayArgs),

@@ -28,7 +28,7 @@ from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..keys import EDITOR_TOKENS
 
 PREFIX = "tkr_"
-SCOPES = ("publish", "correct", "withdraw", "admin")
+SCOPES = ("publish", "correct", "withdraw", "approve", "admin")
 EDITOR_SCOPES = frozenset({"publish", "correct", "withdraw"})  # what a token without --scopes may do
 
 
@@ -42,10 +42,12 @@ def digest(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Desk:
-    """The languages and categories a token may publish in; empty means any."""
+    """The languages and categories a token may publish in (empty means any), and whether its FLASHes (urgency 1)
+    wait for a second editor's approval."""
 
     languages: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    needs_approval: bool = False
 
     def refuses(self, language: str, category: str) -> str | None:
         """Why a flash in ``language``/``category`` is outside this desk, or ``None`` if it is inside.
@@ -86,6 +88,7 @@ def _record(token: str, scopes: frozenset[str], desk: Desk = ANY_DESK) -> dict[s
         "scopes": sorted(scopes),
         "languages": [lang.lower() for lang in desk.languages],
         "categories": [c.lower() for c in desk.categories],
+        "needs_approval": desk.needs_approval,
     }
 
 
@@ -103,7 +106,11 @@ def _editor(name: str, record: dict[str, Any]) -> Editor:
         name=name,
         token_hash=record.get("id", record["sha256"]),
         scopes=frozenset(record.get("scopes", EDITOR_SCOPES)),
-        desk=Desk(tuple(record.get("languages", ())), tuple(record.get("categories", ()))),
+        desk=Desk(
+            tuple(record.get("languages", ())),
+            tuple(record.get("categories", ())),
+            bool(record.get("needs_approval", False)),
+        ),
     )
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventType = Literal["flash", "update", "withdraw", "reset"]
+EventType = Literal["flash", "update", "withdraw", "reset", "hold"]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """A flash, its correction or withdrawal (``flash`` is the ninjs document), or a ``reset``.
+
+    A ``hold`` means the desk took the flash off the air while it is checked (``pubStatus: withheld``): hide it
+    until an ``update`` releases it (or a ``withdraw`` kills it).
 
     A ``reset`` means the service could not fill the gap since the last event (its history was lost or trimmed):
     ``flashes`` is then the current state to start again from. With a language preference (``lang="ar,en"``), an
@@ -23,6 +26,11 @@ class Event:
     flash: dict[str, Any] | None = None
     flashes: list[dict[str, Any]] = field(default_factory=list)
     replaces: str | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether the flash is on hold: not to be shown until released."""
+        return self.flash is not None and self.flash.get("pubStatus") == "withheld"
 
     @property
     def uri(self) -> str | None:
