@@ -43,7 +43,12 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def push(service_factory: ServiceFactory) -> Iterator[Setup]:
-    tmp = service_factory.directory("push")
+    yield from push_setup(service_factory)
+
+
+def push_setup(service_factory: ServiceFactory, name: str = "push", **extra_env: str) -> Iterator[Setup]:
+    """The push fixture's service (Redis, hub, worker, the three fakes), with ``extra_env`` on top."""
+    tmp = service_factory.directory(name)
     made = run_ticker({**_env(), "PYTHONUNBUFFERED": "1"}, "push", "vapid-keys", "--out", str(tmp / "cli-vapid.pem"))
     assert made.returncode == 0, made.stderr
     vapid_public = made.stdout.strip().splitlines()[-1]
@@ -59,6 +64,7 @@ def push(service_factory: ServiceFactory) -> Iterator[Setup]:
         TICKER_WORKER_METRICS_PORT=str(metrics_port),
         TICKER_DEVICE_WRITES_PER_MINUTE="100000",  # the tests register hundreds of devices from one address
         **env,
+        **extra_env,
     )
     client = httpx.Client(base_url=service.base_url, timeout=10)
     try:

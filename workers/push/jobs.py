@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from ticker_service.broker import Broker
 from ticker_service.errors import REDIS_UNREACHABLE, BrokerUnavailable
 from ticker_service.filters import Filter
+from ticker_service.flashes import CANARY_CATEGORY, Document
 from ticker_service.keys import (
     PUSH_BATCH_JOB,
     PUSH_BATCH_JOB_ID_PREFIX,
@@ -39,6 +40,7 @@ from ticker_service.keys import (
     WAKE_CHANNEL,
 )
 from ticker_service.push.device import Device
+from ticker_service.settings import Settings
 from ticker_service.stories import prefers
 
 from .base import Bridge, Outcome
@@ -73,6 +75,12 @@ async def _wake(ctx: dict[str, Any]) -> None:
     await ctx["redis"].publish(WAKE_CHANNEL, b"1")
 
 
+def public(doc: Document, settings: Settings) -> bool:
+    """No private topic on ``doc``: devices hold no reader's grant, so a flash of a private category or region (or
+    the canary's) is for granted readers only, never for a notification shade."""
+    return Filter(private=frozenset(settings.private_topics) | {CANARY_CATEGORY}).may_see(doc)
+
+
 async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
     """Store the sorted ids of the matching devices, then start ``parallel_batches`` chains of batch jobs."""
     pusher: Pusher = ctx["push"]
@@ -80,7 +88,7 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
     try:
         event = await broker.event_for(flash_id, version)
         alert = alert_for(event, pusher.settings.breaking_ttl_seconds) if event is not None else None
-        if event is None or alert is None:
+        if event is None or alert is None or not public(event.flash, ctx["settings"]):
             return 0
         ids = await pusher.store.targets(event.flash)
         key = f"{PUSH_PLAN_PREFIX}{flash_id}:{version}"
