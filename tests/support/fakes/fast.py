@@ -21,7 +21,7 @@ import ssl
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import h2.config
@@ -189,14 +189,13 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.h2.local_settings = h2.settings.Settings(
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000}
         )
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(2**30)
-        transport.write(self.h2.data_to_send())
+        self.transport.write(self.h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         try:
