@@ -31,6 +31,10 @@ import httpx
 import orjson
 
 RECEIVE_WINDOW = 16 * 1024 * 1024  # answers are small; never make the server wait for a WINDOW_UPDATE
+# Streams to open before the server's SETTINGS say how many it allows: RFC 9113 recommends servers allow at least
+# 100. Past that, never more than MAX_STREAMS on one connection, whatever the server allows.
+FIRST_STREAMS = 100
+MAX_STREAMS = 1000
 Origin = tuple[str, int]  # host, port (https only)
 
 
@@ -86,6 +90,7 @@ class _Connection(asyncio.Protocol):
         self.blocked: list[int] = []  # streams whose body waits for window, in order
         self.closed = False
         self.goaway = False
+        self.max_streams = FIRST_STREAMS
         self.on_free = on_free  # set whenever a stream slot may have opened
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -123,7 +128,7 @@ class _Connection(asyncio.Protocol):
         return not self.closed and not self.goaway
 
     def has_room(self) -> bool:
-        return len(self.streams) < self.h2.remote_settings.max_concurrent_streams
+        return len(self.streams) < self.max_streams
 
     async def request(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
         stream_id = self.h2.get_next_available_stream_id()
@@ -216,6 +221,8 @@ class _Connection(asyncio.Protocol):
                 self._close()
             self.on_free.set()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.max_streams = min(self.h2.remote_settings.max_concurrent_streams, MAX_STREAMS)
             if self.blocked:
                 self._unblock()
             self.on_free.set()
