@@ -224,6 +224,28 @@ def milestones(curve: list[tuple[float, int]], total: int) -> dict[str, float | 
     return out
 
 
+def crypto_floor(rounds: int = 2000) -> dict[str, float]:
+    """CPU µs per Web Push message of the encryption (``workers.push.ece``) and of its ECDH part alone (a fresh key
+    pair, the subscription's key parsed, the agreement): the floor under a Web Push send."""
+    from workers.push.ece import encrypt
+
+    subscriber = ec.generate_private_key(ec.SECP256R1())
+    public = subscriber.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    auth, plaintext = secrets.token_bytes(16), b"x" * 400
+    started = time.process_time()
+    for _ in range(rounds):
+        key = ec.generate_private_key(ec.SECP256R1())
+        key.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public))
+    ecdh = time.process_time() - started
+    started = time.process_time()
+    for _ in range(rounds):
+        encrypt(plaintext, public, auth)
+    whole = time.process_time() - started
+    return {"ecdh_us": round(ecdh / rounds * 1e6, 1), "encrypt_us": round(whole / rounds * 1e6, 1)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="ticker-bench-push-") as tmp:
@@ -339,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "redis_and_hub_cpu_s": round(after[2].cpu - before[2].cpu, 2),
         "load_average": [round(min(loads), 1), round(max(loads), 1)],
         "cores": os.cpu_count(),
+        "webpush_crypto": crypto_floor() if "webpush" in platforms else None,
     }
 
 
@@ -372,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         f"fakes CPU: {result['fakes_cpu_s']} s; redis + hub CPU: {result['redis_and_hub_cpu_s']} s; "
         f"load average {result['load_average'][0]}–{result['load_average'][1]} on {result['cores']} cores",
     ]
+    if result["webpush_crypto"]:
+        crypto = result["webpush_crypto"]
+        lines.append(
+            f"Web Push encryption: {crypto['encrypt_us']} µs of CPU per message, {crypto['ecdh_us']} µs of it ECDH"
+        )
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -238,14 +238,20 @@ async def serve(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     stats = Path(args.stats)
+
+    def write() -> None:  # whole or not at all: the bench reads it while it is written
+        partial = stats.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(service.stats()))
+        partial.replace(stats)
+
     while not stop.is_set():
-        stats.write_bytes(orjson.dumps(service.stats()))
+        write()
         try:
             await asyncio.wait_for(stop.wait(), 0.25)
         except TimeoutError:
             pass
     server.close()
-    stats.write_bytes(orjson.dumps(service.stats()))
+    write()
 
 
 def main() -> None:
