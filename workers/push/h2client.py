@@ -91,6 +91,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.goaway = False
         self.max_streams = FIRST_STREAMS
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done once the socket is closed
         self.on_free = on_free  # set whenever a stream slot may have opened
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -119,6 +120,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         self._fail_all(httpx.ReadError(f"connection lost: {exc or 'closed by the server'}"))
         self.on_free.set()
 
@@ -131,10 +134,14 @@ class _Connection(asyncio.Protocol):
         return len(self.streams) < self.max_streams
 
     async def request(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
-        stream_id = self.h2.get_next_available_stream_id()
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(stream_id, headers, end_stream=not body)
+        except h2.exceptions.H2Error as exc:  # the connection cannot take it: nothing of it was written
+            self.goaway = True
+            raise httpx.ConnectError(f"HTTP/2 connection unusable: {exc!r}") from exc
         stream = _Stream(self._loop.create_future())
         self.streams[stream_id] = stream
-        self.h2.send_headers(stream_id, headers, end_stream=not body)
         if body:
             stream.pending = body
             self._send_body(stream_id, stream)
@@ -346,7 +353,15 @@ class Http2Client:
         return protocol
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
-            for connection in pool:
-                connection.close()
+        """Say GOAWAY and close every connection; wait (briefly) for the TLS close to finish."""
+        connections = [c for pool in self._pools.values() for c in pool]
         self._pools.clear()
+        for connection in connections:
+            connection.close()
+        for connection in connections:
+            try:
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(connection.lost)
+            except TimeoutError:
+                if connection.transport is not None:
+                    connection.transport.abort()

@@ -7,7 +7,9 @@ holds one field per story notified, so a correction, a second language version o
 counts once (a correction of a story the device was capped on is capped too). Withdrawals never count and are
 never refused; a FLASH (urgency 1) counts but is never refused (alert discipline with a breaking-news bypass, as
 Airship's ``bypass_frequency_limits``). Both steps are Lua
-scripts, their KEYS and ARGV written as named tables as the broker's are (:mod:`ticker_service.broker.redis_scripts`).
+scripts, their KEYS and ARGV written as named tables as the broker's are (:mod:`ticker_service.broker.redis_scripts`);
+the claims of the sends that start in one turn of the event loop are one script call (one round trip for a window of
+sends, not one per device).
 """
 
 from __future__ import annotations
