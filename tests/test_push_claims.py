@@ -63,3 +63,29 @@ async def test_cap_counts_stories_and_a_flash_goes_through(redis_server: RedisSe
         await pusher.release(flash, PHONE)
         assert await redis.hgetall(hour) == {b"quake": b"q-en:1", b"g1": b"g1:1"}
         assert 3600 < await redis.ttl(hour) <= 3700
+
+
+async def test_claims_of_one_loop_turn_are_one_call(redis_server: RedisServer) -> None:
+    """Claims asked for together go to Redis as one script call, and each device gets its own answer: the capped
+    one, the one claimed before, and a device asked for twice in the same call (the second is the duplicate)."""
+    async with Redis.from_url(redis_server.url) as redis:
+        pusher = Pusher(
+            PushSettings(max_per_device_hour=1), {}, redis, DeviceStore(redis), asyncio.Semaphore(1), 1, 1, 1
+        )
+        alert = replace(ALERT, flash_id="together")
+        assert await pusher.claim(replace(ALERT, flash_id="before"), replace(DEVICE, id="t0")) == "ok"
+        assert await pusher.claim(alert, replace(DEVICE, id="t1")) == "ok"
+        calls: list[int] = []
+        script = pusher._claim
+
+        async def counted(**kwargs: list[str]) -> object:
+            calls.append(len(kwargs["args"]))
+            return await script(**kwargs)
+
+        pusher._claim = counted  # type: ignore[assignment, method-assign]
+        devices = [replace(DEVICE, id=f"t{i}") for i in range(40)] + [replace(DEVICE, id="t5")]
+        results = await asyncio.gather(*(pusher.claim(alert, device) for device in devices))
+        assert results[:2] == ["capped", "duplicate"]
+        assert results[2:40] == ["ok"] * 38
+        assert results[40] == "duplicate"
+        assert calls == [5 + 41]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import jwt
 
 from ticker_service.push.device import Device
 
 from .base import SENT, Outcome, transient
-from .payload import Alert, apns_headers, apns_payload
+from .h2client import Http2Client
+from .payload import Alert, PerAlert, apns_headers, apns_payload
 
 TOKEN_LIFETIME = 50 * 60
 DEAD = {(410, "Unregistered"), (400, "BadDeviceToken")}
@@ -24,15 +24,14 @@ DEAD = {(410, "Unregistered"), (400, "BadDeviceToken")}
 class ApnsBridge:
     platform = "apns"
 
-    def __init__(
-        self, key_pem: str, key_id: str, team_id: str, topic: str, base_url: str, client: httpx.AsyncClient
-    ) -> None:
+    def __init__(self, key_pem: str, key_id: str, team_id: str, topic: str, base_url: str, client: Http2Client) -> None:
         self.key_pem = key_pem
         self.key_id = key_id
         self.team_id = team_id
         self.topic = topic
         self.base_url = base_url.rstrip("/")
         self.client = client
+        self._built: PerAlert[tuple[bytes, dict[str, str]]] = PerAlert()  # payload and headers, once per alert
         self._token = ""
         self._issued = 0.0
 
@@ -51,10 +50,9 @@ class ApnsBridge:
         await self.client.aclose()
 
     async def send(self, device: Device, alert: Alert) -> Outcome:
-        headers = {"authorization": f"bearer {self.provider_token()}", "apns-topic": self.topic, **apns_headers(alert)}
-        response = await self.client.post(
-            f"{self.base_url}/3/device/{device.address}", content=apns_payload(alert), headers=headers
-        )
+        payload, alert_headers = self._built.get_or_build(alert, lambda a: (apns_payload(a), apns_headers(a)))
+        headers = {"authorization": f"bearer {self.provider_token()}", "apns-topic": self.topic, **alert_headers}
+        response = await self.client.post(f"{self.base_url}/3/device/{device.address}", payload, headers)
         if response.status_code == 200:
             return SENT
         try:

@@ -19,6 +19,7 @@ import httpx
 
 from ticker_service.push.device import Device
 
+from .h2client import Http2Client, Response
 from .payload import Alert
 
 OutcomeKind = Literal["sent", "dead", "retry", "failed", "unknown"]
@@ -48,7 +49,10 @@ class Bridge(Protocol):
     async def aclose(self) -> None: ...
 
 
-def retry_after(response: httpx.Response) -> float | None:
+Answer = httpx.Response | Response  # the token endpoint's (httpx) or a push service's (Http2Client)
+
+
+def retry_after(response: Answer) -> float | None:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date), if the response has one."""
     value = response.headers.get("retry-after")
     if not value:
@@ -61,17 +65,28 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def transient(response: httpx.Response, detail: str) -> Outcome | None:
+def transient(response: Answer, detail: str) -> Outcome | None:
     """429 and 5xx: worth another try."""
     if response.status_code == 429 or response.status_code >= 500:
         return Outcome("retry", retry_after(response), detail)
     return None
 
 
-def http_client(ca_file: Path | None, timeout: float, connections: int) -> httpx.AsyncClient:
-    """An HTTP/2 client kept open for the worker's life: one TLS connection carries many concurrent sends."""
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_file is not None:
         context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def push_client(ca_file: Path | None, timeout: float) -> Http2Client:
+    """The sends' HTTP/2 client, kept open for the worker's life: one TLS connection carries many concurrent
+    sends (a second one opens only when the server's stream limit is reached)."""
+    return Http2Client(tls_context(ca_file), timeout)
+
+
+def http_client(ca_file: Path | None, timeout: float, connections: int) -> httpx.AsyncClient:
+    """An httpx client for the rare requests off the send path (FCM's OAuth token)."""
+    context = tls_context(ca_file)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(http2=True, verify=context, timeout=timeout, limits=limits)

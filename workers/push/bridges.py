@@ -10,7 +10,7 @@ from ticker_service.push.settings import PushSettings
 from ticker_service.push.vapid import load
 
 from .apns import ApnsBridge
-from .base import Bridge, http_client
+from .base import Bridge, http_client, push_client
 from .fcm import FcmBridge
 from .webpush import WebPushBridge
 
@@ -26,15 +26,20 @@ def build_bridges(settings: PushSettings, request_timeout: float) -> dict[str, B
 
     fcm_key = settings.fcm_key()
     if fcm_key:
-        bridges["fcm"] = FcmBridge(fcm_key, settings.fcm_project, settings.fcm_url, client())
+        sender = push_client(settings.ca_file, request_timeout)
+        bridges["fcm"] = FcmBridge(fcm_key, settings.fcm_project, settings.fcm_url, client(), sender)
     apns_key = settings.apns_pem()
     apns_ids = (settings.apns_key_id, settings.apns_team_id, settings.apns_topic)
     if apns_key and all(apns_ids):
         key_id, team_id, topic = (str(v) for v in apns_ids)
-        bridges["apns"] = ApnsBridge(apns_key, key_id, team_id, topic, settings.apns_url, client())
+        bridges["apns"] = ApnsBridge(
+            apns_key, key_id, team_id, topic, settings.apns_url, push_client(settings.ca_file, request_timeout)
+        )
     vapid = settings.vapid_pem()
     if vapid:
-        bridges["webpush"] = WebPushBridge(load(vapid), settings.vapid_subject, client())
+        bridges["webpush"] = WebPushBridge(
+            load(vapid), settings.vapid_subject, push_client(settings.ca_file, request_timeout)
+        )
 
     hints = {
         "fcm": "set TICKER_PUSH_FCM_CREDENTIALS_FILE",

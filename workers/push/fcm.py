@@ -19,8 +19,9 @@ import orjson
 
 from ticker_service.push.device import Device
 
-from .base import SENT, Outcome, transient
-from .payload import Alert, fcm_message
+from .base import SENT, Answer, Outcome, transient
+from .h2client import Http2Client
+from .payload import Alert, PerAlert, fcm_message, fcm_template
 
 logger = logging.getLogger("ticker.push.fcm")
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -31,7 +32,9 @@ REFRESH_MARGIN = 300
 class FcmBridge:
     platform = "fcm"
 
-    def __init__(self, key_json: str, project: str | None, base_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, key_json: str, project: str | None, base_url: str, client: httpx.AsyncClient, sender: Http2Client
+    ) -> None:
         key = orjson.loads(key_json)
         self.email: str = key["client_email"]
         self.private_key: str = key["private_key"]
@@ -39,7 +42,9 @@ class FcmBridge:
         self.token_uri: str = key.get("token_uri") or "https://oauth2.googleapis.com/token"
         self.project: str = project or key["project_id"]
         self.url = f"{base_url.rstrip('/')}/v1/projects/{self.project}/messages:send"
-        self.client = client
+        self.client = client  # for the OAuth token endpoint
+        self.sender = sender  # for the sends
+        self._templates: PerAlert[tuple[bytes, bytes]] = PerAlert()
         self._token: str | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
@@ -67,23 +72,26 @@ class FcmBridge:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.sender.aclose()
 
     async def send(self, device: Device, alert: Alert) -> Outcome:
-        return await self._send(fcm_message(alert, device.address))
+        head, tail = self._templates.get_or_build(alert, fcm_template)  # the message is built once per alert
+        return await self._send(head + orjson.dumps(device.address) + tail)
 
     async def send_topic(self, topic: str, alert: Alert) -> Outcome:
         """One message to every device the apps subscribed to ``topic``."""
-        return await self._send(fcm_message(alert, topic, target="topic"))
+        return await self._send(orjson.dumps({"message": fcm_message(alert, topic, target="topic")}))
 
-    async def _send(self, message: dict[str, Any]) -> Outcome:
-        try:
-            token = await self.access_token()
-        except httpx.HTTPStatusError as exc:
-            return Outcome("retry", None, f"token endpoint answered {exc.response.status_code}")
-        response = await self.client.post(
+    async def _send(self, body: bytes) -> Outcome:
+        if self._token is None or time.time() > self._expires - REFRESH_MARGIN:
+            try:
+                await self.access_token()
+            except httpx.HTTPStatusError as exc:
+                return Outcome("retry", None, f"token endpoint answered {exc.response.status_code}")
+        response = await self.sender.post(
             self.url,
-            content=orjson.dumps({"message": message}),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            content=body,
+            headers={"authorization": f"Bearer {self._token}", "content-type": "application/json"},
         )
         if response.status_code == 200:
             return SENT
@@ -97,7 +105,7 @@ class FcmBridge:
         return transient(response, detail) or Outcome("failed", None, detail)
 
 
-def _error(response: httpx.Response) -> tuple[str, str, bool]:
+def _error(response: Answer) -> tuple[str, str, bool]:
     """(``error.status``, the FcmError ``errorCode``, whether a field violation names ``message.token``)."""
     try:
         error: dict[str, Any] = response.json().get("error", {})

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 import regex
@@ -46,6 +46,7 @@ ELLIPSIS = "…"
 # Primary language subtags written right to left.
 RTL = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ku", "nqo", "ps", "sd", "syr", "ug", "ur", "yi"})
 _GRAPHEME = regex.compile(r"\X")
+T = TypeVar("T")
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030 §5.4: at most 32 characters of the base64url alphabet
 
 
@@ -259,3 +260,26 @@ def fcm_message(alert: Alert, token: str, target: str = "token") -> dict[str, An
     message["notification"] = body["notification"]
     android["notification"] = {"tag": alert.collapse_id}
     return message
+
+
+def fcm_template(alert: Alert) -> tuple[bytes, bytes]:
+    """The HTTP v1 body of a send to any token, built once per alert: ``head + orjson.dumps(token) + tail``."""
+    message = fcm_message(alert, "")
+    del message["token"]
+    rest = orjson.dumps(message)  # '{"data":…}': the message's other fields, in one object
+    return b'{"message":{"token":', b"," + rest[1:] + b"}"
+
+
+class PerAlert(dict[Alert, T]):
+    """What a bridge builds once per alert (a flash version in one language) and reuses for every device: the
+    payload, its headers. Jobs of a few recent alerts run at once; older entries are dropped."""
+
+    limit = 32
+
+    def get_or_build(self, alert: Alert, build: Callable[[Alert], T]) -> T:
+        built = self.get(alert)
+        if built is None:
+            if len(self) >= self.limit:
+                del self[next(iter(self))]
+            built = self[alert] = build(alert)
+        return built
