@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=(), description="Redis Sentinel addresses, host:port,...; the master is asked of them."
     )
     redis_sentinel_master: str = Field(default="mymaster", description="The name the sentinels monitor the master as.")
+    redis_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="A Redis connection silent this long is dead: each command's timeout, and the bound within which "
+        "a hub or worker notices a silent partition of its subscription (docs/deployment.md).",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded mode: where token hashes live.")
