@@ -90,6 +90,25 @@ class SentinelGroup:
         wait_until(switched, "the replica promoted and the old master following it", timeout)
         return new
 
+    def crash_master(self, timeout: float = 30) -> RedisNode:
+        """Kill the master (-9) and wait until the sentinels have promoted the replica; then start the old master
+        again, empty, as the new one's replica, and wait until it is in sync. Returns the new master."""
+        old = self.current_master()
+        new = self.replica if old is self.master else self.master
+        assert old.proc is not None
+        old.proc.kill()
+        old.proc.wait()
+        wait_until(lambda: self.current_master() is new and new.role() == "master", "the sentinels' failover", timeout)
+        old.args = ("--replicaof", "127.0.0.1", str(new.port))
+        old.start()
+
+        def in_sync() -> bool:
+            with old.client() as client:
+                return bool(client.info("replication")["master_link_status"] == "up")
+
+        wait_until(in_sync, "the old master back, as a replica in sync", timeout)
+        return new
+
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop()
