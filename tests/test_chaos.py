@@ -284,11 +284,11 @@ async def test_nothing_lost_nothing_duplicated_through_chaos(tmp_path: Path) -> 
 
 @pytest.mark.timeout(420)
 async def test_nothing_lost_nothing_duplicated_through_sentinel_failovers(tmp_path: Path) -> None:
-    """Redis Sentinel (a master, a replica, three sentinels), three hubs and a worker that only know the sentinels,
-    1,000 readers, 150 flashes; faults: the master killed twice (each time the sentinels promote the replica, and the
-    old master comes back as its replica), a hub killed, the worker killed."""
+    """Redis Sentinel (a master, a replica, three sentinels; ``min-replicas-to-write 1``), three hubs and a worker
+    that only know the sentinels, 1,000 readers, 150 flashes; faults: the master killed (the sentinels promote the
+    replica, the old master comes back as its replica), a forced failover, a hub killed, the worker killed."""
     rng = random.Random(SEED)
-    group = start_sentinels(tmp_path)
+    group = start_sentinels(tmp_path, min_replicas_to_write=1)
     service = Service("sentinel", "", create_token(group.env), group.env, directory=tmp_path)
     try:
         urls = [start_hub(service, tmp_path, f"hub-{i}")[0] for i in range(3)]
@@ -309,10 +309,12 @@ async def test_nothing_lost_nothing_duplicated_through_sentinel_failovers(tmp_pa
             print(f"\nmaster killed: all hubs not ready after {noticed:.1f}s, ready {time.monotonic() - crashed:.1f}s")
             await failover
 
-        async def master_crash_again() -> None:
-            await master_crash()
+        async def forced_failover() -> None:
+            """SENTINEL FAILOVER with the old master alive: it takes writes until the sentinels demote it, seconds
+            later, and loses them then, unless it refuses them for want of a replica (min-replicas-to-write)."""
+            await asyncio.to_thread(group.failover)
 
-        faults = [master_crash, master_crash_again, kill_hub, kill_worker]
+        faults = [master_crash, forced_failover, kill_hub, kill_worker]
         await run_chaos(service, urls, faults, rng, SENTINEL_READERS, SENTINEL_FLASHES)
     finally:
         service.stop()

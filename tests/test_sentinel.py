@@ -89,3 +89,22 @@ async def test_hub_and_worker_follow_a_sentinel_failover(sentinel_setup: tuple[S
         assert client.xlen("ticker:events") == 6
     ready = httpx.get(f"{service.base_url}/readyz", timeout=TIMEOUT)
     assert ready.status_code == 200, ready.text
+
+
+async def test_a_master_short_of_replicas_answers_503(sentinel_setup: tuple[Service, SentinelGroup]) -> None:
+    """With ``min-replicas-to-write`` above the replicas in sync, the master answers NOREPLICAS: a publish is a 503
+    problem (nothing written, retry), not a 500; with the setting back, it is a 201."""
+    service, group = sentinel_setup
+    master = group.current_master()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        with master.client() as redis:
+            redis.config_set("min-replicas-to-write", 2)  # one replica only
+            try:
+                response = await client.post(
+                    f"{service.base_url}/v1/flashes", json=flash_body("refused"), headers=service.headers()
+                )
+            finally:
+                redis.config_set("min-replicas-to-write", 0)
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert (await post_until_accepted(client, service, "accepted again"))["uri"]

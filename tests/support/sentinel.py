@@ -99,7 +99,8 @@ class SentinelGroup:
         old.proc.kill()
         old.proc.wait()
         wait_until(lambda: self.current_master() is new and new.role() == "master", "the sentinels' failover", timeout)
-        old.args = ("--replicaof", "127.0.0.1", str(new.port))
+        own = old.args[: old.args.index("--replicaof")] if "--replicaof" in old.args else old.args
+        old.args = (*own, "--replicaof", "127.0.0.1", str(new.port))
         old.start()
 
         def in_sync() -> bool:
@@ -114,10 +115,12 @@ class SentinelGroup:
             node.stop()
 
 
-def start_sentinels(tmp: Path, **extra_env: str) -> SentinelGroup:
-    """A master, its replica in sync, and three sentinels that know both and each other."""
-    master = RedisNode(tmp / "master")
-    replica = RedisNode(tmp / "replica", "--replicaof", "127.0.0.1", str(master.port))
+def start_sentinels(tmp: Path, *, min_replicas_to_write: int = 0, **extra_env: str) -> SentinelGroup:
+    """A master, its replica in sync, and three sentinels that know both and each other. ``min_replicas_to_write``:
+    the Redis setting of both nodes (a master refuses writes with fewer replicas in sync)."""
+    safety = ("--min-replicas-to-write", str(min_replicas_to_write), "--min-replicas-max-lag", "10")
+    master = RedisNode(tmp / "master", *safety)
+    replica = RedisNode(tmp / "replica", *safety, "--replicaof", "127.0.0.1", str(master.port))
     sentinels = [RedisNode(tmp / f"sentinel{i}") for i in range(3)]
     group = SentinelGroup(master, replica, sentinels, {})
     try:
