@@ -133,6 +133,9 @@ def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bo
     return {
         "functions": [func(fanout_job, name=FANOUT_JOB, timeout=timeout, max_tries=50), *push.functions(timeout)],
         "redis_settings": arq_settings(settings),
+        # Its own pool rather than arq's, for the command timeout: a silent partition then fails a poll within
+        # TICKER_REDIS_TIMEOUT_SECONDS (and the worker stops, or is started again), instead of waiting forever.
+        "redis_pool": arq_redis(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings, "push_settings": push_settings},
@@ -147,9 +150,6 @@ def create_worker(settings: Settings, push_settings: PushSettings | None = None,
     assert not settings.embedded, "the worker needs REDIS_URL or TICKER_REDIS_SENTINELS"
     options = worker_options(settings, push_settings or PushSettings())
     options |= {
-        # Its own pool rather than arq's, for the command timeout: a silent partition then fails a poll within
-        # TICKER_REDIS_TIMEOUT_SECONDS, and the supervisor starts a new worker, instead of waiting forever.
-        "redis_pool": arq_redis(settings),
         "max_jobs": 50,
         # On SIGTERM, let running jobs finish (fan-out takes milliseconds); what is still running after this is
         # cancelled and goes back to the queue.
