@@ -60,8 +60,8 @@ def test_register_each_platform(client: httpx.Client, distributed: Service) -> N
     [
         ({"platform": "sms", "token": FCM_TOKEN}, "platform"),
         ({"platform": "fcm"}, "body"),
-        ({"platform": "fcm", "token": "short"}, "body"),
-        ({"platform": "apns", "token": "not-hex" * 10}, "body"),
+        ({"platform": "fcm", "token": "short"}, "token"),
+        ({"platform": "apns", "token": "not-hex" * 10}, "token"),
         ({"platform": "fcm", "token": FCM_TOKEN, "subscription": subscription()}, "body"),
         ({"platform": "webpush", "subscription": subscription("http://fcm.googleapis.com/x")}, "subscription.endpoint"),
         ({"platform": "webpush", "subscription": subscription("https://evil.example/x")}, "subscription.endpoint"),

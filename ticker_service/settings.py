@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=(), description="Redis Sentinel addresses, host:port,...; the master is asked of them."
     )
     redis_sentinel_master: str = Field(default="mymaster", description="The name the sentinels monitor the master as.")
+    redis_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="A Redis connection silent this long is dead: each command's timeout, and the bound within which "
+        "a hub or worker notices a silent partition of its subscription (docs/deployment.md).",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded mode: where token hashes live.")
@@ -118,8 +124,18 @@ class Settings(BaseSettings):
     )
     failed_auth_per_minute: int = Field(default=60, ge=1, description="Refused editor tokens per address a minute.")
     max_connections: int = Field(default=50_000, ge=1, description="Open client connections per hub process.")
-    max_connections_per_ip: int = Field(default=5_000, ge=1, description="Open connections per client address.")
-    new_connections_per_second: int = Field(default=2_000, ge=1, description="Accepted connections per second.")
+    max_connections_per_ip: int = Field(
+        default=25_000,
+        ge=1,
+        description="Open connections per client address: half a hub, so that a carrier's NAT (or a proxy) "
+        "fits with room to spare and one host cannot fill a hub (docs/security.md).",
+    )
+    new_connections_per_second: int = Field(
+        default=2_000, ge=1, description="Accepted connections per second, sustained (a reconnect storm's pace)."
+    )
+    new_connections_burst: int = Field(
+        default=20_000, ge=1, description="Accepted connections at once, before the per-second pace applies."
+    )
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, description="Time to send a request's headers.")
     idle_timeout_seconds: float = Field(default=5.0, gt=0, description="Idle HTTP keep-alive connections close.")
     audit_max_entries: int = Field(default=10_000, ge=10, description="Audit entries kept (newest).")

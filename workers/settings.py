@@ -29,6 +29,7 @@ class WorkerSettings:
 
     functions = _OPTIONS["functions"]
     redis_settings = _OPTIONS["redis_settings"]
+    redis_pool = _OPTIONS["redis_pool"]  # with TICKER_REDIS_TIMEOUT_SECONDS on every command
     on_startup = _OPTIONS["on_startup"]
     on_shutdown = _OPTIONS["on_shutdown"]
     ctx = _OPTIONS["ctx"]

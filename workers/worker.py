@@ -25,7 +25,7 @@ from ticker_service.errors import REDIS_DOWN
 from ticker_service.keys import FANOUT_JOB, RELEASE_JOB, WAKE_CHANNEL
 from ticker_service.ops import metrics, reports
 from ticker_service.push.settings import PushSettings
-from ticker_service.redis_conn import arq_settings, redis_client
+from ticker_service.redis_conn import arq_redis, arq_settings, redis_client, watched_messages
 from ticker_service.settings import Settings
 
 from . import push
@@ -102,18 +102,22 @@ class WakeableWorker(Worker):
                     logger.warning("woken poll failed: %s", exc)
 
     async def _listen_for_wake(self) -> None:
+        """Hold the wake-up subscription, watched like the hub's (a silent one fails within the Redis timeout)."""
         assert self._wake is not None
         delay = 0.1
         while True:
-            client = redis_client(self._wake, socket_connect_timeout=2)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            client = redis_client(self._wake)
+            pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(WAKE_CHANNEL)
-                delay = 0.1
-                self._woken.set()  # catch anything queued while we were not listening
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._woken.set()
+                timeout = self._wake.redis_timeout_seconds
+                async with contextlib.aclosing(watched_messages(pubsub, timeout)) as messages:
+                    async for message in messages:
+                        if message["type"] == "subscribe":
+                            delay = 0.1
+                            self._woken.set()  # catch anything queued while we were not listening
+                        elif message["type"] == "message":
+                            self._woken.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -126,7 +130,7 @@ class WakeableWorker(Worker):
                 except Exception:
                     pass
             await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
 
 
 # A worker that nothing wakes (arq's own CLI runs a plain arq Worker: workers.settings) polls this often instead.
@@ -145,6 +149,9 @@ def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bo
             *push.functions(timeout),
         ],
         "redis_settings": arq_settings(settings),
+        # Its own pool rather than arq's, for the command timeout: a silent partition then fails a poll within
+        # TICKER_REDIS_TIMEOUT_SECONDS (and the worker stops, or is started again), instead of waiting forever.
+        "redis_pool": arq_redis(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings, "push_settings": push_settings},
@@ -179,9 +186,10 @@ def run_worker(settings: Settings) -> None:
 
     arq's worker ends when its Redis connection fails; a push service must outlive a Redis restart.
     """
+    push_settings = PushSettings()
+    push.check_credentials(push_settings)  # before anything runs: a placeholder key stops the worker, named
     if settings.worker_metrics_port:
         metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
-    push_settings = PushSettings()
     delay = 0.5
     while True:
         stopped: list[int] = []
@@ -191,17 +199,19 @@ def run_worker(settings: Settings) -> None:
             worker.run()
         except _REDIS_TROUBLE as exc:
             logger.warning("worker lost Redis (%s); starting again", exc)
+            metrics.REDIS_RECONNECTS.labels("worker").inc()
         else:
             delay = 0.5
         if stopped:
             return
         time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 5.0)
+        delay = min(delay * 2, 2.0)
 
 
 async def supervise_worker(settings: Settings, push_settings: PushSettings | None = None) -> None:
     """The same, inside a running event loop (``ticker run`` with ``REDIS_URL``): until cancelled."""
     push_settings = push_settings or PushSettings()
+    push.check_credentials(push_settings)
     delay = 0.5
     while True:
         worker = create_worker(settings, push_settings, handle_signals=False)
@@ -209,8 +219,9 @@ async def supervise_worker(settings: Settings, push_settings: PushSettings | Non
             await worker.async_run()
         except _REDIS_TROUBLE as exc:
             logger.warning("worker lost Redis (%s); starting again", exc)
+            metrics.REDIS_RECONNECTS.labels("worker").inc()
         finally:
             with contextlib.suppress(*_REDIS_TROUBLE):
                 await worker.close()
         await asyncio.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 5.0)
+        delay = min(delay * 2, 2.0)

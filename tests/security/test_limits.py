@@ -129,8 +129,8 @@ async def test_closed_connections_give_their_place_back(per_address: Service) ->
 
 @pytest.fixture(scope="module")
 def rationed(service_factory: ServiceFactory) -> Service:
-    """Few new connections per second, otherwise default limits."""
-    return service_factory(name="rationed", TICKER_NEW_CONNECTIONS_PER_SECOND="20")
+    """Few new connections per second and at once, otherwise default limits."""
+    return service_factory(name="rationed", TICKER_NEW_CONNECTIONS_PER_SECOND="20", TICKER_NEW_CONNECTIONS_BURST="20")
 
 
 async def test_new_connections_per_second_are_bounded(rationed: Service) -> None:

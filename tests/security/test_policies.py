@@ -67,6 +67,14 @@ def test_guard_new_connections_per_second_burst() -> None:
     assert {r[0] for r in results if r is not None} == {503}
 
 
+def test_guard_takes_a_burst_then_paces() -> None:
+    """A rush of 1,000 at once against a burst of 500 and 50 a second: about 500 get in, the rest are refused."""
+    guard = ConnectionGuard(max_total=10_000, max_per_ip=10_000, per_second=50, burst=500)
+    results = [guard.admit("10.0.0.1") for _ in range(1_000)]
+    assert 500 <= results.count(None) < 560
+    assert {r[0] for r in results if r is not None} == {503}
+
+
 @pytest.mark.parametrize("value", ["*", "https://*.example", "https://a.example/path", "a.example", "null"])
 def test_allowed_origins_must_be_exact(value: str, tmp_path: Path) -> None:
     """No wildcard (CORS with credentials would then trust every site), no paths, no bare hosts."""

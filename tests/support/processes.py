@@ -236,10 +236,13 @@ def start_worker(
     return worker
 
 
-def start_hub(service: Service, tmp: Path, name: str = "hub", *args: str) -> tuple[str, Process]:
-    """Another ``ticker hub`` (with ``args``, e.g. ``--workers 2``) on the service's Redis; returns its URL."""
+def start_hub(
+    service: Service, tmp: Path, name: str = "hub", *args: str, extra_env: dict[str, str] | None = None
+) -> tuple[str, Process]:
+    """Another ``ticker hub`` (with ``args``, e.g. ``--workers 2``, and ``extra_env`` on top of the service's
+    environment) on the service's Redis; returns its URL."""
     port = free_port()
-    hub = Process(ticker("hub", "--port", str(port), *args), service.env, tmp / f"{name}.log")
+    hub = Process(ticker("hub", "--port", str(port), *args), {**service.env, **(extra_env or {})}, tmp / f"{name}.log")
     hub.start()
     service.processes.append(hub)
     url = f"http://127.0.0.1:{port}"

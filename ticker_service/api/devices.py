@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from ..filters import FilterError
 from ..problems import Problem
-from ..push.device import Device, DeviceError, DeviceIn, device_from_input
+from ..push.device import PLATFORMS, Device, DeviceError, DeviceIn, device_from_input
 from ..push.settings import PushSettings
 from ..push.store import DeviceStore
 from ..push.vapid import load, public_key_b64
@@ -44,13 +44,22 @@ def _parse(request: Request, raw: object, device_id: str, push: PushSettings) ->
     try:
         body = DeviceIn.model_validate(json_object(raw))
     except ValidationError as exc:
-        raise field_errors(pydantic_errors(exc)) from None
+        raise field_errors([_untagged(field, message) for field, message in pydantic_errors(exc)]) from None
     try:
         return device_from_input(device_id, body, settings, push)
     except FilterError as exc:
         raise Problem(422, exc.message, errors=[{"field": exc.field, "message": exc.message}]) from None
     except DeviceError as exc:
         raise field_errors(exc.errors) from None
+
+
+def _untagged(field: str, message: str) -> tuple[str, str]:
+    """A field as the body names it: pydantic puts the platform (the union's tag) first (``fcm.token``), and names
+    no field when the tag itself is wrong."""
+    head, _, rest = field.partition(".")
+    if head in PLATFORMS:
+        return rest or "body", message
+    return ("platform", message) if field == "body" and "platform" in message else (field, message)
 
 
 async def _throttle(request: Request) -> None:

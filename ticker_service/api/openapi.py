@@ -11,6 +11,7 @@ server against it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -453,7 +454,33 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         for schema in [regions, *regions.get("anyOf", [])]:
             if schema.get("type") == "array":
                 schema["items"] = items
+    for name in ("FcmDevice", "ApnsDevice", "WebPushDevice"):  # a device's filter, in the same taxonomy
+        props = schemas[name]["properties"]
+        props["lang"] = _facet(props["lang"], LANGUAGE_RANGE)
+        for field, values in (("category", settings.categories), ("region", settings.regions)):
+            props[field] = _facet(props[field], "(?:" + "|".join(_any_case(value) for value in values) + ")")
     return schemas
+
+
+LANGUAGE_RANGE = "[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*"  # BCP 47 basic language range, as flashes.BCP47
+
+
+def _any_case(value: str) -> str:
+    """A regular expression for ``value`` in any case (JSON Schema's patterns have no flags; ECMA has no ``\\-``)."""
+    parts = [f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else re.escape(c) for c in value]
+    return "".join(parts).replace("\\-", "-")
+
+
+def _facet(schema: dict[str, Any], one: str) -> dict[str, Any]:
+    """A filter field as the hub reads it (``filters.Filter.parse``): comma-separated values in any case, spaces
+    around each and empty ones ignored, or a list of them, or null."""
+    item = f"\\s*(?:{one})?\\s*"
+    kinds = [
+        {"type": "string", "pattern": f"^{item}(?:,{item})*$"},
+        {"type": "array", "items": {"type": "string", "pattern": f"^{item}$"}},
+        {"type": "null"},
+    ]
+    return {"anyOf": kinds, "default": None, "description": schema.get("description", "")}
 
 
 def document(settings: Settings) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class RedisBroker:
     def __init__(self, settings: Settings) -> None:
         assert not settings.embedded, "RedisBroker needs REDIS_URL or TICKER_REDIS_SENTINELS"
         self.settings = settings
-        self.redis = redis_client(settings, socket_timeout=3, socket_connect_timeout=2)
+        self.redis = redis_client(settings)  # commands time out after TICKER_REDIS_TIMEOUT_SECONDS
         self._record = self.redis.register_script(RECORD)
         self._recent = self.redis.register_script(RECENT)
         self._release = self.redis.register_script(RELEASE)

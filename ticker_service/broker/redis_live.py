@@ -8,6 +8,7 @@ handlers drop event ids they already have, so the overlap with live messages is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -19,12 +20,17 @@ from redis.asyncio import Redis
 from ..events import Event, event_key, make_event_id, split_event_id
 from ..keys import EVENTS_STREAM, HISTORY_EPOCH, LIVE_CHANNEL, PUBLISHED_CURSOR
 from ..ops import metrics
-from ..redis_conn import redis_client
+from ..redis_conn import redis_client, watched_messages
 from ..settings import Settings
 from .base import LiveHandler
 from .redis_scripts import PUBLISH, PublishArgs, PublishKeys, positional
 
 logger = logging.getLogger("ticker.broker")
+
+# Backoff between attempts to subscribe again, jittered ×0.5–1.5: short, because a hub without its subscription
+# is not ready, and one attempt every few seconds per hub costs Redis nothing.
+RECONNECT_FIRST_SECONDS = 0.1
+RECONNECT_MAX_SECONDS = 2.0
 
 # Runs one Redis operation, turning "Redis is down" into BrokerUnavailable (the store side's ``RedisBroker._call``).
 Call = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
@@ -78,24 +84,28 @@ class RedisLive:
         self._lost_callbacks.append(callback)
 
     async def _listen(self) -> None:
-        """Hold the pub/sub subscription; reconnect with jittered backoff when Redis goes away."""
-        delay = 0.1
+        """Hold the pub/sub subscription; reconnect with jittered backoff when Redis goes away or goes silent.
+
+        ``subscribed`` (and with it ``/readyz``) is set once the subscription is confirmed and the history caught
+        up, and cleared as soon as the subscription fails: within ``TICKER_REDIS_TIMEOUT_SECONDS`` of silence.
+        """
+        delay = RECONNECT_FIRST_SECONDS
+        timeout = self.settings.redis_timeout_seconds
         while True:
-            client = redis_client(self.settings, socket_connect_timeout=2)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            client = redis_client(self.settings)
+            pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(LIVE_CHANNEL)
-                # Messages published from now on wait in the subscription while the history fills the gap.
-                await self._catch_up(client)
-                self.subscribed.set()
-                delay = 0.1
-                logger.info("subscribed to %s", LIVE_CHANNEL)
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        await pubsub.ping()  # a dead socket shows up here rather than as silence
-                    elif message["type"] == "message":
-                        self._dispatch(message["data"])
+                async with contextlib.aclosing(watched_messages(pubsub, timeout)) as messages:
+                    async for message in messages:
+                        if message["type"] == "message":
+                            self._dispatch(message["data"])
+                        elif message["type"] == "subscribe":
+                            # Messages published from now on wait in the subscription while the history fills the gap.
+                            await self._catch_up(client)
+                            self.subscribed.set()
+                            delay = RECONNECT_FIRST_SECONDS
+                            logger.info("subscribed to %s", LIVE_CHANNEL)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure of the subscription: reconnect, never die
@@ -109,7 +119,7 @@ class RedisLive:
                 except Exception:  # closing a broken connection may fail too; nothing to do
                     pass
             await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     async def _catch_up(self, client: Redis) -> None:
         """Hand the handlers what the history recorded since the last event they got (or, at start, its tail).

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from ..filters import Filter
 from ..flashes import BCP47
@@ -83,39 +83,74 @@ def _decode(value: str, field: str) -> bytes:
 FacetValue = str | list[str] | None
 
 
-class DeviceIn(BaseModel):
-    """The body of ``POST /v1/devices`` and ``PUT /v1/devices/{id}``."""
+class _Registration(BaseModel):
+    """What every platform's registration has: the filter of the flashes the device wants."""
 
     model_config = ConfigDict(extra="forbid")
-    platform: Platform
-    # FCM's pattern covers APNs' hex tokens too; which one a platform takes is checked below (422).
-    token: str | None = Field(
-        default=None,
-        max_length=4096,
-        json_schema_extra={"pattern": _FCM_TOKEN.pattern, "description": "FCM token, or APNs token (hex)."},
-    )
-    subscription: Subscription | None = None
     lang: FacetValue = Field(
         default=None,
-        description="Languages (en also matches en-GB); two or more are an order of preference: one notification "
-        "per version of a story the device is shown, the best by that order.",
+        description="Languages: BCP 47 ranges, comma-separated or a list (en also matches en-GB); two or more are an "
+        "order of preference: one notification per version of a story the device is shown, the best by that order.",
     )
-    category: FacetValue = None
-    region: FacetValue = None
+    category: FacetValue = Field(default=None, description="Categories of the taxonomy, comma-separated or a list.")
+    region: FacetValue = Field(default=None, description="Regions of the taxonomy, comma-separated or a list.")
     max_urgency: int = Field(default=DEFAULT_MAX_URGENCY, ge=1, le=9)
 
-    @model_validator(mode="after")
-    def _address(self) -> DeviceIn:
-        if self.platform == "webpush":
-            if self.subscription is None or self.token is not None:
+    @model_validator(mode="before")
+    @classmethod
+    def _one_address(cls, data: Any) -> Any:
+        """Say which address a platform takes, rather than that a field is extra or missing."""
+        if isinstance(data, dict):
+            platform = data.get("platform")
+            if platform == "webpush" and ("token" in data or "subscription" not in data):
                 raise ValueError("a webpush device gives its subscription (endpoint and keys), not a token")
-        elif self.token is None or self.subscription is not None:
-            raise ValueError(f"an {self.platform} device gives its token, not a subscription")
-        elif self.platform == "fcm" and not _FCM_TOKEN.match(self.token):
+            if platform in ("fcm", "apns") and ("subscription" in data or "token" not in data):
+                raise ValueError(f"an {platform} device gives its token, not a subscription")
+        return data
+
+
+class FcmDevice(_Registration):
+    """A phone with Firebase Cloud Messaging: its registration token."""
+
+    platform: Literal["fcm"]
+    token: str = Field(max_length=4096, json_schema_extra={"pattern": _FCM_TOKEN.pattern})
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not _FCM_TOKEN.match(value):
             raise ValueError("token is not an FCM registration token")
-        elif self.platform == "apns" and not _APNS_TOKEN.match(self.token):
+        return value
+
+
+class ApnsDevice(_Registration):
+    """An Apple device: its APNs device token (hex)."""
+
+    platform: Literal["apns"]
+    token: str = Field(max_length=200, json_schema_extra={"pattern": _APNS_TOKEN.pattern})
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not _APNS_TOKEN.match(value):
             raise ValueError("token is not an APNs device token (hex)")
-        return self
+        return value
+
+
+class WebPushDevice(_Registration):
+    """A browser: its ``PushSubscription``."""
+
+    platform: Literal["webpush"]
+    subscription: Subscription
+
+
+Registration = FcmDevice | ApnsDevice | WebPushDevice
+
+
+class DeviceIn(RootModel[Annotated[Registration, Field(discriminator="platform")]]):
+    """The body of ``POST /v1/devices`` and ``PUT /v1/devices/{id}``: one schema per platform, told apart by
+    ``platform``, so that the OpenAPI document spells out each platform's address (and a generated body can be a
+    valid one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +191,15 @@ class Device:
 
 def device_from_input(device_id: str, body: DeviceIn, settings: Settings, push: PushSettings) -> Device:
     """Check the filter against the taxonomy and the endpoint against the allowlist; ``ValueError(field, msg)``."""
-    flt = Filter.parse({"lang": body.lang, "category": body.category, "region": body.region})
+    reg = body.root
+    flt = Filter.parse({"lang": reg.lang, "category": reg.category, "region": reg.region})
     errors: list[tuple[str, str]] = []
     errors += [("lang", f"{v!r} is not a BCP 47 language range") for v in flt.languages if not BCP47.match(v)]
     errors += [("category", f"unknown category {v!r}") for v in flt.categories if v not in settings.categories]
     errors += [("region", f"unknown region {v!r}") for v in flt.regions if v not in settings.regions]
-    flt = Filter(flt.languages, flt.categories, flt.regions, body.max_urgency)
-    if body.subscription is not None:
-        sub = body.subscription
+    flt = Filter(flt.languages, flt.categories, flt.regions, reg.max_urgency)
+    if isinstance(reg, WebPushDevice):
+        sub = reg.subscription
         parts = urlsplit(sub.endpoint)
         if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
             errors.append(("subscription.endpoint", "must be an https URL without credentials"))
@@ -174,9 +210,8 @@ def device_from_input(device_id: str, body: DeviceIn, settings: Settings, push: 
         return Device(device_id, "webpush", sub.endpoint, flt, sub.keys.p256dh, sub.keys.auth)
     if errors:
         raise DeviceError(errors)
-    assert body.token is not None
-    token = body.token.lower() if body.platform == "apns" else body.token
-    return Device(device_id, body.platform, token, flt)
+    token = reg.token.lower() if reg.platform == "apns" else reg.token
+    return Device(device_id, reg.platform, token, flt)
 
 
 class DeviceError(ValueError):

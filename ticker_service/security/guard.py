@@ -13,19 +13,22 @@ from collections.abc import Callable
 
 
 class ConnectionGuard:
-    def __init__(self, *, max_total: int, max_per_ip: int, per_second: int) -> None:
+    def __init__(self, *, max_total: int, max_per_ip: int, per_second: int, burst: int | None = None) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.per_second = per_second
+        # A token bucket: ``burst`` connections at once (readers arriving together when news breaks), then
+        # ``per_second`` for as long as the rush lasts (a reconnect storm is shaped, leaving CPU for fan-out).
+        self.burst = float(burst if burst is not None else per_second)
         self.total = 0
         self.per_ip: dict[str, int] = {}
-        self._tokens = float(per_second)  # a token bucket: bursts up to one second's worth
+        self._tokens = self.burst
         self._refilled = time.monotonic()
 
     def admit(self, ip: str) -> tuple[int, str] | None:
         """Count a new connection from ``ip``, or say why not: ``(status, detail)`` (503 or 429)."""
         now = time.monotonic()
-        self._tokens = min(float(self.per_second), self._tokens + (now - self._refilled) * self.per_second)
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.per_second)
         self._refilled = now
         if self._tokens < 1:
             return 503, "Too many new connections this second; retry shortly."

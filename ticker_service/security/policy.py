@@ -40,6 +40,7 @@ class Security:
                 max_total=settings.max_connections,
                 max_per_ip=settings.max_connections_per_ip,
                 per_second=settings.new_connections_per_second,
+                burst=settings.new_connections_burst,
             ),
             ReaderAuth(settings),
         )

@@ -16,11 +16,11 @@ from ticker_service.keys import PUSH_BATCH_JOB, PUSH_PLAN_JOB, PUSH_TOPIC_JOB
 from ticker_service.push.settings import PushSettings
 from ticker_service.push.store import DeviceStore
 
-from .bridges import build_bridges
+from .bridges import build_bridges, check_credentials
 from .jobs import enqueue_plan, push_batch, push_plan, push_topic
 from .pusher import Pusher
 
-__all__ = ["enqueue_plan", "functions", "start", "stop"]
+__all__ = ["check_credentials", "enqueue_plan", "functions", "start", "stop"]
 
 
 def functions(timeout: float) -> list[Function]:
