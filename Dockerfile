@@ -14,14 +14,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/ticker/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 WORKDIR /src
-# The dependencies first, in a layer of their own that only a change to pyproject.toml rebuilds: installing the
-# project with empty packages (and an empty readme) pulls them in, then the project itself goes (the real one
-# follows below).
-COPY pyproject.toml ./
+# The dependencies first, pinned by constraints.txt, in a layer of their own that only a change to pyproject.toml or
+# constraints.txt rebuilds: installing the project with empty packages (and an empty readme) pulls them in, then
+# the project itself goes (the real one follows below).
+COPY pyproject.toml constraints.txt ./
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && mkdir -p ticker_service workers clients/python/ticker_client \
     && touch README.md ticker_service/__init__.py workers/__init__.py clients/python/ticker_client/__init__.py \
-    && pip install . \
+    && pip install -c constraints.txt . \
     && pip uninstall -y ticker \
     && rm -rf README.md ticker_service workers clients build ./*.egg-info
 

@@ -220,7 +220,8 @@ def test_dockerfile_installs_the_project_and_runs_unprivileged() -> None:
     instructions = [line for line in lines if line and not line.startswith("#")]
     assert instructions[:2] == ["ARG BASE_IMAGE=python:3.11-slim", "FROM ${BASE_IMAGE}"]
     # Dependencies in a layer of their own, then the project without them (see the Dockerfile).
-    assert any(re.match(r"(RUN|&&) pip install \.(\s|$)", line) for line in instructions)
+    # ... pinned: the image installs what the tests ran with.
+    assert any(re.match(r"(RUN|&&) pip install -c constraints\.txt \.(\s|$)", line) for line in instructions)
     assert any(re.match(r"RUN pip install --no-deps \.(\s|$)", line) for line in instructions)
     users = [line.split()[1] for line in instructions if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
