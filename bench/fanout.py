@@ -192,19 +192,23 @@ def payload(phase: int, seq: int, sent: float, size: int) -> str:
 
 async def publish(
     target: Target, client: httpx.AsyncClient, args: argparse.Namespace, phase: int, messages: int, rate: float | None
-) -> list[tuple[float, float]]:
-    """Publish ``messages`` (``rate`` per second, or all at once); (send time, POST seconds) for each."""
+) -> list[tuple[float, float, float]]:
+    """Publish ``messages`` (``rate`` per second, or all at once); (send time, POST seconds, time it was due) for
+    each. A message is sent late when ``--burst-concurrency`` POSTs are still in flight: a server whose POSTs
+    queue behind its fan-out then sees fewer messages a second, and its fan-out times from the send look better
+    than those from when the message was due."""
     gate = asyncio.Semaphore(args.burst_concurrency)
     size = target.text_size(args.payload_bytes)
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
 
-    async def one(seq: int) -> tuple[float, float]:
+    async def one(seq: int) -> tuple[float, float, float]:
+        due = seq / rate if rate else 0.0
         if rate:
-            await asyncio.sleep(max(0.0, start + seq / rate - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + due - time.monotonic()))
         async with gate:
             sent, began = time.time(), time.perf_counter()
             await target.publish(client, payload(phase, seq, sent, size))
-            return sent, time.perf_counter() - began
+            return sent, time.perf_counter() - began, start_wall + due
 
     return list(await asyncio.gather(*(one(seq) for seq in range(messages))))
 
