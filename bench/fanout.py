@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 import websockets
+from redis.asyncio import Redis
 
 from . import fanout_report, fanout_targets, procstat
 from .fanout_readers import raise_open_files_limit
@@ -109,6 +110,42 @@ class ReaderProcess:
                 await self.proc.wait()
 
 
+class HubArrivals:
+    """When each message reached the hub: a subscriber of the channel the hub listens on notes every marker's
+    receipt (``time.time()``, the readers' clock), so the bench can time the first reader from the hub's side."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.redis = Redis.from_url(url)
+        self.channel = channel
+        self.seen: dict[tuple[int, int], float] = {}
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> HubArrivals:
+        self.task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self.ready.wait(), STARTUP_TIMEOUT)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        async with self.redis.pubsub() as pubsub:
+            await pubsub.subscribe(self.channel)
+            self.ready.set()
+            async for message in pubsub.listen():
+                now = time.time()
+                if message["type"] == "message" and (mark := find_marker(message["data"])) is not None:
+                    self.seen.setdefault((mark[0], mark[1]), now)
+
+    def phase(self, phase: int) -> dict[int, float]:
+        return {seq: at for (p, seq), at in self.seen.items() if p == phase}
+
+
 @dataclass
 class Snapshot:
     at: float
@@ -155,19 +192,23 @@ def payload(phase: int, seq: int, sent: float, size: int) -> str:
 
 async def publish(
     target: Target, client: httpx.AsyncClient, args: argparse.Namespace, phase: int, messages: int, rate: float | None
-) -> list[tuple[float, float]]:
-    """Publish ``messages`` (``rate`` per second, or all at once); (send time, POST seconds) for each."""
+) -> list[tuple[float, float, float]]:
+    """Publish ``messages`` (``rate`` per second, or all at once); (send time, POST seconds, time it was due) for
+    each. A message is sent late when ``--burst-concurrency`` POSTs are still in flight: a server whose POSTs
+    queue behind its fan-out then sees fewer messages a second, and its fan-out times from the send look better
+    than those from when the message was due."""
     gate = asyncio.Semaphore(args.burst_concurrency)
     size = target.text_size(args.payload_bytes)
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
 
-    async def one(seq: int) -> tuple[float, float]:
+    async def one(seq: int) -> tuple[float, float, float]:
+        due = seq / rate if rate else 0.0
         if rate:
-            await asyncio.sleep(max(0.0, start + seq / rate - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + due - time.monotonic()))
         async with gate:
             sent, began = time.time(), time.perf_counter()
             await target.publish(client, payload(phase, seq, sent, size))
-            return sent, time.perf_counter() - began
+            return sent, time.perf_counter() - began, start_wall + due
 
     return list(await asyncio.gather(*(one(seq) for seq in range(messages))))
 
@@ -202,18 +243,22 @@ async def run_phase(
     phase: int,
     rate: float | None,
     opened: int,
+    arrivals: HubArrivals | None,
 ) -> dict[str, float]:
     before = snapshot(target, clients)
     sends = await publish(target, http, args, phase, args.messages, rate)
     reports = await drain(clients, phase, args.messages, args.drain_timeout)
     usage = between(before, snapshot(target, clients))
-    return fanout_report.phase_figures(reports, sends, opened, usage)
+    at_hub = arrivals.phase(phase) if arrivals is not None else None
+    return fanout_report.phase_figures(reports, sends, opened, usage, at_hub)
 
 
 async def scenario(target: Target, args: argparse.Namespace, logs: Path, round_no: int) -> dict[str, object]:
     """One target, one round: connect the readers, then the paced and the burst phase."""
     limits = httpx.Limits(max_connections=args.burst_concurrency, max_keepalive_connections=args.burst_concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30, limits=limits))
+        arrivals = await stack.enter_async_context(HubArrivals(*target.live)) if target.live else None
         await probe(target, http, args)
         shares = [args.readers // args.clients + (k < args.readers % args.clients) for k in range(args.clients)]
         clients: list[ReaderProcess] = []
@@ -235,8 +280,8 @@ async def scenario(target: Target, args: argparse.Namespace, logs: Path, round_n
                 raise RuntimeError(f"{target.name}: no reader could connect: {connected}")
             await publish(target, http, args, WARMUP_PHASE, WARMUP_MESSAGES, args.rate)
             await drain(clients, WARMUP_PHASE, WARMUP_MESSAGES, args.drain_timeout)
-            figures["paced"] = await run_phase(target, http, clients, args, PACED_PHASE, args.rate, opened)
-            figures["burst"] = await run_phase(target, http, clients, args, BURST_PHASE, None, opened)
+            figures["paced"] = await run_phase(target, http, clients, args, PACED_PHASE, args.rate, opened, arrivals)
+            figures["burst"] = await run_phase(target, http, clients, args, BURST_PHASE, None, opened, arrivals)
             return figures
         finally:
             for client in clients:

@@ -3,7 +3,13 @@
 Per publish phase (paced, burst), over all readers:
 
 * e2e p50 / p99: from the send time in the message to each reader's arrival, over every delivery (nearest rank);
-* fan-out p99: per message, from its send time to the *last* reader's arrival; the p99 over the messages;
+* fan-out p99: per message, from its send time to the *last* reader's arrival; the p99 over the messages; "from
+  due": from when the message was due (paced: its slot at ``--rate``; burst: the phase's start), which also counts
+  the wait for a free POST slot (``--burst-concurrency``) when the server's POSTs are slow;
+* first reader p50 / p99: per message, from its arrival at the server holding the readers to the *first* reader's
+  arrival (ticker: the hub's pub/sub message, as a bench subscriber of the same channel receives it; the peers:
+  the send time, their publish being the arrival) — how long a new flash waits behind the previous one's writes;
+* POST p50 / p99: the publish request's latency, which must not queue behind the fan-out;
 * deliveries/s: deliveries received ÷ (last arrival − first send);
 * CPU-s/1M: server CPU seconds (user + system, whole process trees) per million deliveries received, sampled just
   before the first POST and after the readers drained. "path" = every process a message goes through (ticker: the
@@ -38,17 +44,29 @@ def _rate(count: float, seconds: float) -> float:
 
 
 def phase_figures(
-    reports: list[dict[str, Any]], sends: list[tuple[float, float]], readers: int, usage: dict[str, float]
+    reports: list[dict[str, Any]],
+    sends: list[tuple[float, float, float]],
+    readers: int,
+    usage: dict[str, float],
+    arrivals: dict[int, float] | None = None,
 ) -> dict[str, float]:
+    """``arrivals``: when each message reached the server that holds the readers (ticker: the hub's pub/sub
+    message, seen by a subscriber of the same channel); without it, when it was sent (a peer's publish is its
+    arrival)."""
     received = sum(int(r["received"]) for r in reports)
     latencies = [us / 1000 for r in reports for us in r["latencies_us"]]
     last: dict[int, float] = {}
+    first: dict[int, float] = {}
     for report in reports:
-        for seq, (_, arrival) in report["messages"].items():
-            last[int(seq)] = max(last.get(int(seq), 0.0), arrival)
+        for seq, (_, latest, earliest) in report["messages"].items():
+            last[int(seq)] = max(last.get(int(seq), 0.0), latest)
+            first[int(seq)] = min(first.get(int(seq), math.inf), earliest)
     fanout = [(arrival - sends[seq][0]) * 1000 for seq, arrival in last.items()]
-    first_send = min(sent for sent, _ in sends)
-    posts = [seconds * 1000 for _, seconds in sends]
+    fanout_due = [(arrival - sends[seq][2]) * 1000 for seq, arrival in last.items()]
+    reached = {seq: arrivals.get(seq) if arrivals is not None else sends[seq][0] for seq in first}
+    first_after = [(first[seq] - at) * 1000 for seq, at in reached.items() if at is not None]
+    first_send = min(sent for sent, _, _ in sends)
+    posts = [seconds * 1000 for _, seconds, _ in sends]
     per_million = 1e6 / received if received else math.nan
     return {
         "expected": readers * len(sends),
@@ -61,10 +79,13 @@ def phase_figures(
         "e2e_max_ms": max(latencies, default=math.nan),
         "fanout_p50_ms": percentile(fanout, 50),
         "fanout_p99_ms": percentile(fanout, 99),
+        "fanout_due_p99_ms": percentile(fanout_due, 99),
         "deliveries_per_s": _rate(received, max(last.values(), default=first_send) - first_send),
-        "publish_per_s": _rate(len(sends) - 1, max(sent for sent, _ in sends) - first_send),
+        "publish_per_s": _rate(len(sends) - 1, max(sent for sent, _, _ in sends) - first_send),
         "post_p50_ms": percentile(posts, 50),
         "post_p99_ms": percentile(posts, 99),
+        "first_p50_ms": percentile(first_after, 50),
+        "first_p99_ms": percentile(first_after, 99),
         "cpu_per_m": usage["path_cpu"] * per_million,
         "cpu_per_m_hub": usage["hub_cpu"] * per_million,
         "cpu_per_m_stat": usage["path_cpu_stat"] * per_million,  # the same from /proc/PID/stat's 10 ms ticks
@@ -199,10 +220,14 @@ DELIVERY_COLUMNS = [  # heading, phase key, format
     ("e2e p50 ms", "e2e_p50_ms", "{:.1f}"),
     ("e2e p99 ms", "e2e_p99_ms", "{:.1f}"),
     ("fan-out p99 ms", "fanout_p99_ms", "{:.1f}"),
+    ("fan-out p99 from due ms", "fanout_due_p99_ms", "{:.1f}"),
     ("CPU-s/1M path", "cpu_per_m", "{:.1f}"),
     ("CPU-s/1M hub", "cpu_per_m_hub", "{:.1f}"),
     ("client CPU-s/1M", "client_cpu_per_m", "{:.1f}"),
+    ("first reader p50 ms", "first_p50_ms", "{:.1f}"),
+    ("first reader p99 ms", "first_p99_ms", "{:.1f}"),
     ("POST p50 ms", "post_p50_ms", "{:.1f}"),
+    ("POST p99 ms", "post_p99_ms", "{:.1f}"),
     ("bytes/msg", "bytes_per_delivery", "{:.0f}"),
     ("lost", "lost", "{:d}"),
     ("dup", "duplicates", "{:d}"),

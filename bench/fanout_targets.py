@@ -36,6 +36,7 @@ import orjson
 
 from ticker_service.events import Event, make_event_id, new_epoch
 from ticker_service.flashes import FlashIn, new_document
+from ticker_service.keys import LIVE_CHANNEL
 from ticker_service.settings import Settings
 
 from .latency import STARTUP_TIMEOUT, Stack, free_port, redis_version, wait_for
@@ -75,6 +76,8 @@ class Target:
     # The peers' bodies: "ticker" (what ticker delivers for the same flash, per transport) or "padded" (the text).
     peer_body: str = "ticker"
     transport: str = "ws"
+    # (Redis URL, channel) on which the hub receives every event: the bench subscribes too, to time its arrival.
+    live: tuple[str, str] | None = None
     _settings: Settings = field(default_factory=Settings)
 
     def reader_url(self, transport: str) -> str:
@@ -153,6 +156,7 @@ def ticker(hub_workers: int = 1, **extra_env: str) -> Iterator[Target]:
                 },
                 pub_headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"},
                 pub_ok=(201,),
+                live=(f"redis://127.0.0.1:{redis_port}/0", LIVE_CHANNEL),
             )
         finally:
             stack.close()

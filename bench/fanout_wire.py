@@ -111,7 +111,7 @@ class Tally:
             "duplicates": self.duplicates[phase],
             "bytes": sum(m.bytes for m in messages),
             "latencies_us": [round((now - m.sent) * 1e6) for m in messages for now in m.arrivals],
-            "messages": {str(m.seq): [len(m.arrivals), max(m.arrivals)] for m in messages},
+            "messages": {str(m.seq): [len(m.arrivals), max(m.arrivals), min(m.arrivals)] for m in messages},
             "foreign": self.foreign,
         }
 

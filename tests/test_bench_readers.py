@@ -113,7 +113,7 @@ def test_tally_parses_each_marker_once_and_counts_duplicates_per_reader() -> Non
     assert report["received"] == 5 and report["duplicates"] == 1 and report["foreign"] == 1
     assert report["bytes"] == 5 * len(data)
     assert report["latencies_us"] == [500_000] * 5
-    assert report["messages"] == {"3": [5, NOW]}
+    assert report["messages"] == {"3": [5, NOW, NOW]}  # readers, last arrival, first arrival (a duplicate is not one)
     assert tally.report(2)["received"] == 0
 
 

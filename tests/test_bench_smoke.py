@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,8 @@ def test_fanout_benchmark_accounts_for_every_delivery(transport: str, tmp_path: 
         assert figures["cpu_per_m"] >= figures["cpu_per_m_hub"]  # the whole path includes the hub
         assert 0 < figures["e2e_p50_ms"] <= figures["e2e_p99_ms"] <= figures["fanout_p99_ms"] < 10_000
         assert figures["deliveries_per_s"] > 0
+        # The hub's receipt of each flash was seen (a subscriber of its channel): the first reader is timed from it.
+        assert math.isfinite(figures["first_p50_ms"]) and figures["first_p50_ms"] <= figures["first_p99_ms"]
+        assert figures["first_p99_ms"] < figures["fanout_due_p99_ms"]
+        assert figures["fanout_p99_ms"] <= figures["fanout_due_p99_ms"]  # due no later than sent
+        assert 0 < figures["post_p50_ms"] <= figures["post_p99_ms"]

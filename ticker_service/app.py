@@ -52,6 +52,7 @@ def create_app(
         replay_limit=settings.replay_max_events,
         write_buffer_limit=settings.write_buffer_limit_bytes,
         coalesce=settings.fanout_coalesce_seconds,
+        slice_seconds=settings.fanout_slice_seconds,
     )
     broker.subscribe(hub.dispatch)
     broker.on_history_lost(hub.forget)

@@ -5,6 +5,12 @@ milliseconds of the last flush) are flushed together: for each distinct filter (
 events are joined once per transport, and each reader of that filter gets those bytes in one write. A reader that
 cannot keep up (its socket's write buffer or its queue is over the limit) is closed and resumes by event id.
 
+The writes of one fan-out go out in slices of at most ``slice_seconds`` each; between two slices the event loop
+serves everything else (editors' POSTs, the pub/sub listener, accepts). A flash that arrives while the previous
+one is still being written does not wait for it: a few readers already written get the new flash first, then
+those still owed the previous one get both in one write, in order, then the other readers already written
+(``_merge``); each reader gets each event once, in order.
+
 Readers whose filter prefers languages (``lang=ar,en``) get one version of each story (``stories.py``): the hub keeps
 the live versions of recent stories, and for such a filter decides once what its readers get of an event of a story
 (the event, an ``update`` that ``replaces`` the version they had, or nothing); other filters take the path above.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, OrderedDict
 
 from .broker import Broker, HistoryGap
@@ -33,6 +40,10 @@ logger = logging.getLogger("ticker.hub")
 
 RESET_FLASHES = 20  # current flashes sent in a ``reset``
 PRIME_FLASHES = 1000  # current flashes read at start, to learn the live versions of stories
+CLOCK_EVERY = 32  # readers written between two looks at the clock (a look costs about as much as a write's bookkeeping)
+
+# One run of a fan-out: the same bytes for these readers.
+Run = tuple[Batch, tuple[Reader, ...]]
 
 
 def without_killed(replayed: list[Event]) -> list[Event]:
@@ -57,8 +68,11 @@ class Hub:
         replay_limit: int,
         write_buffer_limit: int,
         coalesce: float = 0.0,
+        slice_seconds: float = 0.0,
     ) -> None:
         self.broker = broker
+        # A fan-out writes for at most this long before the loop serves other work (0: all in one go).
+        self.slice_seconds = slice_seconds
         # Under a burst, events arriving within ``coalesce`` seconds of a flush wait for the next one, so that each
         # reader gets several in one write (a system call per reader is most of the fan-out's cost). An event after
         # a quiet spell still goes out at once.
@@ -78,6 +92,10 @@ class Hub:
         self._flushed_at = float("-inf")
         self._heartbeat: asyncio.TimerHandle | None = None
         self._attaching: set[asyncio.Task[None]] = set()  # replays under way (a task needs a reference)
+        # The fan-out being written: its runs, and the next reader to write (run index, position in it).
+        self._runs: list[Run] = []
+        self._cursor = (0, 0)
+        self._resume: asyncio.Handle | None = None  # the next slice, when the fan-out did not fit in one
 
     # -- fan-out -----------------------------------------------------------------------------------------------
     def dispatch(self, event: Event) -> None:
@@ -102,10 +120,13 @@ class Hub:
         self._pending.append(Frames(event))
 
     def _flush(self) -> None:
+        if not self._pending:
+            return  # flushed already, by the slice that found these events waiting
         self._flushed_at = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, []
         changes, self._changes = self._changes, {}
         variants: dict[tuple[str, str, str | None], Frames] = {}
+        runs: list[Run] = []
         delivered = 0
         for flt, readers in list(self.groups.items()):
             if changes and prefers(flt):
@@ -113,11 +134,80 @@ class Hub:
             else:
                 matching = [f for f in pending if flt.matches(f.event.flash)]
             if matching:
-                batch = Batch(matching)
+                runs.append((Batch(matching), tuple(readers)))
                 delivered += len(matching) * len(readers)
-                for reader in tuple(readers):
-                    reader.offer(batch)
         metrics.observe_fanout([f.key[0] for f in pending], delivered)
+        if self._runs:
+            runs = self._merge(runs)
+        self._runs, self._cursor = runs, (0, 0)
+        self._write()
+
+    def _merge(self, runs: list[Run]) -> list[Run]:
+        """The new fan-out ``runs`` while the previous one is not wholly written. A few of the readers it has
+        reached get the new events first (a new flash is on screens at once); then those it still owes, each
+        getting what it owes and what is new in one write (the previous events first, each once); then the rest
+        of the reached ones. Owed readers go before most reached ones so that, when flashes come faster than the
+        fan-out, the same readers are not left behind flash after flash."""
+        owed: dict[Reader, Batch] = {}
+        index, position = self._cursor
+        for batch, readers in self._runs[index:]:
+            for reader in readers[position:]:
+                owed[reader] = batch
+            position = 0
+        head: list[Run] = []
+        tail: list[Run] = []
+        room = CLOCK_EVERY  # readers in the head: one look at the clock's worth
+        joined: dict[tuple[int, int], tuple[Batch, list[Reader]]] = {}
+        for batch, readers in runs:
+            reached = tuple(r for r in readers if r not in owed)
+            none_owed = len(reached) == len(readers)
+            if room and reached:
+                head.append((batch, reached[:room]))
+                reached, room = reached[room:], max(0, room - len(reached))
+            if reached:
+                tail.append((batch, reached))
+            if none_owed:
+                continue
+            for reader in readers:
+                previous = owed.pop(reader, None)
+                if previous is not None:
+                    key = (id(previous), id(batch))
+                    if key not in joined:
+                        joined[key] = (Batch(previous.frames + batch.frames), [])
+                    joined[key][1].append(reader)
+        for reader, previous in owed.items():  # owed the previous events, with nothing new for them
+            key = (id(previous), 0)
+            if key not in joined:
+                joined[key] = (previous, [])
+            joined[key][1].append(reader)
+        return [*head, *((batch, tuple(readers)) for batch, readers in joined.values()), *tail]
+
+    def _write(self) -> None:
+        """Write the current fan-out for one slice; the rest goes on in a later loop iteration. Events that came
+        in meanwhile (and are due) are flushed first: their fan-out takes over the rest of this one."""
+        loop = asyncio.get_running_loop()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._pending and loop.time() >= self._flushed_at + self.coalesce:
+            self._flush()
+            return
+        runs = self._runs
+        index, position = self._cursor
+        deadline = time.perf_counter() + self.slice_seconds if self.slice_seconds else None
+        while index < len(runs):
+            batch, readers = runs[index]
+            stop = min(len(readers), position + CLOCK_EVERY)
+            for reader in readers[position:stop]:
+                if reader.attached:  # not removed since the flush (the socket may be closing)
+                    reader.offer(batch)
+            index, position = (index, stop) if stop < len(readers) else (index + 1, 0)
+            if deadline is not None and index < len(runs) and time.perf_counter() >= deadline:
+                self._cursor = (index, position)
+                self._resume = loop.call_soon(self._write)
+                metrics.FANOUT_SLICES.inc()
+                return
+        self._runs, self._cursor = [], (0, 0)
 
     @staticmethod
     def _chosen(
@@ -162,6 +252,7 @@ class Hub:
 
     # -- readers -----------------------------------------------------------------------------------------------
     def add(self, reader: Reader) -> None:
+        reader.attached = True
         self.groups.setdefault(reader.filter, set()).add(reader)
         self.count += 1
         self._census(reader, 1)
@@ -169,6 +260,7 @@ class Hub:
     def remove(self, reader: Reader) -> None:
         group = self.groups.get(reader.filter)
         if group is not None and reader in group:
+            reader.attached = False
             group.discard(reader)
             self.count -= 1
             self._census(reader, -1)

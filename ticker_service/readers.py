@@ -27,7 +27,7 @@ _connection_ids = itertools.count(1)
 class Reader:
     """A reader's filter and its replay/live seam. While it replays history, live batches wait in ``_held``."""
 
-    __slots__ = ("_held", "_replay_top", "close_reason", "closed", "conn_id", "filter", "limit")
+    __slots__ = ("_held", "_replay_top", "attached", "close_reason", "closed", "conn_id", "filter", "limit")
     transport = "asgi"  # for metrics: how the reader is served
 
     def __init__(self, flt: Filter, limit: int) -> None:
@@ -35,6 +35,7 @@ class Reader:
         self.filter = flt
         self.limit = limit
         self.closed = False
+        self.attached = False  # in the hub's index: a fan-out still being written skips a reader removed since
         self.close_reason = ""
         self._held: list[Batch] | None = None
         self._replay_top: tuple[int, int] | None = None

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         le=0.1,
         description="Under a burst, events this close to the last flush go out together, one write per reader.",
     )
+    fanout_slice_seconds: float = Field(
+        default=0.002,
+        ge=0,
+        le=1,
+        description="A fan-out writes this long at most before the hub serves other work (POSTs, the next flash); "
+        "0: in one go.",
+    )
     replay_max_events: int = Field(default=10_000, ge=1, description="Most events replayed to one resuming reader.")
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
 

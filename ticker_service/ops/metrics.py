@@ -48,6 +48,9 @@ DELIVERED = Counter("ticker_events_delivered", "Events handed to readers (one pe
 FANOUT_SECONDS = Histogram(
     "ticker_fanout_latency_seconds", "From publish to written to the readers' sockets", buckets=LATENCY_BUCKETS
 )
+FANOUT_SLICES = Counter(
+    "ticker_fanout_slices", "Times a fan-out paused its writes so the loop could serve other work (a POST, a flash)"
+)
 DISCONNECTS = Counter("ticker_reader_disconnects", "Readers closed by the hub, by reason", ["reason"])
 REPLAYED = Counter("ticker_replayed_events", "Events replayed to resuming readers, by where they came from", ["source"])
 INGEST_SECONDS = Histogram("ticker_ingest_latency_seconds", "Editor API requests, by method", ["method"])
