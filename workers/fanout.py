@@ -26,9 +26,9 @@ def _outcome(outcome: str) -> None:
 MAX_BATCHES = 20  # pending events one call takes at most: 20 batches of 500; more are left to the next
 
 
-async def fan_out_all(ctx: dict[str, Any], own: tuple[str, str] | None = None) -> str | None:
+async def fan_out_all(ctx: dict[str, Any], own: tuple[str, str] | None = None) -> tuple[str | None, int]:
     """Publish every event waiting to be fanned out (and ``own``, a job's flash id and version), queue each one's push
-    plan, then mark them done; return ``own``'s event id.
+    plan, then mark them done; return ``own``'s event id and how many events there were.
 
     Stopped half-way (a worker killed, Redis gone), the events are still pending: the next call, or the safety job
     that record queued, does them again. At least once: hubs drop event ids they already delivered, a push plan's job
@@ -37,6 +37,7 @@ async def fan_out_all(ctx: dict[str, Any], own: tuple[str, str] | None = None) -
     broker: RedisBroker = ctx["broker"]
     plans = push.plans_pushes(ctx)  # without push bridges, publishing is all: one script call does it all
     found: str | None = None
+    count = 0
     for _ in range(MAX_BATCHES):
         batch = await broker.fan_out_pending(own, finish=not plans)
         for event in batch.events:
@@ -49,18 +50,19 @@ async def fan_out_all(ctx: dict[str, Any], own: tuple[str, str] | None = None) -
             # its own reader only, never a device.
             elif plans and event.type != "hold" and not is_canary(event.flash_id):
                 await push.enqueue_plan(ctx, event.flash_id, event.version)
+        count += len(batch.events)
         if plans:
             await broker.fanned_out(batch.events)
         own = None
         if not batch.more:
             break
-    return found
+    return found, count
 
 
 async def fan_out_woken(ctx: dict[str, Any]) -> None:
     """What a worker does when ingest wakes it ('f' on the wake channel): fan out whatever is pending."""
     try:
-        await fan_out_all(ctx)
+        _, count = await fan_out_all(ctx)
     except BrokerUnavailable as exc:  # the safety job, or the next wake-up, does it again
         logger.warning("woken fan-out failed: %s", exc)
         _outcome("retry")
@@ -68,13 +70,14 @@ async def fan_out_woken(ctx: dict[str, Any]) -> None:
     except Exception:
         _outcome("error")
         raise
-    _outcome("ok")
+    if count:  # a wake-up that found nothing pending (another worker took it) is no fan-out
+        _outcome("ok")
 
 
 async def fanout_job(ctx: dict[str, Any], flash_id: str, version: str) -> str | None:
     """arq's fan-out job: queued by record as the safety net for its event (and every other one still pending)."""
     try:
-        event_id = await fan_out_all(ctx, (flash_id, version))
+        event_id, _ = await fan_out_all(ctx, (flash_id, version))
     except BrokerUnavailable as exc:
         _outcome("retry")
         raise Retry(defer=min(ctx["job_try"], 5)) from exc

@@ -47,12 +47,12 @@ def test_every_named_argument_is_used(name: str) -> None:
 
 
 def test_record_tables_give_the_positions_the_script_reads() -> None:
-    """The record script's 14 keys and 22 arguments come out in order, so ARGV[14] is the listed flag."""
+    """The record script's 15 keys and 24 arguments come out in order, so ARGV[14] is the listed flag."""
     values: dict[str, Any] = {field: f"<{field}>" for field in RecordArgs._fields}
     args = positional(RecordArgs(**values))
     keys = positional(RecordKeys(**{field: f"<{field}>" for field in RecordKeys._fields}))
-    assert len(keys) == 14
-    assert len(args) == 22
+    assert len(keys) == 15
+    assert len(args) == 24
     assert args[14 - 1] == "<listed>"
     assert args[11 - 1] == "<job_ttl_ms>"
     assert args[20 - 1] == "<held_claim>"

@@ -30,6 +30,7 @@ from ..keys import (
     ARQ_IN_PROGRESS_PREFIX,
     ARQ_JOB_PREFIX,
     ARQ_QUEUE,
+    AUDIT_STREAM,
     EVENTS_STREAM,
     FANOUT_JOB,
     FANOUT_PENDING,
@@ -113,6 +114,8 @@ def _pending(fingerprint: str, token: str) -> bytes:
 
 
 class RedisBroker:
+    records_audit = True  # the audit stream is in the same Redis: record's script appends the entry
+
     def __init__(self, settings: Settings) -> None:
         assert not settings.embedded, "RedisBroker needs REDIS_URL or TICKER_REDIS_SENTINELS"
         self.settings = settings
@@ -190,6 +193,7 @@ class RedisBroker:
         *,
         expect_version: str | None,
         idempotency: tuple[str, str, str] | None = None,
+        audit: bytes = b"",
     ) -> Event:
         flash_id = flash_id_of(doc)
         version = doc["version"]
@@ -218,6 +222,7 @@ class RedisBroker:
             fanout_pending=FANOUT_PENDING,
             fanout_queued=FANOUT_QUEUED,
             fanout_woken=FANOUT_WOKEN,
+            audit=AUDIT_STREAM,
         )
         args = RecordArgs(
             type=type,
@@ -242,6 +247,8 @@ class RedisBroker:
             held_claim=held,
             job_prefix=ARQ_JOB_PREFIX,
             in_progress_prefix=ARQ_IN_PROGRESS_PREFIX,
+            audit_entry=audit,
+            audit_max_entries=self.settings.audit_max_entries,
         )
         result = await self._call(lambda: self._record(keys=positional(keys), args=positional(args)))
         if result[0] == b"stale":

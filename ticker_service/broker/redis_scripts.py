@@ -65,6 +65,7 @@ class RecordKeys(NamedTuple):
     fanout_pending: str  # zset of the recorded events not yet fanned out ("<flash id>:<version>")
     fanout_queued: str  # the id of the last fan-out job queued
     fanout_woken: str  # set while a wake-up is on its way to the workers
+    audit: str  # the audit log's stream
 
 
 class RecordArgs(NamedTuple):
@@ -90,18 +91,20 @@ class RecordArgs(NamedTuple):
     held_claim: bytes  # the pending claim value this request holds; '' without an idempotency key
     job_prefix: str  # arq's job key prefix: is the last queued fan-out job still there?
     in_progress_prefix: str  # arq's in-progress key prefix: has it started?
+    audit_entry: bytes  # the request's audit-log entry, JSON ('' for none): written with the event
+    audit_max_entries: int  # the audit stream's approximate MAXLEN
 
 
 RECORD = """
 -- KEYS[1] = events, KEYS[2] = flash, KEYS[3] = recent, KEYS[4] = flash_index, KEYS[5] = idempotency, KEYS[6] = job,
 -- KEYS[7] = queue, KEYS[8] = published, KEYS[9] = epoch, KEYS[10] = scheduled, KEYS[11] = pending,
--- KEYS[12] = fanout_pending, KEYS[13] = fanout_queued, KEYS[14] = fanout_woken
+-- KEYS[12] = fanout_pending, KEYS[13] = fanout_queued, KEYS[14] = fanout_woken, KEYS[15] = audit
 -- ARGV[1] = type, ARGV[2] = flash_id, ARGV[3] = doc, ARGV[4] = version, ARGV[5] = expect_version,
 -- ARGV[6] = created_ms, ARGV[7] = history_max_events, ARGV[8] = idempotency_result,
 -- ARGV[9] = idempotency_ttl_ms, ARGV[10] = job, ARGV[11] = job_ttl_ms, ARGV[12] = job_id, ARGV[13] = job_due_ms,
 -- ARGV[14] = listed, ARGV[15] = recent_max_flashes, ARGV[16] = wake_channel, ARGV[17] = flash_prefix,
 -- ARGV[18] = new_epoch, ARGV[19] = trim_before_id, ARGV[20] = held_claim, ARGV[21] = job_prefix,
--- ARGV[22] = in_progress_prefix
+-- ARGV[22] = in_progress_prefix, ARGV[23] = audit_entry, ARGV[24] = audit_max_entries
 if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[20] then return {'stale'} end
 local cur = redis.call('HGET', KEYS[2], 'version')
 if ARGV[5] == '' then
@@ -161,6 +164,7 @@ if extra > 0 then
   end
 end
 if redis.call('SET', KEYS[14], '1', 'NX', 'PX', 5000) then redis.call('PUBLISH', ARGV[16], 'f') end
+if ARGV[23] ~= '' then redis.call('XADD', KEYS[15], 'MAXLEN', '~', ARGV[24], '*', 'e', ARGV[23]) end
 return {'ok', eid, epoch}
 """
 
