@@ -128,3 +128,13 @@ async def test_a_started_safety_job_does_not_hold_back_the_next_one(broker: Redi
     await redis.set(f"arq:in-progress:{job_id}", b"1", px=5000)  # as arq marks a job it starts
     await broker.record("flash", doc("second"), expect_version=None)
     assert await redis.zcard(ARQ_QUEUE) == 2
+
+
+async def test_more_pending_than_a_batch_says_so_until_the_last(broker: RedisBroker, redis: Redis) -> None:
+    for i in range(3):
+        await broker.record("flash", doc(f"batch {i}"), expect_version=None)
+    first = await broker.fan_out_pending(finish=True, limit=2)
+    second = await broker.fan_out_pending(finish=True, limit=2)
+    assert (len(first.events), first.more, first.sent) == (2, True, 2)
+    assert (len(second.events), second.more, second.sent) == (1, False, 1)
+    assert await redis.zcard(FANOUT_PENDING) == 0

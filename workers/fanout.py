@@ -23,9 +23,6 @@ def _outcome(outcome: str) -> None:
     reports.JOB_COUNTS[outcome] += 1
 
 
-MAX_BATCHES = 20  # pending events one call takes at most: 20 batches of 500; more are left to the next
-
-
 async def fan_out_all(ctx: dict[str, Any], own: tuple[str, str] | None = None) -> tuple[str | None, int]:
     """Publish every event waiting to be fanned out (and ``own``, a job's flash id and version), queue each one's push
     plan, then mark them done; return ``own``'s event id and how many events there were.
@@ -38,7 +35,7 @@ async def fan_out_all(ctx: dict[str, Any], own: tuple[str, str] | None = None) -
     plans = push.plans_pushes(ctx)  # without push bridges, publishing is all: one script call does it all
     found: str | None = None
     count = 0
-    for _ in range(MAX_BATCHES):
+    while True:  # batches of 500 until none is left (each batch leaves the pending set before the next is read)
         batch = await broker.fan_out_pending(own, finish=not plans)
         for event in batch.events:
             if own == (event.flash_id, event.version):

@@ -400,13 +400,13 @@ class RedisBroker:
             job_prefix=ARQ_JOB_PREFIX,
             in_progress_prefix=ARQ_IN_PROGRESS_PREFIX,
         )
-        sent, epoch, found = await self._call(lambda: self._fanout(keys=positional(keys), args=positional(args)))
+        sent, epoch, found, taken = await self._call(lambda: self._fanout(keys=positional(keys), args=positional(args)))
         events: list[FannedOut] = []
         for raw, position, kind in found:
             fid, _, ver = raw.decode().rpartition(":")
             event_id = make_event_id(epoch.decode(), position.decode()) if position else None
             events.append(FannedOut(fid, ver, event_id, kind.decode()))
-        return FanoutBatch(int(sent), events, more=len(found) >= limit)
+        return FanoutBatch(int(sent), events, more=int(taken) >= limit)
 
     async def fanned_out(self, events: list[FannedOut]) -> None:
         """These events' fan-out is complete (published, push plans queued): they leave the pending set, and with

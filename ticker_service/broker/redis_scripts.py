@@ -360,6 +360,7 @@ FANOUT = (
     + """
 redis.call('DEL', KEYS[5])
 local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local taken = #members
 local seen = {}
 for _, m in ipairs(members) do seen[m] = true end
 if ARGV[1] ~= '' and not seen[ARGV[1]] then members[#members + 1] = ARGV[1] end
@@ -388,7 +389,7 @@ end
 local sent = 0
 if top then sent = publish_upto(KEYS[2], KEYS[3], epoch, top, ARGV[4]) end
 if ARGV[5] == '1' then finish(KEYS[1], KEYS[6], KEYS[7], members, ARGV[6], ARGV[7]) end
-return {sent, epoch, found}
+return {sent, epoch, found, taken}
 """
 )
 
