@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
@@ -319,7 +320,7 @@ class RedisTokenStore:
             raise BrokerUnavailable(str(exc)) from exc
         if found[0] != b"ok":
             return None, None
-        name, record, count = found[1].decode(), json.loads(found[2]), int(found[3])
+        name, record, count = found[1].decode(), orjson.loads(found[2]), int(found[3])
         editor = _find({name: record}, token)  # the digest compared again, in constant time
         counted = (count, left) if editor is not None and scope in editor.scopes else None
         return editor, counted
@@ -327,7 +328,7 @@ class RedisTokenStore:
     async def _scan(self, token: str) -> Editor | None:
         """A token stored before the digest index: compare every record, and index the one that matches."""
         raw = await self.redis.hgetall(EDITOR_TOKENS)  # type: ignore[misc]
-        records = {k.decode(): json.loads(v) for k, v in raw.items()}
+        records = {k.decode(): orjson.loads(v) for k, v in raw.items()}
         editor = _find(records, token)
         if editor is not None:
             index = dict.fromkeys(_digests(records[editor.name]), editor.name)
