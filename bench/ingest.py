@@ -11,6 +11,10 @@ nginx process. For each target and round:
 
 ``--rate 0`` (the default) posts as fast as the editors get answers, so flashes queue up; ``--rate R`` paces the
 editors together at R flashes/s. Rounds alternate the targets, so both see the same machine.
+
+``--readers N`` connects N WebSocket readers first (one ``bench.fanout_readers`` process): every flash carries the
+fan-out benchmark's marker, and the round reports deliveries lost or repeated and the delivery latency (POST sent →
+the reader's socket read) p50/p99, so the flashes/s are those the whole path sustains, readers included.
 """
 
 from __future__ import annotations
@@ -23,18 +27,23 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
 
-from ticker_service.keys import LIVE_CHANNEL
+from ticker_service.keys import ARQ_QUEUE, LIVE_CHANNEL, OPS_WORKERS
 
 from . import fanout_targets, procstat
+from .fanout import ReaderProcess
 from .fanout_targets import Target
+from .fanout_wire import marker
 from .latency import percentile
 
+FANOUT_PENDING = "ticker:fanout:pending"  # by name: the tree measured may be older than the key's definition
 SETTLE_TIMEOUT = 60.0  # after the last POST, how long the worker may take to publish the queued flashes
 _RAISED_LIMITS = {"TICKER_PUBLISH_RATE_PER_MINUTE": "100000000"}  # the editors' write limit, raised past the load
 
@@ -50,6 +59,10 @@ class Round:
     published: int
     machine_busy: float  # share of all CPUs busy during the round (0..1)
     errors: list[str] = field(default_factory=list)
+    readers: int = 0
+    delivered: int = 0  # deliveries counted by the readers (readers × flashes when nothing is lost)
+    duplicates: int = 0
+    delivery_ms: list[float] = field(default_factory=list)
 
 
 async def _count_published(url: str, marker: str, expected: int, done: asyncio.Event, seen: list[float]) -> None:
@@ -72,6 +85,7 @@ async def _count_published(url: str, marker: str, expected: int, done: asyncio.E
 async def _editor(
     target: Target, texts: list[str], rate: float, start: float, stride: int, offset: int, post_ms: list[float]
 ) -> list[str]:
+    """Post ``texts`` in turn; ``{sent}`` in a text becomes the time it is sent (the readers' latency marker)."""
     errors: list[str] = []
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
@@ -81,6 +95,8 @@ async def _editor(
                 if delay > 0:
                     await asyncio.sleep(delay)
             sent = time.perf_counter()
+            if "{sent}" in text:
+                text = text.replace("{sent}", f"{time.time():.6f}")
             try:
                 await target.publish(client, text)
             except (RuntimeError, httpx.HTTPError) as exc:
@@ -92,11 +108,16 @@ async def _editor(
 
 async def _measure(target: Target, redis_url: str | None, args: argparse.Namespace, round_no: int) -> Round:
     marker = f"ingest{round_no}x{int(time.time() * 1000) % 10**8}"
+    readers = await _connect_readers(target, args) if args.readers else None
     # A few flashes first, untimed: connections, caches, the worker's first job.
     async with httpx.AsyncClient(timeout=30) as client:
         for n in range(args.warmup):
             await target.publish(client, f"warm-up {n}")
+    if redis_url is not None:
+        await _settled(redis_url)
     texts = [f"{marker} flash {n} " for n in range(args.flashes)]
+    if readers is not None:  # the fan-out benchmark's marker, with the time each is sent
+        texts = [_reader_marker(round_no, n) + f" {marker}" for n in range(args.flashes)]
     per_editor = [texts[e :: args.editors] for e in range(args.editors)]
     published: list[float] = []
     done = asyncio.Event()
@@ -122,6 +143,13 @@ async def _measure(target: Target, redis_url: str | None, args: argparse.Namespa
         with contextlib.suppress(asyncio.CancelledError):
             await counter
     through = (max(published) - start) if published else elapsed
+    drained: dict[str, object] = {}
+    if readers is not None:
+        try:
+            await readers.send(cmd="drain", phase=round_no, messages=args.flashes, timeout=SETTLE_TIMEOUT)
+            drained = await readers.expect("drained", SETTLE_TIMEOUT + 30)
+        finally:
+            await readers.stop()
     after = procstat.usage_by_group(target.groups)
     busy1, total1 = procstat.machine()
     flashes = max(1, len(post_ms))
@@ -136,7 +164,46 @@ async def _measure(target: Target, redis_url: str | None, args: argparse.Namespa
         published=len(published) if redis_url else len(post_ms),
         machine_busy=(busy1 - busy0) / max(1e-9, total1 - total0),
         errors=errors,
+        readers=args.readers,
+        delivered=int(drained.get("received", 0)),  # type: ignore[call-overload]
+        duplicates=int(drained.get("duplicates", 0)),  # type: ignore[call-overload]
+        delivery_ms=[us / 1000 for us in drained.get("latencies_us", [])],  # type: ignore[attr-defined]
     )
+
+
+async def _settled(url: str) -> None:
+    """Wait until the worker is up (it reports) and has done the warm-up's work: its start-up is not measured."""
+    client = aioredis.Redis.from_url(url)
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.scard(OPS_WORKERS)
+                pipe.zcount(ARQ_QUEUE, "-inf", int(time.time() * 1000))
+                pipe.zcard(FANOUT_PENDING)
+                workers, due, pending = await pipe.execute()
+            if workers and not due and not pending:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the worker did not start, or not finish the warm-up flashes")
+    finally:
+        await client.aclose()
+
+
+def _reader_marker(round_no: int, n: int) -> str:
+    return marker(round_no, n, 0.0).replace("0.000000", "{sent}")
+
+
+async def _connect_readers(target: Target, args: argparse.Namespace) -> ReaderProcess:
+    """One reader process with ``args.readers`` WebSocket readers, all open before the first flash."""
+    log = Path(tempfile.gettempdir()) / f"bench-ingest-readers-{os.getpid()}.log"
+    readers = await ReaderProcess.start(target, "ws", args.readers, log, "127.0.0.1")
+    await readers.send(cmd="connect")
+    connected = await readers.expect("connected", 120)
+    if connected["opened"] != args.readers:
+        await readers.stop()
+        raise RuntimeError(f"only {connected['opened']} of {args.readers} readers connected: {connected['failures']}")
+    return readers
 
 
 def _run_target(name: str, args: argparse.Namespace, round_no: int) -> Round:
@@ -164,7 +231,8 @@ def _median(values: list[float]) -> float:
 def report(rounds: list[Round], args: argparse.Namespace) -> str:
     pace = "as fast as answered (flashes queue up)" if args.rate <= 0 else f"paced at {args.rate:g} flashes/s"
     lines = [
-        f"ingest: {args.flashes} flashes per round from {args.editors} concurrent editors, {pace}, no readers; "
+        f"ingest: {args.flashes} flashes per round from {args.editors} concurrent editors, {pace}, "
+        f"{args.readers or 'no'} readers; "
         f"{args.rounds} round(s), targets alternating; {args.warmup} warm-up flashes not counted",
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "",
@@ -179,6 +247,13 @@ def report(rounds: list[Round], args: argparse.Namespace) -> str:
             f"  {_median(r.post_ms):>8.2f} {percentile(r.post_ms, 99):>7.2f}"
             f"  {r.flashes / r.elapsed:>10.0f} {r.published / r.through:>9.0f}  {r.machine_busy:>11.0%}"
         )
+        if r.readers:
+            expected = r.readers * r.flashes
+            lines.append(
+                f"    {r.readers} readers: {r.delivered} of {expected} deliveries ({expected - r.delivered} lost,"
+                f" {r.duplicates} repeated); delivery p50 {_median(r.delivery_ms):.1f} ms,"
+                f" p99 {percentile(r.delivery_ms, 99):.1f} ms"
+            )
         lines.extend(f"    error: {error}" for error in r.errors[:5])
     by_target: dict[str, list[Round]] = {}
     for r in rounds:
@@ -201,11 +276,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=0.0, help="flashes/s in all; 0 = unpaced (default)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per target (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed flashes first (default: %(default)s)")
+    parser.add_argument("--readers", type=int, default=0, help="WebSocket readers of every flash (default: none)")
     args = parser.parse_args(argv)
     args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = [name for name in args.targets if name not in fanout_targets.TARGETS]
     if unknown:
         parser.error(f"unknown target(s): {', '.join(unknown)}")
+    if args.readers and args.targets != ["ticker"]:
+        parser.error("--readers measures ticker's whole path: use it with --targets ticker")
     if args.editors < 1 or args.flashes < args.editors or args.rounds < 1 or args.warmup < 0 or args.rate < 0:
         parser.error("--editors ≥ 1, --flashes ≥ --editors, --rounds ≥ 1, --warmup ≥ 0, --rate ≥ 0")
     return args

@@ -6,7 +6,7 @@ named in its comment. Values are part of the deployed data: changing one orphans
 
 from __future__ import annotations
 
-from arq.constants import default_queue_name, job_key_prefix
+from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix
 
 # -- the broker: history, current state, live delivery (broker/redis.py) ----------------------------------------
 EVENTS_STREAM = "ticker:events"  # stream: fields t (type), f (flash id), v (version), d (ninjs JSON)
@@ -20,10 +20,16 @@ PUBLISHED_CURSOR = "ticker:published"  # id of the last event published on LIVE_
 HISTORY_EPOCH = "ticker:epoch"  # created with the history, so it changes when Redis loses the history
 LIVE_CHANNEL = "ticker:live"  # pub/sub: every event, to every hub
 WAKE_CHANNEL = "ticker:wake"  # pub/sub: "a job is queued", so workers poll now rather than at their next poll
+FANOUT_PENDING = "ticker:fanout:pending"  # zset "<flash id>:<version>" of recorded events not yet fanned out, by ms
+FANOUT_WOKEN = "ticker:fanout:woken"  # set when record wakes the workers, deleted when a worker starts fanning out:
+# flashes recorded in between wake nobody again (the worker that was woken takes them too)
+FANOUT_QUEUED = "ticker:fanout:queued"  # id of the last fan-out job queued (the next record skips queueing its own
+# while that job is queued and not yet started: the job fans out every pending event)
 
 # -- arq: the job queue and the job names (broker/redis.py writes the fan-out job itself, in its record script) ---
 ARQ_QUEUE = default_queue_name  # "arq:queue": zset of queued job ids by when they may run
 ARQ_JOB_PREFIX = job_key_prefix  # "arq:job:" + job id: the serialised job
+ARQ_IN_PROGRESS_PREFIX = in_progress_key_prefix  # "arq:in-progress:" + job id: set while a worker runs the job
 FANOUT_JOB = "fanout"  # job id "fanout:<flash id>:<version>"
 RELEASE_JOB = "release"  # job id "release:<flash id>:<version>", deferred to the embargo
 PUSH_PLAN_JOB = "push_plan"  # job id "push_plan:<flash id>:<version>"
@@ -43,6 +49,7 @@ PUSH_PLAN_PREFIX = "ticker:pushplan:"  # + "<flash id>:<version>"; list of the m
 
 # -- security (security/tokens.py, ratelimit.py, audit.py) -------------------------------------------------------
 EDITOR_TOKENS = "ticker:tokens"  # hash: name -> JSON {"id", "sha256", "created", "scopes", "languages", ...}
+EDITOR_TOKEN_DIGESTS = "ticker:tokens:sha256"  # hash: a token's SHA-256 (current or still overlapping) -> its name
 RATE_PREFIX = "ticker:rate:"  # + "<limited key>:<window start>"; count of one minute's window
 AUDIT_STREAM = "ticker:audit"  # stream: field e (the entry's JSON), capped by count
 

@@ -1,8 +1,11 @@
 """The arq worker runtime: a worker that is woken by ingest instead of waiting for its next poll.
 
 arq polls its queue every ``poll_delay`` (0.5 s by default), which alone would put up to half a second between an
-editor's click and the readers. Ingest publishes on ``ticker:wake`` in the same Lua script that queues the job, and
-:class:`WakeableWorker` polls at once when it hears it; the periodic poll stays as the fallback.
+editor's click and the readers. The Lua script that records a flash publishes ``f`` on ``ticker:wake`` (once until a
+worker starts fanning out), and :class:`WakeableWorker` then publishes every pending event and queues its push plan,
+with no arq job (the job record queues is a safety net, due a second later and withdrawn when nothing is left
+pending); any other message on the channel (a push job queued) makes it poll arq's queue now. The periodic poll
+stays as the fallback.
 
 Run with ``ticker worker`` (or ``arq workers.settings.WorkerSettings``, with ``REDIS_URL`` set).
 """
@@ -29,7 +32,7 @@ from ticker_service.redis_conn import arq_redis, arq_settings, redis_client, wat
 from ticker_service.settings import Settings
 
 from . import push
-from .fanout import fanout_job, release_job
+from .fanout import fan_out_woken, fanout_job, release_job
 
 logger = logging.getLogger("ticker.worker")
 
@@ -53,7 +56,8 @@ class WakeableWorker(Worker):
     def __init__(self, *args: Any, wake: Settings | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake = wake  # where to listen for ingest's wake-up; None: arq's polling only
-        self._woken = asyncio.Event()
+        self._woken = asyncio.Event()  # poll arq's queue now
+        self._fan_out = asyncio.Event()  # fan out the pending events now
         self._poll_lock = asyncio.Lock()
 
     async def _poll_iteration(self) -> None:
@@ -74,7 +78,11 @@ class WakeableWorker(Worker):
     async def main(self) -> None:
         tasks = [asyncio.create_task(self._report())]
         if self._wake is not None:
-            tasks += [asyncio.create_task(self._listen_for_wake()), asyncio.create_task(self._poll_when_woken())]
+            tasks += [
+                asyncio.create_task(self._listen_for_wake()),
+                asyncio.create_task(self._poll_when_woken()),
+                asyncio.create_task(self._fan_out_when_woken()),
+            ]
         try:
             await super().main()
         finally:
@@ -101,6 +109,19 @@ class WakeableWorker(Worker):
                 except Exception as exc:  # the regular poll loop reports Redis trouble; keep listening
                     logger.warning("woken poll failed: %s", exc)
 
+    async def _fan_out_when_woken(self) -> None:
+        """Each 'f' wake-up is one fan-out of everything pending: a flash costs the worker no arq job, and the
+        flashes of a burst share one script call (record wakes the workers once until one starts fanning out)."""
+        while "broker" not in self.ctx:  # startup() has not run yet
+            await asyncio.sleep(0.05)
+        while True:
+            await self._fan_out.wait()
+            self._fan_out.clear()
+            try:
+                await fan_out_woken(self.ctx)
+            except Exception as exc:  # the safety job fans out what this left pending
+                logger.warning("woken fan-out failed: %s", exc)
+
     async def _listen_for_wake(self) -> None:
         """Hold the wake-up subscription, watched like the hub's (a silent one fails within the Redis timeout)."""
         assert self._wake is not None
@@ -116,8 +137,9 @@ class WakeableWorker(Worker):
                         if message["type"] == "subscribe":
                             delay = 0.1
                             self._woken.set()  # catch anything queued while we were not listening
+                            self._fan_out.set()
                         elif message["type"] == "message":
-                            self._woken.set()
+                            (self._fan_out if message["data"] == b"f" else self._woken).set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

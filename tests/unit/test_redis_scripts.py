@@ -47,13 +47,15 @@ def test_every_named_argument_is_used(name: str) -> None:
 
 
 def test_record_tables_give_the_positions_the_script_reads() -> None:
-    """The record script's 11 keys and 20 arguments come out in order, so ARGV[14] is the listed flag."""
+    """The record script's 15 keys and 24 arguments come out in order, so ARGV[14] is the listed flag."""
     values: dict[str, Any] = {field: f"<{field}>" for field in RecordArgs._fields}
     args = positional(RecordArgs(**values))
     keys = positional(RecordKeys(**{field: f"<{field}>" for field in RecordKeys._fields}))
-    assert len(keys) == 11
-    assert len(args) == 20
+    assert len(keys) == 15
+    assert len(args) == 24
     assert args[14 - 1] == "<listed>"
     assert args[11 - 1] == "<job_ttl_ms>"
     assert args[20 - 1] == "<held_claim>"
     assert keys[5 - 1] == "<idempotency>"
+    assert keys[13 - 1] == "<fanout_queued>"
+    assert args[22 - 1] == "<in_progress_prefix>"

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ticker_service.errors import BrokerUnavailable
+from ticker_service.keys import EDITOR_TOKEN_DIGESTS, EDITOR_TOKENS
 from ticker_service.security import tokens
 from ticker_service.security.tokens import (
     EDITOR_SCOPES,
@@ -58,9 +59,8 @@ async def records(store: TokenStore) -> dict[str, dict[str, Any]]:
     if not text:
         return {}
     stored = json.loads(text)
-    if isinstance(store, RedisTokenStore):
-        (stored,) = stored.values()
-        stored = {name: json.loads(record) for name, record in stored.items()}
+    if isinstance(store, RedisTokenStore):  # the records' hash (the other one indexes their digests)
+        stored = {name: json.loads(record) for name, record in stored[EDITOR_TOKENS].items()}
     return stored  # type: ignore[no-any-return]
 
 
@@ -189,3 +189,47 @@ async def test_redis_down_is_broker_unavailable_not_an_unknown_token() -> None:
     async with Redis(port=free_port(), socket_connect_timeout=1) as redis:
         with pytest.raises(BrokerUnavailable):
             await RedisTokenStore(redis).authenticate(PREFIX + "x")
+
+
+async def test_a_write_is_counted_with_the_lookup_only_for_a_token_with_its_scope(store: TokenStore) -> None:
+    """Redis counts the token's writes this minute in the lookup's round trip; the file store leaves it to the
+    caller. A token without the scope is not counted (it gets a 403, which is no write)."""
+    writer = await store.create("writer")
+    reader = await store.create("reader", frozenset({"approve"}))
+    counts = [await store.authenticate_write(writer, "publish") for _ in range(2)]
+    assert [editor.name if editor else None for editor, _ in counts] == ["writer", "writer"]
+    refused, uncounted = await store.authenticate_write(reader, "publish")
+    assert refused is not None and refused.name == "reader" and uncounted is None
+    assert await store.authenticate_write(PREFIX + "unknown", "publish") == (None, None)
+    if isinstance(store, RedisTokenStore):
+        assert [counted[0] for _, counted in counts if counted] == [1, 2]
+        assert 0 < counts[0][1][1] <= 60  # type: ignore[index]
+    else:
+        assert [counted for _, counted in counts] == [None, None]
+
+
+async def test_a_token_stored_before_the_digest_index_is_found_and_then_indexed(redis_server: RedisServer) -> None:
+    async with Redis(port=redis_server.port) as redis:
+        await redis.flushdb()
+        store = RedisTokenStore(redis)
+        token = await store.create("old-desk")
+        await redis.delete(EDITOR_TOKEN_DIGESTS)  # as a store written before the index existed
+        editor, counted = await store.authenticate_write(token, "publish")
+        assert editor is not None and editor.name == "old-desk" and counted is None  # found by a scan
+        assert await redis.hget(EDITOR_TOKEN_DIGESTS, digest(token)) == b"old-desk"  # type: ignore[misc]
+        editor, counted = await store.authenticate_write(token, "publish")
+        assert editor is not None and counted is not None  # found by its digest now, and counted with it
+
+
+async def test_a_revoked_or_rotated_tokens_digest_leaves_the_index(redis_server: RedisServer) -> None:
+    async with Redis(port=redis_server.port) as redis:
+        await redis.flushdb()
+        store = RedisTokenStore(redis)
+        first = await store.create("desk")
+        second = await store.rotate("desk", 0)
+        assert second is not None
+        assert await redis.hkeys(EDITOR_TOKEN_DIGESTS) == [digest(second).encode()]  # type: ignore[misc]
+        assert await store.authenticate(first) is None
+        await store.revoke("desk")
+        assert await redis.hlen(EDITOR_TOKEN_DIGESTS) == 0  # type: ignore[misc]
+        assert await store.authenticate(second) is None

@@ -70,6 +70,8 @@ class VersionConflict(Exception):
 
 
 class Broker(Protocol):
+    records_audit: bool  # record() writes its ``audit`` entry to the audit log (same store, same step)
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -94,13 +96,16 @@ class Broker(Protocol):
         *,
         expect_version: str | None,
         idempotency: tuple[str, str, str] | None = None,
+        audit: bytes = b"",
     ) -> Event:
         """Append an event for ``doc`` and make ``doc`` the flash's current state.
 
         ``expect_version`` is ``None`` for a new flash, else the version being replaced (:class:`VersionConflict`
         if it is no longer current). ``idempotency`` is ``(scope, fingerprint, claim token)``: the result is
         remembered under the scope, and nothing is written (:class:`ClaimLost`) unless the claim is still held —
-        so a request that timed out and ran late cannot publish a second flash for the same key.
+        so a request that timed out and ran late cannot publish a second flash for the same key. ``audit``: an
+        audit-log entry (JSON) written with the event, by a broker whose ``records_audit`` is true (it keeps the
+        audit log in its own store); others ignore it and the caller writes the entry itself.
         """
         ...
 

@@ -28,6 +28,8 @@ class MemoryBroker:
     """``withheld_path``: where the flashes that wait (embargo, approval) are kept across restarts, so an embargo
     lapses on time after a restart too; ``None`` keeps them in memory only (tests, tools)."""
 
+    records_audit = False  # the audit log is the app's (security/audit.py), not this broker's
+
     def __init__(self, settings: Settings, *, run_fanout: bool = True, withheld_path: Path | None = None) -> None:
         self.settings = settings
         self.run_fanout = run_fanout
@@ -192,6 +194,7 @@ class MemoryBroker:
         *,
         expect_version: str | None,
         idempotency: tuple[str, str, str] | None = None,
+        audit: bytes = b"",
     ) -> Event:
         flash_id = flash_id_of(doc)
         self._check_claim(idempotency)

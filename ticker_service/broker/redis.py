@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
@@ -26,14 +27,20 @@ from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..events import Event, EventType, make_event_id, new_epoch, split_event_id
 from ..flashes import Document, flash_id_of
 from ..keys import (
+    ARQ_IN_PROGRESS_PREFIX,
     ARQ_JOB_PREFIX,
     ARQ_QUEUE,
+    AUDIT_STREAM,
     EVENTS_STREAM,
     FANOUT_JOB,
+    FANOUT_PENDING,
+    FANOUT_QUEUED,
+    FANOUT_WOKEN,
     FLASH_INDEX,
     FLASH_PREFIX,
     HISTORY_EPOCH,
     IDEMPOTENCY_PREFIX,
+    LIVE_CHANNEL,
     PUBLISHED_CURSOR,
     RECENT_FLASHES,
     RELEASE_JOB,
@@ -46,6 +53,8 @@ from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict, Wi
 from .redis_live import RedisLive, event_from_entry
 from .redis_scripts import (
     DISCARD,
+    FANNED,
+    FANOUT,
     RECENT,
     RECORD,
     RELEASE,
@@ -53,6 +62,10 @@ from .redis_scripts import (
     STAGE,
     DiscardArgs,
     DiscardKeys,
+    FannedArgs,
+    FannedKeys,
+    FanoutArgs,
+    FanoutKeys,
     RecentArgs,
     RecentKeys,
     RecordArgs,
@@ -69,9 +82,30 @@ from .redis_scripts import (
 logger = logging.getLogger("ticker.broker")
 
 PENDING_TTL_MS = 10_000  # a claim outlives any request (Redis timeouts are 3 s), not a crashed one for long
+# The fan-out job that record queues is a safety net: a woken worker fans the event out at once, and withdraws the
+# job when nothing is left pending. Only if no worker did (none woken, one died mid-way) does the job run, this late.
+# Without the wake-up (TICKER_WORKER_WAKE=false: workers that only poll, such as arq's own CLI) it is due at once.
+SAFETY_JOB_DELAY_MS = 1000
 JOB_TTL_MS = expires_extra_ms  # the fan-out job's key lives as long as arq's enqueue_job would keep it (a day)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FannedOut:
+    """One event a fan-out job published: ``event_id`` None when it is gone (trimmed, or never recorded)."""
+
+    flash_id: str
+    version: str
+    event_id: str | None
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutBatch:
+    sent: int  # messages published on the live channel
+    events: list[FannedOut]  # the pending events it covered, and the job's own
+    more: bool  # more events were pending than one batch takes
 
 
 def _pending(fingerprint: str, token: str) -> bytes:
@@ -80,6 +114,8 @@ def _pending(fingerprint: str, token: str) -> bytes:
 
 
 class RedisBroker:
+    records_audit = True  # the audit stream is in the same Redis: record's script appends the entry
+
     def __init__(self, settings: Settings) -> None:
         assert not settings.embedded, "RedisBroker needs REDIS_URL or TICKER_REDIS_SENTINELS"
         self.settings = settings
@@ -90,6 +126,8 @@ class RedisBroker:
         self._replay = self.redis.register_script(REPLAY)
         self._stage = self.redis.register_script(STAGE)
         self._discard = self.redis.register_script(DISCARD)
+        self._fanout = self.redis.register_script(FANOUT)
+        self._fanned = self.redis.register_script(FANNED)
         self.live = RedisLive(settings, self.redis, self._call)
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -155,6 +193,7 @@ class RedisBroker:
         *,
         expect_version: str | None,
         idempotency: tuple[str, str, str] | None = None,
+        audit: bytes = b"",
     ) -> Event:
         flash_id = flash_id_of(doc)
         version = doc["version"]
@@ -180,6 +219,10 @@ class RedisBroker:
             epoch=HISTORY_EPOCH,
             scheduled=WITHHELD_PREFIX + "scheduled",
             pending=WITHHELD_PREFIX + "pending",
+            fanout_pending=FANOUT_PENDING,
+            fanout_queued=FANOUT_QUEUED,
+            fanout_woken=FANOUT_WOKEN,
+            audit=AUDIT_STREAM,
         )
         args = RecordArgs(
             type=type,
@@ -194,7 +237,7 @@ class RedisBroker:
             job=job,
             job_ttl_ms=JOB_TTL_MS,
             job_id=job_id,
-            job_due_ms=now_ms,
+            job_due_ms=now_ms + (SAFETY_JOB_DELAY_MS if self.settings.worker_wake else 0),
             listed="1" if doc.get("pubStatus") == "usable" else "0",
             recent_max_flashes=self.settings.recent_max_flashes,
             wake_channel=WAKE_CHANNEL,
@@ -202,6 +245,10 @@ class RedisBroker:
             new_epoch=new_epoch(),
             trim_before_id=f"{now_ms - self.settings.history_max_age_seconds * 1000}-0",
             held_claim=held,
+            job_prefix=ARQ_JOB_PREFIX,
+            in_progress_prefix=ARQ_IN_PROGRESS_PREFIX,
+            audit_entry=audit,
+            audit_max_entries=self.settings.audit_max_entries,
         )
         result = await self._call(lambda: self._record(keys=positional(keys), args=positional(args)))
         if result[0] == b"stale":
@@ -325,6 +372,54 @@ class RedisBroker:
             return None
         entries = await self._call(lambda: self.redis.xrange(EVENTS_STREAM, min=position, max=position, count=1))
         return event_from_entry(epoch.decode(), *entries[0]) if entries else None
+
+    async def fan_out_pending(
+        self, own: tuple[str, str] | None = None, *, finish: bool = False, limit: int = 500
+    ) -> FanoutBatch:
+        """Publish the oldest pending events (and ``own``, the flash id and version of a job, pending or not) with
+        all the events before them, in one script; they stay pending until :meth:`fanned_out` says so, or at once
+        with ``finish`` (nothing else is to be done for them: no push plans).
+
+        A woken worker calls this for every burst of wake-ups, so a burst of flashes costs one call, not one each.
+        """
+        keys = FanoutKeys(
+            fanout_pending=FANOUT_PENDING,
+            events=EVENTS_STREAM,
+            published=PUBLISHED_CURSOR,
+            epoch=HISTORY_EPOCH,
+            fanout_woken=FANOUT_WOKEN,
+            fanout_queued=FANOUT_QUEUED,
+            queue=ARQ_QUEUE,
+        )
+        args = FanoutArgs(
+            own=f"{own[0]}:{own[1]}" if own else "",
+            limit=limit,
+            flash_prefix=FLASH_PREFIX,
+            live_channel=LIVE_CHANNEL,
+            finish="1" if finish else "",
+            job_prefix=ARQ_JOB_PREFIX,
+            in_progress_prefix=ARQ_IN_PROGRESS_PREFIX,
+        )
+        sent, epoch, found, taken = await self._call(lambda: self._fanout(keys=positional(keys), args=positional(args)))
+        events: list[FannedOut] = []
+        for raw, position, kind in found:
+            fid, _, ver = raw.decode().rpartition(":")
+            event_id = make_event_id(epoch.decode(), position.decode()) if position else None
+            events.append(FannedOut(fid, ver, event_id, kind.decode()))
+        return FanoutBatch(int(sent), events, more=int(taken) >= limit)
+
+    async def fanned_out(self, events: list[FannedOut]) -> None:
+        """These events' fan-out is complete (published, push plans queued): they leave the pending set, and with
+        none left the fan-out job queued as a safety net (not yet started) is withdrawn."""
+        if not events:
+            return
+        keys = FannedKeys(fanout_pending=FANOUT_PENDING, fanout_queued=FANOUT_QUEUED, queue=ARQ_QUEUE)
+        args = FannedArgs(
+            members=" ".join(f"{e.flash_id}:{e.version}" for e in events),
+            job_prefix=ARQ_JOB_PREFIX,
+            in_progress_prefix=ARQ_IN_PROGRESS_PREFIX,
+        )
+        await self._call(lambda: self._fanned(keys=positional(keys), args=positional(args)))
 
     # -- live side: see redis_live.py --------------------------------------------------------------------------
     async def publish(self, event: Event) -> int:

@@ -16,6 +16,39 @@ def positional(table: tuple[Any, ...]) -> list[Any]:
     return list(table)
 
 
+# Lua shared by PUBLISH and FANOUT: stream id order, and publishing everything after the cursor up to a target.
+_PUBLISH_UPTO = """
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local function publish_upto(events, published, epoch, target, channel)
+  local cursor = redis.call('GET', published)
+  if cursor and not after(target, cursor) then return 0 end
+  local start = target
+  if cursor then start = '(' .. cursor end
+  local sent = 0
+  while true do
+    local entries = redis.call('XRANGE', events, start, target, 'COUNT', 500)
+    if #entries == 0 then break end
+    for _, entry in ipairs(entries) do
+      local f = {}
+      for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+      local id = epoch .. '-' .. entry[1]
+      local message = '{"type":"' .. f['t'] .. '","event_id":"' .. id .. '","flash":' .. f['d'] .. '}'
+      redis.call('PUBLISH', channel, message)
+      sent = sent + 1
+      start = '(' .. entry[1]
+    end
+  end
+  redis.call('SET', published, target)
+  return sent
+end
+"""
+
+
 # -- record: append an event, make it the flash's state, answer the idempotency key, queue the fan-out job -------
 class RecordKeys(NamedTuple):
     events: str  # the history stream
@@ -29,6 +62,10 @@ class RecordKeys(NamedTuple):
     epoch: str  # the history's epoch
     scheduled: str  # zset of the flashes waiting for their embargo (a released one leaves it)
     pending: str  # zset of the flashes waiting for a second editor (an approved one leaves it)
+    fanout_pending: str  # zset of the recorded events not yet fanned out ("<flash id>:<version>")
+    fanout_queued: str  # the id of the last fan-out job queued
+    fanout_woken: str  # set while a wake-up is on its way to the workers
+    audit: str  # the audit log's stream
 
 
 class RecordArgs(NamedTuple):
@@ -44,24 +81,30 @@ class RecordArgs(NamedTuple):
     job: bytes  # the fan-out job, serialised as arq does
     job_ttl_ms: int  # how long arq's job key lives (arq's own default for a job due now)
     job_id: str
-    job_due_ms: int  # when the job may run: now (its score in the queue)
+    job_due_ms: int  # when the job may run (its score in the queue): a woken worker is expected first
     listed: str  # '1' when the document is usable: it is (or goes back) in ``recent``; '0': it leaves it
     recent_max_flashes: int  # flashes kept in ``flash_index``; the oldest beyond are dropped with their hashes
-    wake_channel: str  # published on, so workers poll now
+    wake_channel: str  # published on ('f'), so a worker fans out now
     flash_prefix: str  # prefix of the flash hashes (to drop the oldest)
     new_epoch: str  # the epoch to create when the history has none
     trim_before_id: str  # stream id: entries older than the history's maximum age are trimmed
     held_claim: bytes  # the pending claim value this request holds; '' without an idempotency key
+    job_prefix: str  # arq's job key prefix: is the last queued fan-out job still there?
+    in_progress_prefix: str  # arq's in-progress key prefix: has it started?
+    audit_entry: bytes  # the request's audit-log entry, JSON ('' for none): written with the event
+    audit_max_entries: int  # the audit stream's approximate MAXLEN
 
 
 RECORD = """
 -- KEYS[1] = events, KEYS[2] = flash, KEYS[3] = recent, KEYS[4] = flash_index, KEYS[5] = idempotency, KEYS[6] = job,
--- KEYS[7] = queue, KEYS[8] = published, KEYS[9] = epoch, KEYS[10] = scheduled, KEYS[11] = pending
+-- KEYS[7] = queue, KEYS[8] = published, KEYS[9] = epoch, KEYS[10] = scheduled, KEYS[11] = pending,
+-- KEYS[12] = fanout_pending, KEYS[13] = fanout_queued, KEYS[14] = fanout_woken, KEYS[15] = audit
 -- ARGV[1] = type, ARGV[2] = flash_id, ARGV[3] = doc, ARGV[4] = version, ARGV[5] = expect_version,
 -- ARGV[6] = created_ms, ARGV[7] = history_max_events, ARGV[8] = idempotency_result,
 -- ARGV[9] = idempotency_ttl_ms, ARGV[10] = job, ARGV[11] = job_ttl_ms, ARGV[12] = job_id, ARGV[13] = job_due_ms,
 -- ARGV[14] = listed, ARGV[15] = recent_max_flashes, ARGV[16] = wake_channel, ARGV[17] = flash_prefix,
--- ARGV[18] = new_epoch, ARGV[19] = trim_before_id, ARGV[20] = held_claim
+-- ARGV[18] = new_epoch, ARGV[19] = trim_before_id, ARGV[20] = held_claim, ARGV[21] = job_prefix,
+-- ARGV[22] = in_progress_prefix, ARGV[23] = audit_entry, ARGV[24] = audit_max_entries
 if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[20] then return {'stale'} end
 local cur = redis.call('HGET', KEYS[2], 'version')
 if ARGV[5] == '' then
@@ -97,8 +140,20 @@ else
   redis.call('ZREM', KEYS[3], ARGV[2])
 end
 if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9]) end
-redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
-redis.call('ZADD', KEYS[7], ARGV[13], ARGV[12])
+-- The event waits in fanout_pending until a worker has published it and queued its push plan: a worker woken by the
+-- 'f' below (only
+-- the first record since a worker last started fanning out wakes them), else the fan-out job, which sweeps whatever
+-- is pending when it runs. A job queued and not yet started will take this event too: only without one is another
+-- queued.
+redis.call('ZADD', KEYS[12], ARGV[6], ARGV[2] .. ':' .. ARGV[4])
+local queued = redis.call('GET', KEYS[13])
+local coalesced = queued and redis.call('EXISTS', ARGV[21] .. queued) == 1
+  and redis.call('EXISTS', ARGV[22] .. queued) == 0
+if not coalesced then
+  redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11])
+  redis.call('ZADD', KEYS[7], ARGV[13], ARGV[12])
+  redis.call('SET', KEYS[13], ARGV[12], 'PX', ARGV[11])
+end
 local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[15])
 if extra > 0 then
   local old = redis.call('ZRANGE', KEYS[4], 0, extra - 1)
@@ -108,7 +163,8 @@ if extra > 0 then
     redis.call('ZREM', KEYS[3], id)
   end
 end
-redis.call('PUBLISH', ARGV[16], '1')
+if redis.call('SET', KEYS[14], '1', 'NX', 'PX', 5000) then redis.call('PUBLISH', ARGV[16], 'f') end
+if ARGV[23] ~= '' then redis.call('XADD', KEYS[15], 'MAXLEN', '~', ARGV[24], '*', 'e', ARGV[23]) end
 return {'ok', eid, epoch}
 """
 
@@ -241,38 +297,128 @@ class PublishArgs(NamedTuple):
     live_channel: str
 
 
-PUBLISH = """
+PUBLISH = (
+    """
 -- KEYS[1] = events, KEYS[2] = published, KEYS[3] = epoch
 -- ARGV[1] = target, ARGV[2] = live_channel
-local function after(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am > bm or (am == bm and as > bs)
-end
-local target = ARGV[1]
-local epoch = redis.call('GET', KEYS[3]) or ''
-local cursor = redis.call('GET', KEYS[2])
-if cursor and not after(target, cursor) then return 0 end
-local start = target
-if cursor then start = '(' .. cursor end
-local sent = 0
-while true do
-  local entries = redis.call('XRANGE', KEYS[1], start, target, 'COUNT', 500)
-  if #entries == 0 then break end
-  for _, entry in ipairs(entries) do
-    local f = {}
-    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-    local id = epoch .. '-' .. entry[1]
-    local message = '{"type":"' .. f['t'] .. '","event_id":"' .. id .. '","flash":' .. f['d'] .. '}'
-    redis.call('PUBLISH', ARGV[2], message)
-    sent = sent + 1
-    start = '(' .. entry[1]
-  end
-end
-redis.call('SET', KEYS[2], target)
-return sent
 """
+    + _PUBLISH_UPTO
+    + """
+return publish_upto(KEYS[1], KEYS[2], redis.call('GET', KEYS[3]) or '', ARGV[1], ARGV[2])
+"""
+)
+
+
+# Lua shared by FANOUT and FANNED: the events leave the pending set; with none left, the fan-out job queued as a
+# safety net is withdrawn (unless a worker has started it).
+_FINISH = """
+local function finish(pending, queued_key, queue, members, job_prefix, in_progress_prefix)
+  for _, m in ipairs(members) do redis.call('ZREM', pending, m) end
+  if redis.call('ZCARD', pending) > 0 then return 0 end
+  local queued = redis.call('GET', queued_key)
+  if queued and redis.call('EXISTS', in_progress_prefix .. queued) == 0 then
+    redis.call('ZREM', queue, queued)
+    redis.call('DEL', job_prefix .. queued)
+    redis.call('DEL', queued_key)
+    return 1
+  end
+  return 0
+end
+"""
+
+
+# -- fan out: publish the pending events (with all before them) and say which they were ---------------------------
+class FanoutKeys(NamedTuple):
+    fanout_pending: str  # zset of the recorded events not yet fanned out ("<flash id>:<version>")
+    events: str
+    published: str
+    epoch: str
+    fanout_woken: str  # deleted: a flash recorded from now on wakes the workers again
+    fanout_queued: str
+    queue: str  # arq's queue
+
+
+class FanoutArgs(NamedTuple):
+    own: str  # "<flash id>:<version>" of the job itself (looked up even when no longer pending); '' for none
+    limit: int  # at most this many pending events
+    flash_prefix: str
+    live_channel: str
+    finish: str  # '1': nothing else is to be done for these events (no push plans): they leave the pending set now
+    job_prefix: str
+    in_progress_prefix: str
+
+
+FANOUT = (
+    """
+-- KEYS[1] = fanout_pending, KEYS[2] = events, KEYS[3] = published, KEYS[4] = epoch, KEYS[5] = fanout_woken,
+-- KEYS[6] = fanout_queued, KEYS[7] = queue
+-- ARGV[1] = own, ARGV[2] = limit, ARGV[3] = flash_prefix, ARGV[4] = live_channel, ARGV[5] = finish,
+-- ARGV[6] = job_prefix, ARGV[7] = in_progress_prefix
+"""
+    + _PUBLISH_UPTO
+    + _FINISH
+    + """
+redis.call('DEL', KEYS[5])
+local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local taken = #members
+local seen = {}
+for _, m in ipairs(members) do seen[m] = true end
+if ARGV[1] ~= '' and not seen[ARGV[1]] then members[#members + 1] = ARGV[1] end
+local epoch = redis.call('GET', KEYS[4]) or ''
+local found = {}
+local top = nil
+for i, m in ipairs(members) do
+  local flash, version = string.match(m, '^(.*):([^:]*)$')
+  local eid = redis.call('HGET', ARGV[3] .. flash, 'ev:' .. version)
+  local kind = ''
+  if eid then
+    local entry = redis.call('XRANGE', KEYS[2], eid, eid, 'COUNT', 1)
+    if #entry > 0 then
+      for j = 1, #entry[1][2], 2 do
+        if entry[1][2][j] == 't' then kind = entry[1][2][j + 1] end
+      end
+      if not top or after(eid, top) then top = eid end
+    else
+      eid = ''
+    end
+  else
+    eid = ''
+  end
+  found[i] = {m, eid, kind}
+end
+local sent = 0
+if top then sent = publish_upto(KEYS[2], KEYS[3], epoch, top, ARGV[4]) end
+if ARGV[5] == '1' then finish(KEYS[1], KEYS[6], KEYS[7], members, ARGV[6], ARGV[7]) end
+return {sent, epoch, found, taken}
+"""
+)
+
+
+# -- fanned out: the events leave the pending set; with none left, the safety job still queued is not needed -------
+class FannedKeys(NamedTuple):
+    fanout_pending: str
+    fanout_queued: str
+    queue: str  # arq's queue
+
+
+class FannedArgs(NamedTuple):
+    members: str  # the events done, "<flash id>:<version>" each, separated by spaces
+    job_prefix: str
+    in_progress_prefix: str
+
+
+FANNED = (
+    """
+-- KEYS[1] = fanout_pending, KEYS[2] = fanout_queued, KEYS[3] = queue
+-- ARGV[1] = members, ARGV[2] = job_prefix, ARGV[3] = in_progress_prefix
+"""
+    + _FINISH
+    + """
+local members = {}
+for m in string.gmatch(ARGV[1], '%S+') do members[#members + 1] = m end
+return finish(KEYS[1], KEYS[2], KEYS[3], members, ARGV[2], ARGV[3])
+"""
+)
 
 
 # -- replay: the events after a position, unless the reader is from another epoch or the history was trimmed past it -
@@ -332,6 +478,8 @@ SCRIPTS: dict[str, tuple[str, type[tuple[Any, ...]], type[tuple[Any, ...]]]] = {
     "discard": (DISCARD, DiscardKeys, DiscardArgs),
     "recent": (RECENT, RecentKeys, RecentArgs),
     "publish": (PUBLISH, PublishKeys, PublishArgs),
+    "fanout": (FANOUT, FanoutKeys, FanoutArgs),
+    "fanned": (FANNED, FannedKeys, FannedArgs),
     "replay": (REPLAY, ReplayKeys, ReplayArgs),
     "release": (RELEASE, ReleaseKeys, ReleaseArgs),
 }

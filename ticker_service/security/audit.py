@@ -75,10 +75,17 @@ class RedisAuditLog:
         return [orjson.loads(fields[b"e"]) for _, fields in rows]
 
 
+def request_entry(
+    request: Request, action: str, status: int, who: str | None, *, flash: str | None = None, detail: str = ""
+) -> Entry:
+    """The entry for what ``request`` did or tried: its client address is where it came from."""
+    ip = request.client.host if request.client else None
+    return entry(action, status, who=who, ip=ip, flash=flash, detail=detail)
+
+
 async def audit(
     request: Request, action: str, status: int, who: str | None, *, flash: str | None = None, detail: str = ""
 ) -> None:
-    """Record what ``request`` did or tried: its client address is where it came from."""
+    """Record what ``request`` did or tried."""
     log: AuditLog = request.app.state.audit
-    ip = request.client.host if request.client else None
-    await log.record(entry(action, status, who=who, ip=ip, flash=flash, detail=detail))
+    await log.record(request_entry(request, action, status, who, flash=flash, detail=detail))

@@ -24,7 +24,12 @@ class RateLimiter(Protocol):
         ...
 
 
-def _window(now: float) -> tuple[int, float]:
+def window_key(key: str, start: int) -> str:
+    """The Redis key counting ``key`` in the window starting at ``start`` (also counted by the token lookup)."""
+    return f"{RATE_PREFIX}{key}:{start}"
+
+
+def window(now: float) -> tuple[int, float]:
     start = int(now // WINDOW) * WINDOW
     return start, start + WINDOW - now
 
@@ -34,11 +39,11 @@ class MemoryRateLimiter:
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (window start, count)
 
     async def hit(self, key: str) -> tuple[int, float]:
-        start, left = _window(time.time())
+        start, left = window(time.time())
         if len(self._counts) > 10_000:  # forget finished windows now and then
             self._counts = {k: v for k, v in self._counts.items() if v[0] == start}
-        window, count = self._counts.get(key, (start, 0))
-        count = count + 1 if window == start else 1
+        seen, count = self._counts.get(key, (start, 0))
+        count = count + 1 if seen == start else 1
         self._counts[key] = (start, count)
         return count, left
 
@@ -48,8 +53,8 @@ class RedisRateLimiter:
         self.redis = redis
 
     async def hit(self, key: str) -> tuple[int, float]:
-        start, left = _window(time.time())
-        name = f"{RATE_PREFIX}{key}:{start}"
+        start, left = window(time.time())
+        name = window_key(key, start)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.incr(name)

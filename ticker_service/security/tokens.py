@@ -16,16 +16,18 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from ..errors import REDIS_DOWN, BrokerUnavailable
-from ..keys import EDITOR_TOKENS
+from ..keys import EDITOR_TOKEN_DIGESTS, EDITOR_TOKENS
+from .ratelimit import WINDOW, window, window_key
 
 PREFIX = "tkr_"
 SCOPES = ("publish", "correct", "withdraw", "approve", "admin")
@@ -141,6 +143,11 @@ class TokenStore(Protocol):
 
     async def authenticate(self, token: str) -> Editor | None: ...
 
+    async def authenticate_write(self, token: str, scope: str) -> tuple[Editor | None, tuple[int, float] | None]:
+        """:meth:`authenticate`, and a write of ``scope`` counted against the token's limit in the same step where
+        the store can: ``(count, seconds left in the window)``, or None for the caller to count."""
+        ...
+
 
 class FileTokenStore:
     """Token hashes in ``<data_dir>/tokens.json``, re-read on each check so CLI changes apply at once.
@@ -194,39 +201,136 @@ class FileTokenStore:
     async def authenticate(self, token: str) -> Editor | None:
         return _find(self._records(), token)
 
+    async def authenticate_write(self, token: str, scope: str) -> tuple[Editor | None, tuple[int, float] | None]:
+        return _find(self._records(), token), None
+
+
+# The token's lookup by its digest and, for a write, the count of the token's writes this minute, in one round trip.
+# The stored record decides: the digest must be its current hash or an old one still in its overlap, and only a token
+# with the write's scope is counted (one without it is refused with a 403, which counts nothing).
+AUTHENTICATE = """
+-- KEYS[1] = tokens, KEYS[2] = digests
+-- ARGV[1] = digest, ARGV[2] = now, ARGV[3] = scope, ARGV[4] = rate_prefix, ARGV[5] = rate_suffix, ARGV[6] = rate_ttl
+local name = redis.call('HGET', KEYS[2], ARGV[1])
+if not name then return {'unindexed'} end
+local raw = redis.call('HGET', KEYS[1], name)
+if not raw then return {'none'} end
+local record = cjson.decode(raw)
+local valid = record['sha256'] == ARGV[1]
+for _, old in ipairs(record['previous'] or {}) do
+  if old['sha256'] == ARGV[1] and old['until'] > tonumber(ARGV[2]) then valid = true end
+end
+if not valid then return {'none'} end
+local count = 0
+if ARGV[3] ~= '' then
+  local scopes = record['scopes'] or {'publish', 'correct', 'withdraw'}
+  for _, scope in ipairs(scopes) do
+    if scope == ARGV[3] then
+      local key = ARGV[4] .. name .. ARGV[5]
+      count = redis.call('INCR', key)
+      redis.call('EXPIRE', key, ARGV[6])
+    end
+  end
+end
+return {'ok', name, raw, count}
+"""
+
+
+class AuthenticateKeys(NamedTuple):
+    tokens: str
+    digests: str
+
+
+class AuthenticateArgs(NamedTuple):
+    digest: str  # SHA-256 of the presented token
+    now: float  # unix seconds: an old hash's overlap must not have ended
+    scope: str  # count a write of this scope ('' for none)
+    rate_prefix: str  # the count's key is rate_prefix + name + rate_suffix (RedisRateLimiter's key for the token)
+    rate_suffix: str
+    rate_ttl: int
+
+
+def _digests(record: dict[str, Any]) -> list[str]:
+    return [record["sha256"], *(p["sha256"] for p in record.get("previous", ()))]
+
 
 class RedisTokenStore:
+    """Records in the hash ``ticker:tokens`` by name, and an index from each valid digest to its name, so a request
+    finds its token with one lookup however many tokens there are. Tokens stored before the index existed are found
+    by a scan and indexed then."""
+
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._authenticate = redis.register_script(AUTHENTICATE)
 
-    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES, desk: Desk = ANY_DESK) -> str:
-        token = new_token()
-        await self.redis.hset(EDITOR_TOKENS, name, json.dumps(_record(token, scopes, desk)))  # type: ignore[misc]
-        return token
-
-    async def rotate(self, name: str, overlap_seconds: float) -> str | None:
-        token = new_token()
+    async def _replace(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> bool:
+        """Apply ``change`` to ``name``'s record (None: absent / delete it) with its digests indexed, atomically."""
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:  # optimistic: a concurrent change to the hash makes this try again
                 try:
                     await pipe.watch(EDITOR_TOKENS)
                     raw = await pipe.hget(EDITOR_TOKENS, name)  # type: ignore[misc]
-                    if raw is None:
-                        return None
+                    old = json.loads(raw) if raw is not None else None
+                    new = change(old)
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(EDITOR_TOKENS, name, json.dumps(_rotated(json.loads(raw), token, overlap_seconds)))
+                    if old is not None:
+                        pipe.hdel(EDITOR_TOKEN_DIGESTS, *_digests(old))
+                    if new is None:
+                        pipe.hdel(EDITOR_TOKENS, name)
+                    else:
+                        pipe.hset(EDITOR_TOKENS, name, json.dumps(new))
+                        pipe.hset(EDITOR_TOKEN_DIGESTS, mapping=dict.fromkeys(_digests(new), name))
                     await pipe.execute()
-                    return token
+                    return old is not None
                 except WatchError:
                     continue
 
+    async def create(self, name: str, scopes: frozenset[str] = EDITOR_SCOPES, desk: Desk = ANY_DESK) -> str:
+        token = new_token()
+        record = _record(token, scopes, desk)
+        await self._replace(name, lambda _: record)
+        return token
+
+    async def rotate(self, name: str, overlap_seconds: float) -> str | None:
+        token = new_token()
+        found = await self._replace(name, lambda old: None if old is None else _rotated(old, token, overlap_seconds))
+        return token if found else None
+
     async def revoke(self, name: str) -> bool:
-        return bool(await self.redis.hdel(EDITOR_TOKENS, name))  # type: ignore[misc]
+        return await self._replace(name, lambda _: None)
 
     async def authenticate(self, token: str) -> Editor | None:
+        editor, _ = await self.authenticate_write(token, "")
+        return editor
+
+    async def authenticate_write(self, token: str, scope: str) -> tuple[Editor | None, tuple[int, float] | None]:
+        """The token's editor and, if it has ``scope``, its writes counted this minute (count, seconds left); the
+        count is None when the token was found by a scan (the caller counts then)."""
+        wanted = digest(token)
+        start, left = window(time.time())
+        keys = AuthenticateKeys(tokens=EDITOR_TOKENS, digests=EDITOR_TOKEN_DIGESTS)
+        # The count's key is RedisRateLimiter's for "token:<name>" (what api/editors.py limits): name goes between.
+        prefix, suffix = window_key("token:\0", start).split("\0")
+        args = AuthenticateArgs(wanted, time.time(), scope, prefix, suffix, WINDOW + 5)
         try:
-            raw = await self.redis.hgetall(EDITOR_TOKENS)  # type: ignore[misc]
+            found = await self._authenticate(keys=list(keys), args=list(args))
+            if found[0] == b"unindexed":
+                return await self._scan(token), None
         except REDIS_DOWN as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        records = {k.decode(): json.loads(v) for k, v in raw.items()}
-        return _find(records, token)
+        if found[0] != b"ok":
+            return None, None
+        name, record, count = found[1].decode(), orjson.loads(found[2]), int(found[3])
+        editor = _find({name: record}, token)  # the digest compared again, in constant time
+        counted = (count, left) if editor is not None and scope in editor.scopes else None
+        return editor, counted
+
+    async def _scan(self, token: str) -> Editor | None:
+        """A token stored before the digest index: compare every record, and index the one that matches."""
+        raw = await self.redis.hgetall(EDITOR_TOKENS)  # type: ignore[misc]
+        records = {k.decode(): orjson.loads(v) for k, v in raw.items()}
+        editor = _find(records, token)
+        if editor is not None:
+            index = dict.fromkeys(_digests(records[editor.name]), editor.name)
+            await self.redis.hset(EDITOR_TOKEN_DIGESTS, mapping=index)  # type: ignore[misc]
+        return editor

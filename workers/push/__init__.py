@@ -17,10 +17,10 @@ from ticker_service.push.settings import PushSettings
 from ticker_service.push.store import DeviceStore
 
 from .bridges import build_bridges, check_credentials
-from .jobs import enqueue_plan, push_batch, push_plan, push_topic
+from .jobs import enqueue_plan, plans_pushes, push_batch, push_plan, push_topic
 from .pusher import Pusher
 
-__all__ = ["check_credentials", "enqueue_plan", "functions", "start", "stop"]
+__all__ = ["check_credentials", "enqueue_plan", "functions", "plans_pushes", "start", "stop"]
 
 
 def functions(timeout: float) -> list[Function]:

@@ -61,6 +61,12 @@ NOTIFICATIONS = Counter(
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
+def plans_pushes(ctx: dict[str, Any]) -> bool:
+    """Whether this worker has push bridges, so a fanned-out event gets a push plan."""
+    pusher: Pusher | None = ctx.get("push")
+    return pusher is not None and bool(pusher.bridges)
+
+
 async def enqueue_plan(ctx: dict[str, Any], flash_id: str, version: str) -> None:
     """After the live fan-out: plan the device pushes for this event, once (the job id dedupes re-runs)."""
     pusher: Pusher | None = ctx.get("push")
