@@ -20,6 +20,7 @@ from .backends import create_backends
 from .broker import Broker
 from .errors import BrokerUnavailable
 from .hub import Hub
+from .ops import collector
 from .ops.observe import RequestObserver
 from .ops.trim import Trimmer
 from .problems import Problem, handle_http_exception, handle_problem, handle_unavailable
@@ -63,6 +64,7 @@ def create_app(
         trimmer.start()
         reporting = admin.start_reporting(hub, backends.redis)
         background_task = asyncio.ensure_future(background()) if background is not None else None
+        collector.settle()
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
             yield NativeState.from_settings(hub, security, settings).lifespan_state()
