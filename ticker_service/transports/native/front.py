@@ -28,8 +28,6 @@ _REQUEST_LINE = re.compile(rb"GET (/v1/(stream|events)(?:\?[!-~]*)?) HTTP/1\.1")
 # Header lines as RFC 9110 §5 allows them (a token, a colon, visible or tab/space/obs-text characters), each ending
 # in CRLF: no bare CR or LF, no NUL or other controls, no obs-fold.
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
-# One header line of such a block: its name, and its value without the spaces and tabs around it.
-_HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[\t ]*([\t\x20-\x7e\x80-\xff]*?)[\t ]*\r\n")
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 # A bare CR or LF, or a control byte other than tab: no opening contains one, and a head that ends in bare LFs never
 # shows the CRLF CRLF the front protocol waits for (uvicorn's parser refuses such a head at once).
@@ -51,12 +49,12 @@ def split_opening(head: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]
     if request is None or _HEADER_BLOCK.fullmatch(head, line_end + 2) is None:
         return None
     headers = []
-    # The block is known to be header lines only: one pass of the C regex engine splits them all.
-    for name, value in _HEADER_LINE.findall(head, line_end + 2):
+    for line in head[line_end + 2 :].split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b":")
         name = name.lower()
         if name in _BODY_HEADERS:
             return None  # a request with a body: uvicorn's parser reads (and refuses) it
-        headers.append((name, value))
+        headers.append((name, value.strip(b" \t")))
     kind = request.group(2)
     if kind == b"events" and any(name == b"upgrade" for name, _ in headers):
         return None  # not an event stream request: uvicorn and the app answer it
