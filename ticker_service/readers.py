@@ -73,7 +73,7 @@ class Reader:
         """
         held, self._held = self._held or [], None
         self._replay_top = event_key(replayed[-1].event_id if replayed else after)
-        matching = [Frames(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
+        matching = [Frames.of(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
         if matching and not self.closed:
             self.emit(Batch(matching))
         for batch in held:
