@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +206,18 @@ async def storm(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "lost": sum(r["missing"] for r in final),
         "duplicates": sum(r["duplicates"] for r in final),
         "out_of_order": sum(r["out_of_order"] for r in final),
+        "endings": _sum_counts(r["endings"] for r in final),
         "flashes": total,
         "load": os.getloadavg()[0],
     }
+
+
+def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for key, value in each.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _at(times: list[float], share: float) -> float:
@@ -241,6 +251,7 @@ def text(result: dict[str, Any]) -> str:
         f"  {result['reconnects']} reconnects, {result['attempts']} connection attempts; {result['flashes']} flashes: "
         f"lost {result['lost']}, duplicates {result['duplicates']}, readers out of order {result['out_of_order']}; "
         f"load average {result['load']:.1f}",
+        "  connections ended by: " + "; ".join(f"{n} × {why}" for why, n in result["endings"].items()),
         "  curve (s since restart: resumed): " + ", ".join(f"{at:.1f}: {n}" for at, n in result["curve"]),
     ]
     return "\n".join(lines)

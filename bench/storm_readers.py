@@ -27,6 +27,7 @@ import random
 import re
 import sys
 import time
+from collections import Counter
 from urllib.parse import urlsplit
 
 from .fanout_readers import raise_open_files_limit, say
@@ -107,7 +108,8 @@ class StormReader(WsReader):
 
     def rare_frame(self, first: int, payload: bytes, now: float) -> bool:
         if first & 0x0F == 8:
-            self.close_reason = payload[2:]
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self.close_reason = b"%d %s" % (code, payload[2:])
         return super().rare_frame(first, payload, now)
 
 
@@ -117,6 +119,7 @@ class Storm:
         self.subscribers = [Subscriber(args.url) for _ in range(args.readers)]
         self.tasks: set[asyncio.Task[None]] = set()
         self.failed = 0
+        self.endings: Counter[str] = Counter()  # why connections ended: the close frame's code and reason, or "dropped"
         self.quitting = False
 
     async def open(self, sub: Subscriber, *, first: bool) -> StormReader | None:
@@ -149,6 +152,8 @@ class Storm:
             return
         sub.closed_at = time.time()
         sub.reconnects += 1
+        reason = reader.close_reason
+        self.endings[reason.split(b"; retry=")[0].decode(errors="replace") if reason else "dropped"] += 1
         await asyncio.sleep(self.delay(reader.close_reason))
         await self.open(sub, first=False)
 
@@ -191,6 +196,7 @@ class Storm:
             "duplicates": sum(sub.dups for sub in self.subscribers),
             "out_of_order": sum(not sub.order_ok for sub in self.subscribers),
             "failed": self.failed,
+            "endings": dict(self.endings),
         }
 
 
