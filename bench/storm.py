@@ -207,6 +207,7 @@ async def storm(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "duplicates": sum(r["duplicates"] for r in final),
         "out_of_order": sum(r["out_of_order"] for r in final),
         "endings": _sum_counts(r["endings"] for r in final),
+        "attempt_failures": _sum_counts(r["attempt_failures"] for r in final),
         "flashes": total,
         "load": os.getloadavg()[0],
     }
@@ -252,6 +253,7 @@ def text(result: dict[str, Any]) -> str:
         f"lost {result['lost']}, duplicates {result['duplicates']}, readers out of order {result['out_of_order']}; "
         f"load average {result['load']:.1f}",
         "  connections ended by: " + "; ".join(f"{n} × {why}" for why, n in result["endings"].items()),
+        "  failed attempts: " + "; ".join(f"{n} × {why}" for why, n in result["attempt_failures"].items()),
         "  curve (s since restart: resumed): " + ", ".join(f"{at:.1f}: {n}" for at, n in result["curve"]),
     ]
     return "\n".join(lines)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import re
+import socket
 import sys
 import time
 from collections import Counter
@@ -38,6 +40,7 @@ EVENT_ID = b'"event_id":"'
 RETRY_HINT = re.compile(rb"retry=(\d+)")
 REFUSED_RETRY = (0.2, 0.4)  # seconds between attempts while the port refuses connections
 HANDSHAKE_TIMEOUT = 30.0
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux ≥ 4.2
 
 
 class Subscriber:
@@ -119,22 +122,41 @@ class Storm:
         self.subscribers = [Subscriber(args.url) for _ in range(args.readers)]
         self.tasks: set[asyncio.Task[None]] = set()
         self.failed = 0
+        self.attempt_failures: Counter[str] = Counter()  # how attempts failed: refused, timed out, reset, …
         self.endings: Counter[str] = Counter()  # why connections ended: the close frame's code and reason, or "dropped"
         self.quitting = False
 
+    async def connected_socket(self) -> socket.socket:
+        """A TCP connection to the hub from ``--source``. The local port is chosen at connect time, for this
+        destination (``IP_BIND_ADDRESS_NO_PORT``): a port picked at bind time may be one whose previous connection
+        the hub still holds in TIME_WAIT (it closed first, after ``1012``), and the hub's kernel then answers the SYN
+        with an ACK instead of a SYN-ACK, so the connection waits for SYN retransmissions (1, 3, 7 s)."""
+        parts = urlsplit(self.args.url)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if self.args.source:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.args.source, 0))
+            await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     async def open(self, sub: Subscriber, *, first: bool) -> StormReader | None:
         """Connect until the hub answers (retrying while refused); ``None`` if it never does."""
-        parts = urlsplit(self.args.url)
         loop = asyncio.get_running_loop()
-        local = (self.args.source, 0) if self.args.source else None
         deadline = time.monotonic() + self.args.give_up
         while time.monotonic() < deadline:
             sub.attempts += 1
             reader = StormReader(sub)
             try:
-                await loop.create_connection(lambda r=reader: r, parts.hostname, parts.port, local_addr=local)
+                await loop.create_connection(functools.partial(_same, reader), sock=await self.connected_socket())
                 await asyncio.wait_for(reader.opened, HANDSHAKE_TIMEOUT)
-            except (OSError, TimeoutError, ConnectionError):
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                stage = "handshake" if reader.transport is not None else "connect"
+                self.attempt_failures[f"{stage}: {type(exc).__name__} {exc}"[:80]] += 1
                 reader.close()
                 await asyncio.sleep(random.uniform(*REFUSED_RETRY) if not first else 0.1)
                 continue
@@ -197,7 +219,12 @@ class Storm:
             "out_of_order": sum(not sub.order_ok for sub in self.subscribers),
             "failed": self.failed,
             "endings": dict(self.endings),
+            "attempt_failures": dict(self.attempt_failures),
         }
+
+
+def _same(reader: StormReader) -> StormReader:
+    return reader
 
 
 async def serve(args: argparse.Namespace) -> None:
