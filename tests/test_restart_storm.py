@@ -43,16 +43,19 @@ async def test_a_restarted_hub_resumes_every_reader_and_loses_nothing(tmp_path: 
         port = urlsplit(service.base_url).port
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             since = (await client.get(f"{service.base_url}/v1/flashes?limit=1")).json()["last_event_id"]
-            everyone_resumed = asyncio.Event()
-            resumed = 0
+            everyone_resumed, everyone_has_first = asyncio.Event(), asyncio.Event()
+            resumed = have_first = 0
             live_sent = asyncio.Event()
 
             async def reader() -> tuple[list[str], int, list[str]]:
                 """One reader: the flash before the restart, the close code, then every flash after it."""
-                nonlocal resumed
+                nonlocal resumed, have_first
                 url = f"{service.ws_url}/v1/stream?lang=en&last_event_id={since}"
                 async with websockets.connect(url, open_timeout=SLOW) as ws:
                     first = json.loads(await asyncio.wait_for(ws.recv(), SLOW))
+                    have_first += 1
+                    if have_first == READERS:
+                        everyone_has_first.set()
                     try:
                         await asyncio.wait_for(ws.recv(), SLOW)
                     except websockets.ConnectionClosed as closed:
@@ -80,6 +83,7 @@ async def test_a_restarted_hub_resumes_every_reader_and_loses_nothing(tmp_path: 
             tasks = [asyncio.create_task(reader()) for _ in range(READERS)]
             await wait_attached(service, READERS)
             before = await publish(client, editors, "restart: before", language="en")
+            await asyncio.wait_for(everyone_has_first.wait(), SLOW)  # it went through the worker to hub A
             readers_hub.proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(readers_hub.proc.wait, TIMEOUT) in (0, -signal.SIGTERM)
             missed = [await publish(client, editors, f"restart: missed {i}", language="en") for i in range(MISSED)]
