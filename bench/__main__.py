@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from . import fanout, ingest, latency, push
+from . import fanout, ingest, latency, push, storm
 
-BENCHMARKS = {"latency": latency.main, "fanout": fanout.main, "push": push.main, "ingest": ingest.main}
+BENCHMARKS = {
+    "latency": latency.main,
+    "fanout": fanout.main,
+    "push": push.main,
+    "ingest": ingest.main,
+    "storm": storm.main,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -118,6 +118,8 @@ def connect_figures(connected: list[dict[str, Any]], usage: dict[str, float]) ->
         "cpu_per_1k": usage["hub_cpu"] * per_k,
         "cpu_per_1k_path": usage["path_cpu"] * per_k,
         "cpu_per_1k_stat": usage["hub_cpu_stat"] * per_k,  # the same from /proc/PID/stat's 10 ms ticks
+        "cpu_per_1k_user": usage["hub_user"] * per_k,  # of which in user space
+        "cpu_per_1k_sys": usage["hub_sys"] * per_k,  # and in the kernel
         "client_cpu_per_1k": usage["clients_cpu"] * per_k,
         "kb_per_conn": usage["hub_rss"] / 1024 / opened if opened else math.nan,
         "kb_per_conn_path": usage["path_rss"] / 1024 / opened if opened else math.nan,

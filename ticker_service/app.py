@@ -20,6 +20,7 @@ from .backends import create_backends
 from .broker import Broker
 from .errors import BrokerUnavailable
 from .hub import Hub
+from .ops import collector
 from .ops.canary import Canary
 from .ops.observe import RequestObserver
 from .ops.reach import Reach
@@ -72,6 +73,7 @@ def create_app(
         side_tasks = [asyncio.ensure_future(reach.run())]
         if canary is not None:
             side_tasks.append(asyncio.ensure_future(canary.run()))
+        collector.settle()
         try:
             # The state reaches uvicorn's protocols too: the native WebSocket/SSE protocols find the hub there.
             yield NativeState.from_settings(hub, security, settings).lifespan_state()

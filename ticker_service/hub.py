@@ -117,7 +117,7 @@ class Hub:
                 loop.call_at(due, self._flush)
             else:
                 loop.call_soon(self._flush)
-        self._pending.append(Frames(event))
+        self._pending.append(Frames.of(event))
 
     def _flush(self) -> None:
         if not self._pending:
@@ -295,8 +295,13 @@ class Hub:
             except BaseException:
                 self.remove(reader)
                 raise
-            replayed = without_killed(replayed)
-            reader.release(last_event_id, replayed, self._replay_frames(reader.filter, last_event_id, replayed))
+            self._release(reader, last_event_id, replayed)
+
+    def _release(self, reader: Reader, last_event_id: str, replayed: list[Event]) -> None:
+        """Hand a reader its replay (live events held meanwhile follow it): the one place for both paths. Killed
+        flashes never reach it, and a reader preferring languages gets one version per story."""
+        replayed = without_killed(replayed)
+        reader.release(last_event_id, replayed, self._replay_frames(reader.filter, last_event_id, replayed))
 
     async def _history_after(self, reader: Reader, last_event_id: str) -> list[Event]:
         """The history after ``last_event_id``; if it cannot say (lost or trimmed) or has more than the replay
@@ -330,12 +335,20 @@ class Hub:
         return out
 
     def connect(self, reader: Reader, last_event_id: str | None) -> None:
-        """``attach`` for a transport that cannot await: the replay, if any, runs as a task the hub keeps.
+        """``attach`` for a transport that cannot await. A resume the in-memory window answers (every reader of a
+        reconnect storm, after a restart or a network blip) is served at once, with no task; one that needs the
+        history runs as a task the hub keeps.
 
         A reader whose history cannot be read is closed with the reason ``history`` (it retries later).
         """
         if last_event_id is None:
             self.add(reader)
+            return
+        replayed = self.recent_after(last_event_id)
+        if replayed is not None:  # nothing can arrive in between: no live events to hold back
+            self.add(reader)
+            metrics.REPLAYED.labels("memory").inc(len(replayed))
+            self._release(reader, last_event_id, replayed)
             return
         task = asyncio.get_running_loop().create_task(self._attach_or_close(reader, last_event_id))
         self._attaching.add(task)

@@ -78,7 +78,7 @@ class Reader:
         if frames is not None:
             matching = frames
         else:
-            matching = [Frames(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
+            matching = [Frames.of(e) for e in replayed if e.type == "reset" or self.filter.matches(e.flash)]
         if matching and not self.closed:
             self.emit(Batch(matching))
         for batch in held:

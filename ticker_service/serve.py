@@ -53,6 +53,9 @@ def raise_open_files_limit(max_connections: int) -> int:
     return soft
 
 
+LISTEN_BACKLOG = 65_535
+
+
 def serve(
     settings: Settings,
     host: str,
@@ -91,6 +94,10 @@ def serve(
         "access_log": False,  # the request middleware logs each request once, as JSON, without its query string
         "timeout_graceful_shutdown": settings.shutdown_seconds,
         "timeout_keep_alive": settings.idle_timeout_seconds,
+        # After a restart every reader connects again at once; connections the accept queue cannot hold are
+        # dropped and retried by the client's kernel 1, 3, 7 s later. uvicorn asks for 2,048; the kernel caps
+        # this at net.core.somaxconn (4,096 on current Linux).
+        "backlog": LISTEN_BACKLOG,
     }
     if processes > 1:
         # Each process builds its own app from the same environment: its own hub and Redis subscription.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import OrderedDict
 
 from .events import Event, event_key
 
@@ -53,10 +54,26 @@ def sse_opening() -> bytes:
     return b": ticker stream\nretry: %d\n\n" % retry_ms()
 
 
+SHARED_FRAMES = 1024  # recent events whose encodings the live fan-out and every replay share
+
+
 class Frames:
     """One event, encoded at most once per transport however many readers get it."""
 
     __slots__ = ("_sse", "_ws", "event", "key")
+    _shared: OrderedDict[int, Frames] = OrderedDict()  # id(event) -> its Frames (which keeps the event alive)
+
+    @classmethod
+    def of(cls, event: Event) -> Frames:
+        """The ``Frames`` of ``event`` shared by everyone who sends this very object: its live fan-out and each
+        reader's replay of it from the hub's window (in a reconnect storm, thousands of replays of a few events)."""
+        found = cls._shared.get(id(event))
+        if found is not None and found.event is event:
+            return found
+        frames = cls._shared[id(event)] = cls(event)
+        if len(cls._shared) > SHARED_FRAMES:
+            cls._shared.popitem(last=False)
+        return frames
 
     def __init__(self, event: Event) -> None:
         self.event = event

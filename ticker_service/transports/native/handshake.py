@@ -51,11 +51,18 @@ class Opening:
         self.authorization: str | None = None
         for name, value in headers:
             if name == b"connection":
-                connection_upgrade = connection_upgrade or any(
-                    token.strip().lower() == b"upgrade" for token in value.split(b",")
+                # Nearly always exactly "Upgrade" (or "keep-alive, Upgrade" from a browser): a list only then.
+                lowered = value.lower()
+                connection_upgrade = (
+                    connection_upgrade
+                    or lowered == b"upgrade"
+                    or (b"upgrade" in lowered and any(token.strip() == b"upgrade" for token in lowered.split(b",")))
                 )
             elif name == b"upgrade":
-                upgrade += [token.strip() for token in value.split(b",") if token.strip()]
+                if b"," in value:
+                    upgrade += [token.strip() for token in value.split(b",") if token.strip()]
+                elif token := value.strip():
+                    upgrade.append(token)
             elif name == b"sec-websocket-key":
                 keys.append(value)
             elif name == b"sec-websocket-version":
