@@ -310,14 +310,23 @@ def editor_values(doc: Document) -> dict[str, Any]:
     }
 
 
-def corrected_document(doc: Document, patch: FlashPatch) -> Document:
-    """The next version of ``doc`` with the patch applied, marked as a correction."""
+def _next_version(doc: Document, **changes: Any) -> Document:
+    """A copy of ``doc`` numbered one higher and dated now, with ``changes``: what every new version starts from."""
+    return {**doc, "version": str(int(doc["version"]) + 1), "versionCreated": now_iso(), **changes}
+
+
+def _patched(doc: Document, patch: FlashPatch) -> Document:
+    """The next version of ``doc`` with the editor's patch applied to its fields."""
     values = editor_values(doc)
     values.update(patch.model_dump(exclude_unset=True))
-    new = dict(doc)
-    new["version"] = str(int(doc["version"]) + 1)
-    new["versionCreated"] = now_iso()
+    new = _next_version(doc)
     _facets(values, new)
+    return new
+
+
+def corrected_document(doc: Document, patch: FlashPatch) -> Document:
+    """The next version of ``doc`` with the patch applied, marked as a correction."""
+    new = _patched(doc, patch)
     new["genres"] = [CORRECTION_GENRE]
     new["edNote"] = f"Corrected: version {new['version']} replaces version {doc['version']}."
     return new
@@ -325,12 +334,7 @@ def corrected_document(doc: Document, patch: FlashPatch) -> Document:
 
 def revised_document(doc: Document, patch: FlashPatch) -> Document:
     """The next version of a flash no reader has seen yet (scheduled or pending): changed, not a correction."""
-    values = editor_values(doc)
-    values.update(patch.model_dump(exclude_unset=True))
-    new = dict(doc)
-    new["version"] = str(int(doc["version"]) + 1)
-    new["versionCreated"] = now_iso()
-    _facets(values, new)
+    new = _patched(doc, patch)
     if "embargo" in patch.model_fields_set:
         new["embargoedUntil"] = _iso(patch.embargo, "milliseconds")
     return new
@@ -338,38 +342,20 @@ def revised_document(doc: Document, patch: FlashPatch) -> Document:
 
 def released_document(doc: Document) -> Document:
     """The version that goes out: a scheduled, approved or held flash made usable, dated now."""
-    new = dict(doc)
-    new["version"] = str(int(doc["version"]) + 1)
-    new["versionCreated"] = now_iso()
-    new["pubStatus"] = "usable"
+    new = _next_version(doc, pubStatus="usable")
     if new.get("edNote") in (HOLD_NOTE, APPROVAL_NOTE):
         del new["edNote"]
     return new
 
 
 def held_document(doc: Document) -> Document:
-    new = dict(doc)
-    new["version"] = str(int(doc["version"]) + 1)
-    new["versionCreated"] = now_iso()
-    new["pubStatus"] = "withheld"
-    new["edNote"] = HOLD_NOTE
-    return new
+    return _next_version(doc, pubStatus="withheld", edNote=HOLD_NOTE)
 
 
 def canceled_document(doc: Document, note: str) -> Document:
     """A flash that never went out, as the editor who cancels or rejects it sees it last."""
-    new = dict(doc)
-    new["version"] = str(int(doc["version"]) + 1)
-    new["versionCreated"] = now_iso()
-    new["pubStatus"] = "canceled"
-    new["edNote"] = note
-    return new
+    return _next_version(doc, pubStatus="canceled", edNote=note)
 
 
 def withdrawn_document(doc: Document) -> Document:
-    new = dict(doc)
-    new["version"] = str(int(doc["version"]) + 1)
-    new["versionCreated"] = now_iso()
-    new["pubStatus"] = "canceled"
-    new["edNote"] = "Withdrawn: do not use."
-    return new
+    return _next_version(doc, pubStatus="canceled", edNote="Withdrawn: do not use.")
