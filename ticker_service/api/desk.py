@@ -21,24 +21,16 @@ from ..flashes import (
     canceled_document,
     flash_id_of,
     held_document,
-    is_flash_id,
     released_document,
 )
 from ..problems import Problem
 from ..security.audit import audit
 from ..security.tokens import Editor
 from .editors import authenticate, check_desk
+from .flashes import current_flash
 from .http import json_response
 
 Step = Callable[[Broker, Editor, Document, Withheld | None], Awaitable[tuple[Document, str] | None]]
-
-
-async def _current(broker: Broker, request: Request) -> Document:
-    flash_id = request.path_params["flash_id"]
-    doc = await broker.get_flash(flash_id) if is_flash_id(flash_id) else None
-    if doc is None:
-        raise Problem(404, f"No flash with id {flash_id!r}.")
-    return doc
 
 
 async def _act(request: Request, action: str, scope: str, step: Step) -> Response:
@@ -50,7 +42,7 @@ async def _act(request: Request, action: str, scope: str, step: Step) -> Respons
     broker: Broker = request.app.state.broker
     editor = await authenticate(request, scope, action)
     for _ in range(5):
-        doc = await _current(broker, request)
+        doc = await current_flash(broker, request)
         await check_desk(request, editor, action, doc)
         withheld = await broker.withheld(flash_id_of(doc)) if doc["pubStatus"] == "withheld" else None
         try:

@@ -140,7 +140,8 @@ async def publish(request: Request) -> Response:
     return json_response(doc, status, _location(doc))
 
 
-async def _current(broker: Broker, request: Request) -> Document:
+async def current_flash(broker: Broker, request: Request) -> Document:
+    """The flash the request's ``{flash_id}`` names, as it is now (404 if there is none)."""
     flash_id = request.path_params["flash_id"]
     doc = await broker.get_flash(flash_id) if is_flash_id(flash_id) else None
     if doc is None:
@@ -160,7 +161,7 @@ async def _change(request: Request, type: EventType) -> Response:
     if patch is not None and not patch.model_fields_set:
         raise Problem(422, "Give at least one field to correct.", errors=[{"field": "body", "message": "empty"}])
     for _ in range(5):
-        doc = await _current(broker, request)
+        doc = await current_flash(broker, request)
         await check_desk(request, editor, action, doc)  # the flash as it is, and as corrected, are on the desk
         if patch is not None and ("language" in patch.model_fields_set or "category" in patch.model_fields_set):
             await check_desk(request, editor, action, {**editor_values(doc), **patch.model_dump(exclude_unset=True)})
@@ -221,7 +222,7 @@ async def _is_editor(request: Request) -> bool:
 
 
 async def get_flash(request: Request) -> Response:
-    doc = await _current(request.app.state.broker, request)
+    doc = await current_flash(request.app.state.broker, request)
     hidden = doc["pubStatus"] == "withheld" and not await _is_editor(request)  # embargoed, pending or on hold
     if hidden or not request.app.state.security.readers.apply(Filter(), request_grant(request)).may_see(doc):
         raise Problem(404, f"No flash with id {request.path_params['flash_id']!r}.")  # not even its existence

@@ -26,10 +26,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status, {**API_HEADERS, **(headers or {})}, media_type="application/json")
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, refusing wrong types (415) and bodies over ``limit`` bytes (413) early."""
+async def read_json(request: Request, limit: int, *, beacon: bool = False) -> Any:
+    """The request body as JSON, refusing wrong types (415) and bodies over ``limit`` bytes (413) early.
+
+    ``beacon``: a ``text/plain`` body is JSON too (``navigator.sendBeacon`` cannot set another type)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
+    is_json = content_type == "application/json" or content_type.endswith("+json")
+    if beacon and not (is_json or content_type == "text/plain"):
+        raise Problem(415, "Send the body as JSON (application/json, or text/plain from navigator.sendBeacon).")
+    if not beacon and not is_json:
         raise Problem(415, "Send the flash as JSON with Content-Type: application/json.")
     too_large = Problem(413, f"The body is larger than the limit of {limit} bytes.")
     declared = request.headers.get("content-length")

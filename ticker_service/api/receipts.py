@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +33,7 @@ from ..ops.reach import Reach
 from ..problems import Problem
 from ..settings import Settings
 from .editors import authenticate, limit_rate
-from .http import API_HEADERS, field_errors, json_response, pydantic_errors
+from .http import API_HEADERS, field_errors, json_response, pydantic_errors, read_json
 
 RECEIPT_MAX_BYTES = 1024
 CLOCK_SLACK_SECONDS = 1.0  # a display up to this long "before" the publish is clock noise, counted as 1 ms
@@ -110,25 +109,6 @@ class PublishTimes:
         return published
 
 
-async def _body(request: Request) -> Any:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in ("application/json", "text/plain"):
-        raise Problem(415, "Send the receipt as JSON (application/json, or text/plain from navigator.sendBeacon).")
-    too_large = Problem(413, f"A receipt is at most {RECEIPT_MAX_BYTES} bytes.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > RECEIPT_MAX_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > RECEIPT_MAX_BYTES:
-            raise too_large
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, f"The body is not valid JSON: {exc}") from None
-
-
 def latency(receipt: ReceiptIn, published: float, now: float) -> float:
     """Seconds from publish to screen, on this server's clock when the client said when it sent (see above)."""
     shown = receipt.shown_at.timestamp()
@@ -161,7 +141,7 @@ async def _receive(request: Request) -> None:
     ip = request.client.host if request.client else "-"
     limiter = request.app.state.rate_limiter
     await limit_rate(request, limiter, f"receipts:{ip}", settings.receipts_per_minute, "receipt", None, "receipts")
-    raw = await _body(request)
+    raw = await read_json(request, RECEIPT_MAX_BYTES, beacon=True)
     if not isinstance(raw, dict):
         raise Problem(422, "The body must be a JSON object.", errors=[{"field": "body", "message": "not an object"}])
     try:
