@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from arq.constants import expires_extra_ms
@@ -113,6 +113,23 @@ def _pending(fingerprint: str, token: str) -> bytes:
     return f"P:{fingerprint}:{token}".encode()
 
 
+def _idempotency(idempotency: tuple[str, str, str] | None, doc: Document) -> tuple[str, bytes, bytes]:
+    """For a write of ``doc``: its idempotency key, the result the key will hold, and the claim it must still hold
+    (``(scope, fingerprint, claim token)``; none: a key the scripts leave alone)."""
+    if idempotency is None:
+        return IDEMPOTENCY_PREFIX, b"", b""
+    scope, fingerprint, token = idempotency
+    return IDEMPOTENCY_PREFIX + scope, orjson.dumps({"fp": fingerprint, "doc": doc}), _pending(fingerprint, token)
+
+
+def _refused(result: list[Any], idem_key: str, flash_id: str) -> None:
+    """Raise what a write script's refusal means: the claim went stale, or the flash changed meanwhile."""
+    if result[0] == b"stale":
+        raise ClaimLost(idem_key)
+    if result[0] == b"conflict":
+        raise VersionConflict(flash_id)
+
+
 class RedisBroker:
     records_audit = True  # the audit stream is in the same Redis: record's script appends the entry
 
@@ -201,12 +218,7 @@ class RedisBroker:
         now_ms = int(time.time() * 1000)
         job_id = f"{FANOUT_JOB}:{flash_id}:{version}"
         job = serialize_job(FANOUT_JOB, (flash_id, version), {}, None, now_ms)
-        idem_key, idem_value, held = IDEMPOTENCY_PREFIX, b"", b""
-        if idempotency is not None:
-            scope, fingerprint, token = idempotency
-            idem_key = IDEMPOTENCY_PREFIX + scope
-            idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
-            held = _pending(fingerprint, token)
+        idem_key, idem_value, held = _idempotency(idempotency, doc)
         keys = RecordKeys(
             events=EVENTS_STREAM,
             flash=FLASH_PREFIX + flash_id,
@@ -251,10 +263,7 @@ class RedisBroker:
             audit_max_entries=self.settings.audit_max_entries,
         )
         result = await self._call(lambda: self._record(keys=positional(keys), args=positional(args)))
-        if result[0] == b"stale":
-            raise ClaimLost(idem_key)
-        if result[0] == b"conflict":
-            raise VersionConflict(flash_id)
+        _refused(result, idem_key, flash_id)
         return Event(make_event_id(result[2].decode(), result[1].decode()), type, doc)
 
     async def stage(
@@ -268,12 +277,7 @@ class RedisBroker:
         flash_id = flash_id_of(doc)
         version = doc["version"]
         now_ms = int(time.time() * 1000)
-        idem_key, idem_value, held = IDEMPOTENCY_PREFIX, b"", b""
-        if idempotency is not None:
-            scope, fingerprint, token = idempotency
-            idem_key = IDEMPOTENCY_PREFIX + scope
-            idem_value = orjson.dumps({"fp": fingerprint, "doc": doc})
-            held = _pending(fingerprint, token)
+        idem_key, idem_value, held = _idempotency(idempotency, doc)
         # The embargo's release is an arq job deferred to its instant: it survives hubs and workers restarting.
         job_id = f"{RELEASE_JOB}:{flash_id}:{version}"
         job, job_due = b"", 0
@@ -305,10 +309,7 @@ class RedisBroker:
             job_due_ms=job_due,
         )
         result = await self._call(lambda: self._stage(keys=positional(keys), args=positional(args)))
-        if result[0] == b"stale":
-            raise ClaimLost(idem_key)
-        if result[0] == b"conflict":
-            raise VersionConflict(flash_id)
+        _refused(result, idem_key, flash_id)
 
     async def discard(self, flash_id: str, expect_version: str) -> None:
         keys = DiscardKeys(
