@@ -22,6 +22,8 @@ from .serve import serve
 from .settings import Settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from .security.tokens import TokenStore
 
 T = TypeVar("T")
@@ -182,29 +184,49 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     key = args.idempotency_key or f"cli-{uuid.uuid4()}"
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
     url = f"{args.server.rstrip('/')}/v1/flashes"
+    response = _retried(
+        "publish",
+        lambda: httpx.post(url, json=body, headers=headers, timeout=10),
+        args.retries,
+        retry_on=(409, 503),
+        note=f" with Idempotency-Key {key}",
+    )
+    if response is None:
+        return 1
+    print(json.dumps(response.json(), ensure_ascii=False, indent=2))
+    if response.status_code == 202:
+        print("# waiting for a second editor's approval: not published yet", file=sys.stderr)
+    elif response.status_code == 201 and response.json().get("embargoedUntil"):
+        print(f"# scheduled: goes out at {response.json()['embargoedUntil']}", file=sys.stderr)
+    return 0 if response.status_code in (201, 202) else 1
+
+
+def _retried(
+    what: str, send: Callable[[], httpx.Response], retries: int, *, retry_on: tuple[int, ...], note: str = ""
+) -> httpx.Response | None:
+    """``send``'s first answer that is not in ``retry_on``, trying again after a dropped connection or such an
+    answer with a jittered backoff (0.5 s doubling to 10 s); ``None``, once said why, when ``retries`` more tries
+    did not get one. Only for requests that are safe to repeat."""
+    import httpx
+
     delay = 0.5
-    for attempt in range(1, args.retries + 2):
+    for attempt in range(1, retries + 2):
         try:
-            response = httpx.post(url, json=body, headers=headers, timeout=10)
+            response = send()
         except httpx.TransportError as exc:
             problem = f"{type(exc).__name__}: {exc}"
         else:
-            if response.status_code not in (409, 503):
-                print(json.dumps(response.json(), ensure_ascii=False, indent=2))
-                if response.status_code == 202:
-                    print("# waiting for a second editor's approval: not published yet", file=sys.stderr)
-                elif response.status_code == 201 and response.json().get("embargoedUntil"):
-                    print(f"# scheduled: goes out at {response.json()['embargoedUntil']}", file=sys.stderr)
-                return 0 if response.status_code in (201, 202) else 1
+            if response.status_code not in retry_on:
+                return response
             problem = f"HTTP {response.status_code}"
-        if attempt > args.retries:
-            print(f"publish failed after {attempt} attempts ({problem})", file=sys.stderr)
-            return 1
+        if attempt > retries:
+            print(f"{what} failed after {attempt} attempts ({problem})", file=sys.stderr)
+            return None
         wait = delay * (0.5 + random.random())
-        print(f"# {problem}; retrying in {wait:.1f}s with Idempotency-Key {key}", file=sys.stderr, flush=True)
+        print(f"# {problem}; retrying in {wait:.1f}s{note}", file=sys.stderr, flush=True)
         time.sleep(wait)
         delay = min(delay * 2, 10)
-    return 1
+    return None
 
 
 async def _tail(args: argparse.Namespace) -> None:
@@ -232,25 +254,16 @@ def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
         print("withdraw needs an editor token: --token or TICKER_TOKEN (see `ticker token create`)", file=sys.stderr)
         return 2
     url = f"{args.server.rstrip('/')}/v1/flashes/{quote(args.flash_id, safe='')}"
-    delay = 0.5
-    for attempt in range(1, args.retries + 2):
-        try:
-            response = httpx.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        except httpx.TransportError as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code != 503:
-                print(json.dumps(response.json(), ensure_ascii=False, indent=2))
-                return 0 if response.status_code == 200 else 1
-            problem = f"HTTP {response.status_code}"
-        if attempt > args.retries:
-            print(f"withdraw failed after {attempt} attempts ({problem})", file=sys.stderr)
-            return 1
-        wait = delay * (0.5 + random.random())
-        print(f"# {problem}; retrying in {wait:.1f}s", file=sys.stderr, flush=True)
-        time.sleep(wait)
-        delay = min(delay * 2, 10)
-    return 1
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def delete() -> httpx.Response:
+        return httpx.delete(url, headers=headers, timeout=10)
+
+    response = _retried("withdraw", delete, args.retries, retry_on=(503,))
+    if response is None:
+        return 1
+    print(json.dumps(response.json(), ensure_ascii=False, indent=2))
+    return 0 if response.status_code == 200 else 1
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
