@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from .support.browser import open_page
+from .support.browser import client, open_page
 from .support.flashes import flash_id, publish
 from .support.processes import TIMEOUT, Process, Service, ServiceFactory, start_hub, ticker, wait_ready
+
+__all__ = ["client"]  # fixtures, from tests/support/browser.py
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -80,13 +80,6 @@ def stack(service_factory: ServiceFactory) -> tuple[Service, str, Path]:
     assert service.directory is not None
     api_url, _ = start_hub(service, service.directory, "api-hub")
     return service, api_url, service.directory
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    """The shared ``client``, in the module's event loop, where this module's tests and the browser run."""
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 async def record_events(page: Page) -> None:

@@ -7,19 +7,19 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
-from .support.browser import OUTPUT, axe_violations, open_page
+from .support.browser import OUTPUT, axe_violations, client, open_page, page
 from .support.flashes import flash_id, publish
 from .support.processes import ROOT, TIMEOUT, Service, ServiceFactory, start_embedded
+
+__all__ = ["page", "client"]  # fixtures, from tests/support/browser.py
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,21 +39,6 @@ SCREENSHOT_FLASHES: list[dict[str, Any]] = [
 @pytest.fixture(scope="module")
 def demo(service_factory: ServiceFactory) -> Service:
     return service_factory(name="demo")
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A page in a fresh browser context; uncaught script errors on it fail the test."""
-    async with open_page(browser) as (page, errors):
-        yield page
-        assert errors == [], errors
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    """The shared ``client``, in the module's event loop, where this module's tests and the browser run."""
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 async def open_live(page: Page, demo: Service) -> None:

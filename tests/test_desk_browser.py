@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Page, expect
 
-from .support.browser import open_page
+from .support.browser import client, page
 from .support.flashes import flash_id, publish
 from .support.processes import TIMEOUT, Service, ServiceFactory
+
+__all__ = ["page", "client"]  # fixtures, from tests/support/browser.py
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -22,19 +21,6 @@ WAIT_MS = TIMEOUT * 1000
 @pytest.fixture(scope="module")
 def desk(service_factory: ServiceFactory) -> Service:
     return service_factory(name="desk-browser")
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    async with open_page(browser) as (page, errors):
-        yield page
-        assert errors == [], errors
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 async def test_breaking_ticker_hides_a_held_flash_or_dims_it(

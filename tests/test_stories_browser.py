@@ -4,17 +4,17 @@ that prefers Arabic, then English, shows one version of each story and swaps it 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Locator, Page, expect
 
-from .support.browser import open_page
+from .support.browser import client, page
 from .support.flashes import flash_id, publish
 from .support.processes import TIMEOUT, Service, ServiceFactory
+
+__all__ = ["page", "client"]  # fixtures, from tests/support/browser.py
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -25,19 +25,6 @@ BAR = "breaking-ticker#preferring"
 @pytest.fixture(scope="module")
 def hub(service_factory: ServiceFactory) -> Service:
     return service_factory(name="stories-browser")
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    async with open_page(browser) as (page, errors):
-        yield page
-        assert errors == [], errors
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 ADD_BAR = """() => {

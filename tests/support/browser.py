@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from .processes import ROOT
+from .processes import ROOT, TIMEOUT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -75,3 +77,22 @@ async def axe_violations(page: Page) -> list[dict[str, Any]]:
         for v in violations
         if v["impact"] in ("serious", "critical")
     ]
+
+
+# Fixtures for a module whose tests and browser run in the module's event loop (``loop_scope="module"``): import
+# them into the module (and name them in its ``__all__``) to use them there instead of the conftest's.
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A page in a fresh browser context; uncaught script errors on it fail the test."""
+    async with open_page(browser) as (page, errors):
+        yield page
+        assert errors == [], errors
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared ``client``, in the module's event loop, where the module's tests and the browser run."""
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        yield client
