@@ -22,10 +22,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, CDPSession, Page
+from playwright.async_api import Browser, BrowserContext
 
 from ticker_service.push.vapid import generate
 
+from .support.browser import ServiceWorkerPage
 from .support.fakes.services import PushFakes
 from .support.fakes.shade import apns_shade, fcm_shade
 from .support.flashes import flash_body, flash_id
@@ -34,8 +35,6 @@ from .support.readers import SSEReader, sse_reader, ws_reader
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 PUSH_TIMEOUT = max(TIMEOUT, 30.0)  # push goes through the worker's jobs and the fakes, on a loaded machine
-NOTIFICATIONS = """async () => (await (await navigator.serviceWorker.ready).getNotifications())
-  .map((n) => ({title: n.title, tag: n.tag}))"""
 OTHER_EPOCH = "zzzz-1-0"  # an event id from a history this service never had: the reader gets a ``reset``
 
 
@@ -207,52 +206,6 @@ def distributed(service_factory: ServiceFactory) -> Iterator[Setup]:
         fakes.stop()
 
 
-class BrowserDevice:
-    """Chromium with the service worker registered on the hub's page; what the push service (the fake) accepts
-    for the browser's subscription is handed to the worker as a push, over the DevTools protocol."""
-
-    def __init__(self, page: Page, cdp: CDPSession, registration_id: str, origin: str) -> None:
-        self.page, self.cdp, self.registration_id, self.origin = page, cdp, registration_id, origin
-        self.delivered = 0
-
-    @classmethod
-    async def open(cls, context: BrowserContext, origin: str) -> BrowserDevice:
-        page = await context.new_page()
-        await page.goto(f"{origin}/", timeout=TIMEOUT * 1000)
-        await page.add_script_tag(url="/push.js")
-        cdp = await context.new_cdp_session(page)
-        registrations: list[dict[str, Any]] = []
-        cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
-        await cdp.send("ServiceWorker.enable")
-        await page.evaluate(
-            """async () => {
-              window.__handled = [];
-              navigator.serviceWorker.addEventListener('message', (e) => {
-                if (e.data && e.data.type === 'ticker:push-handled') window.__handled.push(e.data);
-              });
-              await TickerPush.register();
-            }"""
-        )
-        await page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=TIMEOUT * 1000)
-        await until(lambda: any(r["scopeURL"] == f"{origin}/" for r in registrations), "the worker's registration")
-        registration = next(r for r in registrations if r["scopeURL"] == f"{origin}/" and not r.get("isDeleted"))
-        return cls(page, cdp, registration["registrationId"], origin)
-
-    async def relay(self, messages: list[dict[str, Any]]) -> None:
-        """Deliver the messages not delivered yet, each after the worker handled the one before."""
-        for message in messages[self.delivered :]:
-            await self.cdp.send(
-                "ServiceWorker.deliverPushMessage",
-                {"origin": self.origin, "registrationId": self.registration_id, "data": json.dumps(message)},
-            )
-            self.delivered += 1
-            await self.page.wait_for_function(f"() => window.__handled.length >= {self.delivered}")
-
-    async def notifications(self) -> list[dict[str, str]]:
-        shown: list[dict[str, str]] = await self.page.evaluate(NOTIFICATIONS)
-        return shown
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def context(browser: Browser, distributed: Setup) -> AsyncIterator[BrowserContext]:
     context = await browser.new_context()
@@ -278,7 +231,7 @@ async def test_a_kill_reaches_every_surface(
         response = await client.post(f"{service.base_url}/v1/devices", json={**device, "lang": "fr"})
         assert response.status_code == 201, response.text
     # The hub's page shows the en, ar and es tickers: a French flash is not on it, so the worker notifies.
-    browser = await BrowserDevice.open(context, service.base_url)
+    browser = await ServiceWorkerPage.open(context, service.base_url)
 
     def browser_messages() -> list[dict[str, Any]]:
         return [m.body for m in fakes.webpush.to(sub_id)]

@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, CDPSession, Page
+from playwright.async_api import Browser, BrowserContext, Page
 
 from ticker_service.push.vapid import generate
 
+from .support.browser import ServiceWorkerPage
 from .support.fakes.services import PushFakes
 from .support.flashes import flash_id, publish
 from .support.processes import TIMEOUT, Service, ServiceFactory
@@ -87,34 +88,8 @@ async def sse_page(context: BrowserContext, hub: Service) -> Page:
 
 async def push_page(context: BrowserContext, hub: Service) -> Callable[[dict[str, Any]], Awaitable[None]]:
     """The service worker registered with every device reporting; returns a function that delivers a push to it."""
-    page = await context.new_page()
-    await page.goto(f"{hub.base_url}/", timeout=WAIT_MS)
-    await page.add_script_tag(url="/push.js")
-    cdp: CDPSession = await context.new_cdp_session(page)
-    registrations: list[dict[str, Any]] = []
-    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
-    await cdp.send("ServiceWorker.enable")
-    await page.evaluate(
-        """async () => {
-          window.__handled = [];
-          navigator.serviceWorker.addEventListener('message', (e) => {
-            if (e.data && e.data.type === 'ticker:push-handled') window.__handled.push(e.data);
-          });
-          await TickerPush.register('/push-sw.js?receipt_rate=1');
-        }"""
-    )
-    await page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=WAIT_MS)
-    registration = next(r for r in registrations if r["scopeURL"] == f"{hub.base_url}/" and not r.get("isDeleted"))
-
-    async def deliver(message: dict[str, Any]) -> None:
-        count = await page.evaluate("() => window.__handled.length")
-        await cdp.send(
-            "ServiceWorker.deliverPushMessage",
-            {"origin": hub.base_url, "registrationId": registration["registrationId"], "data": json.dumps(message)},
-        )
-        await page.wait_for_function(f"() => window.__handled.length > {count}", timeout=WAIT_MS)
-
-    return deliver
+    device = await ServiceWorkerPage.open(context, hub.base_url, "/push-sw.js?receipt_rate=1")
+    return device.deliver
 
 
 async def pushed(fakes: PushFakes, address: str, fid: str) -> dict[str, Any]:

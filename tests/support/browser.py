@@ -3,15 +3,17 @@ downloaded), kept off the network, and pages whose uncaught errors are collected
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, CDPSession, ConsoleMessage, Page, async_playwright
 
 from .processes import ROOT, TIMEOUT
 
@@ -96,3 +98,64 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     """The shared ``client``, in the module's event loop, where the module's tests and the browser run."""
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         yield client
+
+
+# The notifications the page's service worker shows, as title and tag.
+NOTIFICATIONS = """async () => (await (await navigator.serviceWorker.ready).getNotifications())
+  .map((n) => ({title: n.title, tag: n.tag}))"""
+
+
+class ServiceWorkerPage:
+    """Chromium with the service worker registered on the hub's page, counting the ``ticker:push-handled``
+    messages it posts; what the push service (the fake) accepted for the browser's subscription is handed to the
+    worker as a push over the DevTools protocol, as the browser's push service would."""
+
+    def __init__(self, page: Page, cdp: CDPSession, registration_id: str, origin: str) -> None:
+        self.page, self.cdp, self.registration_id, self.origin = page, cdp, registration_id, origin
+        self.delivered = 0
+
+    @classmethod
+    async def open(cls, context: BrowserContext, origin: str, worker: str = "/push-sw.js") -> ServiceWorkerPage:
+        page = await context.new_page()
+        await page.goto(f"{origin}/", timeout=TIMEOUT * 1000)
+        await page.add_script_tag(url="/push.js")
+        cdp = await context.new_cdp_session(page)
+        registrations: list[dict[str, Any]] = []
+        cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
+        await cdp.send("ServiceWorker.enable")
+        await page.evaluate(
+            """async (worker) => {
+              window.__handled = [];
+              navigator.serviceWorker.addEventListener('message', (e) => {
+                if (e.data && e.data.type === 'ticker:push-handled') window.__handled.push(e.data);
+              });
+              await TickerPush.register(worker);
+            }""",
+            worker,
+        )
+        await page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=TIMEOUT * 1000)
+        deadline = time.monotonic() + TIMEOUT
+        while not any(r["scopeURL"] == f"{origin}/" for r in registrations):
+            if time.monotonic() > deadline:
+                raise TimeoutError("timed out waiting for the worker's registration")
+            await asyncio.sleep(0.02)
+        registration = next(r for r in registrations if r["scopeURL"] == f"{origin}/" and not r.get("isDeleted"))
+        return cls(page, cdp, registration["registrationId"], origin)
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        """Push ``message`` to the worker and wait until it has handled it."""
+        await self.cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": self.origin, "registrationId": self.registration_id, "data": json.dumps(message)},
+        )
+        self.delivered += 1
+        await self.page.wait_for_function(f"() => window.__handled.length >= {self.delivered}", timeout=TIMEOUT * 1000)
+
+    async def relay(self, messages: list[dict[str, Any]]) -> None:
+        """Deliver the messages not delivered yet, each after the worker handled the one before."""
+        for message in messages[self.delivered :]:
+            await self.deliver(message)
+
+    async def notifications(self) -> list[dict[str, str]]:
+        shown: list[dict[str, str]] = await self.page.evaluate(NOTIFICATIONS)
+        return shown
