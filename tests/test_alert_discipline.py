@@ -23,7 +23,7 @@ from ticker_service.push.vapid import generate
 from .support.fakes.base import Fake
 from .support.fakes.services import PushFakes
 from .support.flashes import flash_body, flash_id
-from .support.processes import Service, ServiceFactory, wait_until
+from .support.processes import Service, ServiceFactory, drain_jobs, wait_until
 
 CAP = 2
 TTL = 600
@@ -86,17 +86,6 @@ def publish(setup: Setup, category: str, urgency: int, **extra: Any) -> str:
     return flash_id(response.json())
 
 
-def drain(setup: Setup) -> None:
-    """Wait until arq has no job queued or running: every send of the last event has an outcome."""
-    assert setup.service.redis is not None
-    with setup.service.redis.client() as redis:
-        wait_until(
-            lambda: redis.zcard("arq:queue") == 0 and not redis.keys("arq:in-progress:*"),
-            "the push jobs to finish",
-            timeout=30,
-        )
-
-
 def flash_ids(setup: Setup, platform: str, address: str) -> list[str]:
     """The flash ids of what the device's push service accepted for it, in order."""
     out = []
@@ -125,13 +114,13 @@ def test_cap_lets_a_flash_through_and_corrections_do_not_count(push: Setup) -> N
     second = publish(push, "sports", urgency=5)
     step(f"flash:{second}")
     capped = publish(push, "sports", urgency=2)
-    drain(push)
+    drain_jobs(push.service)
     fixed = push.client.patch(f"/v1/flashes/{capped}", json={"headline": "corrected"}, headers=push.service.headers())
     assert fixed.status_code == 200  # a correction of a story the device was capped on: capped too
-    drain(push)
+    drain_jobs(push.service)
     flash = publish(push, "sports", urgency=1)
     step(f"flash:{flash}")
-    drain(push)
+    drain_jobs(push.service)
     for platform, address in devices.items():
         assert flash_ids(push, platform, address) == sent, platform
         assert not any(capped in sent for sent in flash_ids(push, platform, address))

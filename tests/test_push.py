@@ -21,6 +21,7 @@ from .support.flashes import flash_body, flash_id
 from .support.processes import (
     Service,
     ServiceFactory,
+    drain_jobs,
     free_port,
     run_ticker,
     start_distributed,
@@ -109,13 +110,7 @@ def fake_for(setup: Setup, platform: str) -> Any:
 
 def drain(setup: Setup) -> None:
     """Wait until arq has no push job queued (deferred retries included) or running."""
-    assert setup.service.redis is not None
-    with setup.service.redis.client() as redis:
-        wait_until(
-            lambda: redis.zcard("arq:queue") == 0 and not redis.keys("arq:in-progress:*"),
-            "the push jobs to finish",
-            timeout=30,
-        )
+    drain_jobs(setup.service)
 
 
 PLATFORMS = ("fcm", "apns", "webpush")

@@ -43,6 +43,17 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def drain_jobs(service: Service) -> None:
+    """Wait until the service's arq has no job queued (deferred retries included) or running."""
+    assert service.redis is not None
+    with service.redis.client() as redis:
+        wait_until(
+            lambda: redis.zcard("arq:queue") == 0 and not redis.keys("arq:in-progress:*"),
+            "the push jobs to finish",
+            timeout=30,
+        )
+
+
 class RedisServer:
     """A private redis-server on a free port, which tests may stop and start again."""
 
