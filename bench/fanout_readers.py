@@ -41,7 +41,8 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 from .fanout_wire import Reader, SseReader, Tally, WsReader
@@ -123,6 +124,21 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def run_reader_process(main: Coroutine[Any, Any, None]) -> int:
+    """Run a reader process's command loop: on uvloop where it is installed (the clients must not be what limits a
+    benchmark), with the open-files limit raised, until the bench closes its stdin (or ^C)."""
+    raise_open_files_limit()
+    try:
+        import uvloop
+    except ImportError:
+        runner: Callable[..., object] = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(main)
+    return 0
+
+
 def say(message: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
     sys.stdout.flush()
@@ -166,16 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "ephemeral ports, so several client processes can hold more connections to one server port than one can",
     )
     args = parser.parse_args(argv)
-    raise_open_files_limit()
-    try:
-        import uvloop
-    except ImportError:
-        runner: Callable[..., object] = asyncio.run
-    else:
-        runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(args))
-    return 0
+    return run_reader_process(serve(args))
 
 
 if __name__ == "__main__":

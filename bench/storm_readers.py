@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import json
 import random
@@ -32,7 +31,7 @@ import time
 from collections import Counter
 from urllib.parse import urlsplit
 
-from .fanout_readers import raise_open_files_limit, say
+from .fanout_readers import run_reader_process, say
 from .fanout_wire import WsReader
 
 MARK = b"STORM "
@@ -255,16 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=100, help="first connections in flight")
     parser.add_argument("--give-up", type=float, default=120.0, help="seconds a reader keeps trying to reconnect")
     args = parser.parse_args(argv)
-    raise_open_files_limit()
-    try:
-        import uvloop
-    except ImportError:
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(args))
-    return 0
+    return run_reader_process(serve(args))
 
 
 if __name__ == "__main__":
