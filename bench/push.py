@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,28 +69,30 @@ def b64(data: bytes) -> str:
 
 def bulk_register(client: redis.Redis, devices: Iterator[Device], chunk: int = 5000) -> None:
     """Write devices as ``DeviceStore.register`` does (hash, address key, index sets), pipelined in chunks."""
-    index = index_keys(FILTER)
     secret = secret_hash(secrets.token_urlsafe(24))  # the bench never authenticates as a device
-    ix = orjson.dumps(index)
     pipe = client.pipeline(transaction=False)
-    ids: list[str] = []
+    sets: dict[str, list[str]] = defaultdict(list)
+    count = 0
 
     def flush() -> None:
-        for key in index:
+        for key, ids in sets.items():
             pipe.sadd(key, *ids)
         pipe.execute()
-        ids.clear()
+        sets.clear()
 
     for device in devices:
+        index = index_keys(FILTER, device.id)
         address = address_key(device.platform, device.address)
         record = orjson.dumps(device.to_record())
+        ix = orjson.dumps(index)
         pipe.hset(DEVICE_PREFIX + device.id, mapping={"d": record, "s": secret, "ix": ix, "a": address})
         pipe.set(address, device.id)
-        ids.append(device.id)
-        if len(ids) >= chunk:
+        for key in index:
+            sets[key].append(device.id)
+        count += 1
+        if count % chunk == 0:
             flush()
-    if ids:
-        flush()
+    flush()
 
 
 def make_devices(n: int, platforms: list[str], webpush: Any) -> Iterator[Device]:
