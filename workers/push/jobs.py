@@ -113,7 +113,8 @@ async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
             # A slow Redis must not let arq cut the job off (a job past its timeout is not run again): stop first.
             async with asyncio.timeout_at(started + pusher.hard_stop):
                 while cursor < DONE and (cursor == -1 or loop.time() < started + pusher.budget):
-                    cursor, total = await plan.step(event.flash, settings.parallel_batches, alert.ttl + 3600)
+                    heads, ttl = settings.parallel_batches, alert.ttl + 3600
+                    cursor, total = await plan.step(event.flash, heads, ttl, settings.plan_step_devices)
                     ready, beyond = await plan.waiting(total, cursor >= DONE)
                     for index in ready:
                         await _enqueue_batch(ctx, flash_id, version, index)

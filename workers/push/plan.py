@@ -33,9 +33,6 @@ from ticker_service.keys import (
 )
 from ticker_service.push.store import flash_facets
 
-# Devices one step adds at least (the shards it takes until it has them): ~10 ms of Redis per step here, so a step
-# never holds Redis long, and a million devices are ~100 round trips.
-STEP_DEVICES = 10_000
 DONE = DEVICE_INDEX_SHARDS  # the cursor of a complete plan
 
 
@@ -138,8 +135,9 @@ class Plan:
         self._step = redis.register_script(STEP)
         self._frontier = redis.register_script(FRONTIER)
 
-    async def step(self, doc: Document, heads: int, ttl: int, want: int = STEP_DEVICES) -> tuple[int, int]:
-        """Plan the next shards; return the cursor (:data:`DONE` when complete) and the devices planned in all."""
+    async def step(self, doc: Document, heads: int, ttl: int, want: int) -> tuple[int, int]:
+        """Plan the next shards until at least ``want`` devices are added (``TICKER_PUSH_PLAN_STEP_DEVICES``: a step
+        holds Redis for its time); return the cursor (:data:`DONE` when complete) and the devices planned in all."""
         args = StepArgs(
             orjson.dumps(flash_facets(doc)).decode(),
             DEVICE_INDEX_PREFIX,
