@@ -20,6 +20,7 @@ bottleneck), the fakes' and Redis's CPU, and the machine's load, to show which s
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import json
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench.latency import redis_stack
 from bench.procstat import usage
 from ticker_service.filters import Filter
-from ticker_service.keys import DEVICE_PREFIX, PUSH_STATS
+from ticker_service.flashes import flash_id_of
+from ticker_service.keys import DEVICE_INDEX_SHARDS, DEVICE_PREFIX, PUSH_PLAN_STATE_PREFIX, PUSH_STATS
 from ticker_service.push.device import Device
 from ticker_service.push.store import address_key, index_keys, secret_hash
 from ticker_service.push.vapid import generate
@@ -68,28 +71,30 @@ def b64(data: bytes) -> str:
 
 def bulk_register(client: redis.Redis, devices: Iterator[Device], chunk: int = 5000) -> None:
     """Write devices as ``DeviceStore.register`` does (hash, address key, index sets), pipelined in chunks."""
-    index = index_keys(FILTER)
     secret = secret_hash(secrets.token_urlsafe(24))  # the bench never authenticates as a device
-    ix = orjson.dumps(index)
     pipe = client.pipeline(transaction=False)
-    ids: list[str] = []
+    sets: dict[str, list[str]] = defaultdict(list)
+    count = 0
 
     def flush() -> None:
-        for key in index:
+        for key, ids in sets.items():
             pipe.sadd(key, *ids)
         pipe.execute()
-        ids.clear()
+        sets.clear()
 
     for device in devices:
+        index = index_keys(FILTER, device.id)
         address = address_key(device.platform, device.address)
         record = orjson.dumps(device.to_record())
+        ix = orjson.dumps(index)
         pipe.hset(DEVICE_PREFIX + device.id, mapping={"d": record, "s": secret, "ix": ix, "a": address})
         pipe.set(address, device.id)
-        ids.append(device.id)
-        if len(ids) >= chunk:
+        for key in index:
+            sets[key].append(device.id)
+        count += 1
+        if count % chunk == 0:
             flush()
-    if ids:
-        flush()
+    flush()
 
 
 def make_devices(n: int, platforms: list[str], webpush: Any) -> Iterator[Device]:
@@ -246,6 +251,42 @@ def crypto_floor(rounds: int = 2000) -> dict[str, float]:
     return {"ecdh_us": round(ecdh / rounds * 1e6, 1), "encrypt_us": round(whole / rounds * 1e6, 1)}
 
 
+def plan_done(client: redis.Redis, flash_id: str, version: str) -> bool:
+    """Whether the live send's plan has reached its last shard (the state hash of ``workers/push/plan.py``)."""
+    cursor = client.hget(f"{PUSH_PLAN_STATE_PREFIX}{flash_id}:{version}", "cursor")
+    return cursor is not None and int(cursor) >= DEVICE_INDEX_SHARDS
+
+
+def time_plan(redis_url: str, step_devices: int) -> dict[str, Any]:
+    """The plan of the bench's flash again, alone (after the send, under another event's keys), step by step as
+    the plan job takes them: wall time of all steps, the longest step (it holds Redis), ms per shard."""
+    from redis.asyncio import Redis as AsyncRedis
+
+    from workers.push.plan import DONE, Plan
+
+    doc = {"language": "en", "subjects": [{"literal": "politics"}], "urgency": 1}
+
+    async def steps() -> dict[str, Any]:
+        async with AsyncRedis.from_url(redis_url) as r:
+            plan = Plan(r, "bench-plan", "1", 500)
+            times: list[float] = []
+            cursor, total = -1, 0
+            while cursor < DONE:
+                started = time.perf_counter()
+                cursor, total = await plan.step(doc, 1, 600, step_devices)
+                times.append(time.perf_counter() - started)
+            await r.delete(*plan.keys)
+        return {
+            "devices": total,
+            "steps": len(times),
+            "total_s": round(sum(times), 2),
+            "longest_step_ms": round(max(times) * 1000, 1),
+            "ms_per_shard": round(sum(times) / (DONE + 1) * 1000, 1),
+        }
+
+    return asyncio.run(steps())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="ticker-bench-push-") as tmp:
@@ -271,6 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["TICKER_PUSH_PARALLEL_BATCHES"] = str(args.parallel_batches or 2 * args.workers)
         env["TICKER_PUSH_CONCURRENCY"] = str(args.concurrency)
         env["TICKER_FANOUT_JOB_TIMEOUT_SECONDS"] = str(args.job_timeout)
+        env["TICKER_PUSH_PLAN_STEP_DEVICES"] = str(args.plan_step_devices)
         try:
             with redis_stack(**env) as stack:
                 redis_url = stack.env["REDIS_URL"]
@@ -298,8 +340,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 loads = [load_before]
                 deadline = t0 + args.timeout
                 shown = idle_since = t0
+                published = response.json()
+                fid, version = flash_id_of(published), str(published["version"])
+                planned_s: float | None = None
                 while True:
                     now = time.perf_counter()
+                    if planned_s is None and plan_done(client, fid, version):
+                        planned_s = now - t0
                     done = sum(accepted().values())
                     if done != curve[-1][1]:
                         curve.append((now - t0, done))
@@ -321,6 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 while jobs_pending(client) and time.perf_counter() - drained < 30:
                     time.sleep(0.05)  # the last batch writes its counts after its sends
                 outcomes = {k.decode(): int(v) for k, v in client.hgetall(PUSH_STATS).items()}
+                plan_alone = time_plan(redis_url, args.plan_step_devices)
                 if args.logs:
                     args.logs.mkdir(parents=True, exist_ok=True)
                     for name, _ in stack.procs:
@@ -352,6 +400,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "devices_notified_twice": twice,
         "rejected_by_fakes": rejected,
         "milestones_s": milestones(curve, args.devices),
+        "plan_complete_s": round(planned_s, 2) if planned_s is not None else None,
+        "plan_alone": plan_alone,
         "curve": [(round(t, 2), n) for t, n in curve[:: max(1, len(curve) // 60)]] + [(round(wall, 2), done)],
         "wall_s": round(wall, 2),
         "pushes_per_s": round(done / wall),
@@ -373,6 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fast", action="store_true", help="the lean fakes, one process per platform")
     parser.add_argument("--concurrency", type=int, default=100, help="TICKER_PUSH_CONCURRENCY")
     parser.add_argument("--parallel-batches", type=int, default=0, help="default: two per worker")
+    parser.add_argument("--plan-step-devices", type=int, default=10_000, help="TICKER_PUSH_PLAN_STEP_DEVICES")
     parser.add_argument("--job-timeout", type=float, default=3.0, help="TICKER_FANOUT_JOB_TIMEOUT_SECONDS")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -386,10 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args)
     marks = ", ".join(f"{k} {v} s" for k, v in result["milestones_s"].items())
+    plan = result["plan_alone"]
     lines = [
         f"devices registered: {result['registered']} in {result['registration_s']} s ({result['fakes']} fakes)",
         f"notifications accepted: {result['delivered']}; by the publish + {marks}",
         f"worker's outcomes: {result['outcomes']}; devices notified twice: {result['devices_notified_twice']}",
+        f"plan complete {result['plan_complete_s']} s after the publish; alone: {plan['devices']} devices in "
+        f"{plan['steps']} steps, {plan['total_s']} s, longest step {plan['longest_step_ms']} ms, "
+        f"{plan['ms_per_shard']} ms per shard",
         f"wall: {result['wall_s']} s → {result['pushes_per_s']} pushes/s with {result['workers']} worker process(es)",
         f"worker CPU: {result['worker_cpu_s']} s → {result['pushes_per_worker_cpu_s']} pushes per worker CPU-second",
         f"fakes CPU: {result['fakes_cpu_s']} s; redis + hub CPU: {result['redis_and_hub_cpu_s']} s; "

@@ -40,12 +40,19 @@ PUSH_BATCH_JOB_ID_PREFIX = "push:"  # the batch jobs' ids; continuations add ".c
 # -- devices and their pushes (push/store.py, workers/push/jobs.py) ---------------------------------------------
 DEVICE_PREFIX = "ticker:device:"  # + device id; hash: d (device JSON), s (secret hash), ix (index keys), a (address)
 DEVICE_ADDRESS_PREFIX = "ticker:devaddr:"  # + sha256(platform, token or endpoint) -> device id
-DEVICE_INDEX_PREFIX = "ticker:devidx:"  # + "<facet>:<value>"; set of device ids (lang:en, cat:*, urg:5, ...)
+DEVICE_INDEX_PREFIX = "ticker:devidx:"  # + "<shard>:<facet>:<value>"; set of device ids (lang:en, cat:*, urg:5, ...)
+# Devices are indexed in DEVICE_INDEX_SHARDS shards (a hash of the id), so a flash's devices are planned a slice of
+# shards at a time. Part of the key layout: changing it needs every device indexed again. Releases before the
+# shards wrote DEVICE_INDEX_PREFIX + "<facet>:<value>" (no shard): still read, and moved to the shards by the worker.
+DEVICE_INDEX_SHARDS = 256
 DEVICE_SCRATCH_PREFIX = "ticker:devtmp:"  # + random hex + ":"; temporary sets of one index lookup
 PUSH_STATS = "ticker:push:stats"  # hash "<platform>:<outcome>" -> count, kept by the push jobs
 PUSH_SENT_PREFIX = "ticker:pushed:"  # + "<flash id>:<version>"; set of the device ids already claimed for the event
 PUSH_DEVICE_HOUR_PREFIX = "ticker:pushstories:"  # + "<device id>:<hour>"; hash of the stories counted this hour
 PUSH_PLAN_PREFIX = "ticker:pushplan:"  # + "<flash id>:<version>"; list of the matching device ids, in batch order
+PUSH_PLAN_STATE_PREFIX = "ticker:pushplanned:"  # + "<flash id>:<version>"; hash: cursor (next shard to plan),
+# "w:<batch>" for each batch chain waiting for the plan to reach it
+PUSH_REINDEX_JOB = "push_reindex"  # job id "push_reindex:<run>": moves devices of the unsharded index to the shards
 
 # -- security (security/tokens.py, ratelimit.py, audit.py) -------------------------------------------------------
 EDITOR_TOKENS = "ticker:tokens"  # hash: name -> JSON {"id", "sha256", "created", "scopes", "languages", ...}

@@ -1,4 +1,4 @@
-"""The Lua scripts (the broker's and the push claims') and their KEYS/ARGV tables agree (pure: no Redis)."""
+"""The Lua scripts (the broker's, the push claims' and plan's) and their KEYS/ARGV tables agree (pure: no Redis)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 
 from ticker_service.broker.redis_scripts import SCRIPTS as BROKER_SCRIPTS
 from ticker_service.broker.redis_scripts import RecordArgs, RecordKeys, positional
+from workers.push.plan import SCRIPTS as PLAN_SCRIPTS
 from workers.push.pusher import SCRIPTS as PUSH_SCRIPTS
 
-SCRIPTS = {**BROKER_SCRIPTS, **{f"push_{name}": script for name, script in PUSH_SCRIPTS.items()}}
+SCRIPTS = {**BROKER_SCRIPTS, **{f"push_{name}": script for name, script in {**PUSH_SCRIPTS, **PLAN_SCRIPTS}.items()}}
 
 NAMED = re.compile(r"(KEYS|ARGV)\[(\d+)\] = (\w+)")
 

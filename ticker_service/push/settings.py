@@ -39,6 +39,9 @@ class PushSettings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=5000, description="Devices per arq push job.")
     concurrency: int = Field(default=100, ge=1, description="Requests in flight per worker process.")
     parallel_batches: int = Field(default=2, ge=1, description="Batch jobs of one flash running at once.")
+    plan_step_devices: int = Field(
+        default=10_000, ge=1, le=100_000, description="Devices one step of a push plan adds, at least (one Redis call)."
+    )
     max_attempts: int = Field(default=5, ge=1, description="Tries per device on 429/5xx/network errors.")
     max_retry_after_seconds: float = Field(default=300.0, gt=0, description="Longest Retry-After honoured.")
     breaking_ttl_seconds: int = Field(

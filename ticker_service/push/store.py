@@ -6,12 +6,19 @@ Keys (all under ``ticker:``):
   ``a`` its address key
 * ``ticker:devaddr:<sha256(platform, token or endpoint)>`` → id: one registration per app instance or browser,
   so a re-registering device replaces its old entry instead of being notified twice
-* ``ticker:devidx:<facet>:<value>`` sets of ids, with ``*`` for "any": ``lang:en``, ``cat:politics``,
-  ``region:*``, ``urg:<max_urgency>``
+* ``ticker:devidx:<shard>:<facet>:<value>`` sets of ids, with ``*`` for "any": ``lang:en``, ``cat:politics``,
+  ``region:*``, ``urg:<max_urgency>``; ``<shard>`` is :func:`shard_of` the device id, one of
+  ``DEVICE_INDEX_SHARDS``, so the push plan finds a million devices a few thousand at a time
+  (``workers/push/plan.py``) instead of in one command that holds Redis for seconds
 
-A flash of language ``en-gb``, category ``c``, regions ``r1, r2`` and urgency ``u`` goes to
+A flash of language ``en-gb``, category ``c``, regions ``r1, r2`` and urgency ``u`` goes to, in every shard,
 ``(lang:en-gb ∪ lang:en ∪ lang:*) ∩ (cat:c ∪ cat:*) ∩ (region:r1 ∪ region:r2 ∪ region:*) ∩ (urg:u ∪ … ∪ urg:9)``,
 which is exactly :meth:`Filter.matches` for every device.
+
+**Upgrade.** Releases before the shards wrote ``ticker:devidx:<facet>:<value>``. Those sets are still read (the
+plan's first slice, :meth:`DeviceStore.targets`), a device updated or deleted leaves them (its ``ix`` names them),
+and the worker moves the rest into their shards in slices at start-up (:meth:`DeviceStore.reindex_unsharded`,
+logged), so nothing is lost and nothing is moved silently.
 """
 
 from __future__ import annotations
@@ -28,7 +35,14 @@ from redis.asyncio import Redis
 from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..filters import Filter
 from ..flashes import Document
-from ..keys import DEVICE_ADDRESS_PREFIX, DEVICE_INDEX_PREFIX, DEVICE_PREFIX, DEVICE_SCRATCH_PREFIX, PUSH_STATS
+from ..keys import (
+    DEVICE_ADDRESS_PREFIX,
+    DEVICE_INDEX_PREFIX,
+    DEVICE_INDEX_SHARDS,
+    DEVICE_PREFIX,
+    DEVICE_SCRATCH_PREFIX,
+    PUSH_STATS,
+)
 from .device import Device
 
 T = TypeVar("T")
@@ -78,6 +92,41 @@ return 1
 """
 )
 
+# Moves up to ARGV[4] devices of the unsharded index (releases before the shards) into their shards: each device's
+# sets and its ``ix`` in one step, so a device is always in exactly one layout. Every device is in one ``urg`` set,
+# so those find them. Returns {moved, left}.
+# ARGV: index prefix, device prefix, shards, count
+_REINDEX = """
+local prefix, shards, count, moved = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+for u = 1, 9 do
+  local legacy = prefix .. 'urg:' .. u
+  if moved < count then
+    for _, id in ipairs(redis.call('SRANDMEMBER', legacy, count - moved)) do
+      local key = ARGV[2] .. id
+      local ix = redis.call('HGET', key, 'ix')
+      if ix then
+        local shard = prefix .. (tonumber(string.sub(redis.sha1hex(id), 1, 8), 16) % shards) .. ':'
+        local keys = cjson.decode(ix)
+        for i, k in ipairs(keys) do
+          local rest = string.sub(k, #prefix + 1)
+          if string.sub(k, 1, #prefix) == prefix and not string.match(rest, '^%d+:') then
+            redis.call('SREM', k, id)
+            keys[i] = shard .. rest
+            redis.call('SADD', keys[i], id)
+          end
+        end
+        redis.call('HSET', key, 'ix', cjson.encode(keys))
+      end
+      redis.call('SREM', legacy, id)  -- an id without a device (none should be) leaves too
+      moved = moved + 1
+    end
+  end
+end
+local left = 0
+for u = 1, 9 do left = left + redis.call('SCARD', prefix .. 'urg:' .. u) end
+return {moved, left}
+"""
+
 
 def address_key(platform: str, address: str) -> str:
     return DEVICE_ADDRESS_PREFIX + hashlib.sha256(f"{platform}\n{address}".encode()).hexdigest()
@@ -88,26 +137,40 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def index_keys(flt: Filter) -> list[str]:
-    keys = [DEVICE_INDEX_PREFIX + f"lang:{v}" for v in flt.languages or ("*",)]
-    keys += [DEVICE_INDEX_PREFIX + f"cat:{v}" for v in flt.categories or ("*",)]
-    keys += [DEVICE_INDEX_PREFIX + f"region:{v}" for v in flt.regions or ("*",)]
-    keys.append(DEVICE_INDEX_PREFIX + f"urg:{flt.max_urgency}")
+def shard_of(device_id: str) -> int:
+    """The device's index shard: a hash of its id, so it never changes; the reindex script computes the same one
+    with Redis's ``redis.sha1hex``."""
+    return int(hashlib.sha1(device_id.encode()).hexdigest()[:8], 16) % DEVICE_INDEX_SHARDS
+
+
+def shard_prefix(shard: int) -> str:
+    """Where shard ``shard``'s index sets are; ``-1``: the unsharded sets of releases before the shards."""
+    return DEVICE_INDEX_PREFIX if shard < 0 else f"{DEVICE_INDEX_PREFIX}{shard}:"
+
+
+def index_keys(flt: Filter, device_id: str) -> list[str]:
+    """The index sets a device of this filter and id is in."""
+    prefix = shard_prefix(shard_of(device_id))
+    keys = [prefix + f"lang:{v}" for v in flt.languages or ("*",)]
+    keys += [prefix + f"cat:{v}" for v in flt.categories or ("*",)]
+    keys += [prefix + f"region:{v}" for v in flt.regions or ("*",)]
+    keys.append(prefix + f"urg:{flt.max_urgency}")
     return keys
 
 
 def flash_facets(doc: Document) -> list[list[str]]:
-    """For each facet, the index sets whose union holds the devices that accept this flash on that facet."""
+    """For each facet, the index sets (names within a shard) whose union holds the devices that accept this flash
+    on that facet."""
     parts = str(doc.get("language", "")).lower().split("-")
     langs = ["-".join(parts[: i + 1]) for i in range(len(parts))] + ["*"]
     cats = [s.get("literal") for s in doc.get("subjects", ())] + ["*"]
     regions = [p.get("literal") for p in doc.get("places", ())] + ["*"]
     urgency = int(doc.get("urgency", 9))
     return [
-        [DEVICE_INDEX_PREFIX + f"lang:{v}" for v in langs],
-        [DEVICE_INDEX_PREFIX + f"cat:{v}" for v in cats],
-        [DEVICE_INDEX_PREFIX + f"region:{v}" for v in regions],
-        [DEVICE_INDEX_PREFIX + f"urg:{u}" for u in range(urgency, 10)],
+        [f"lang:{v}" for v in langs],
+        [f"cat:{v}" for v in cats],
+        [f"region:{v}" for v in regions],
+        [f"urg:{u}" for u in range(urgency, 10)],
     ]
 
 
@@ -116,6 +179,7 @@ class DeviceStore:
         self.redis = redis
         self._put = redis.register_script(_PUT)
         self._delete = redis.register_script(_DELETE)
+        self._reindex = redis.register_script(_REINDEX)
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -134,7 +198,7 @@ class DeviceStore:
 
     async def _write(self, device: Device, hashed: str, mode: str) -> bool:
         keys = [DEVICE_PREFIX + device.id, address_key(device.platform, device.address)]
-        ix = orjson.dumps(index_keys(device.filter))
+        ix = orjson.dumps(index_keys(device.filter, device.id))
         args: list[Any] = [DEVICE_PREFIX, device.id, orjson.dumps(device.to_record()), hashed, ix, mode]
         result = await self._call(lambda: self._put(keys=keys, args=args))
         return bool(result == b"ok")
@@ -167,13 +231,25 @@ class DeviceStore:
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def targets(self, doc: Document) -> list[str]:
-        """The ids of every device whose filter accepts ``doc``, sorted (so batches are the same on a re-run)."""
+        """The ids of every device whose filter accepts ``doc``, sorted: every shard (and the unsharded sets of an
+        older release) in one transaction. For tests and small audiences; the push plan goes a slice at a time."""
         tmp = f"{DEVICE_SCRATCH_PREFIX}{secrets.token_hex(8)}:"
         facets = flash_facets(doc)
+        scratch = [f"{tmp}{i}" for i in range(len(facets))]
         async with self.redis.pipeline(transaction=True) as pipe:
-            for i, keys in enumerate(facets):
-                pipe.sunionstore(f"{tmp}{i}", keys)
-            pipe.sinter([f"{tmp}{i}" for i in range(len(facets))])
-            pipe.delete(*[f"{tmp}{i}" for i in range(len(facets))])
+            for shard in range(-1, DEVICE_INDEX_SHARDS):
+                prefix = shard_prefix(shard)
+                for name, keys in zip(scratch, facets, strict=True):
+                    pipe.sunionstore(name, [prefix + k for k in keys])
+                pipe.sinter(scratch)
+            pipe.delete(*scratch)
             result = await self._call(pipe.execute)
-        return sorted(member.decode() for member in result[len(facets)])
+        found = result[len(facets) :: len(facets) + 1][: DEVICE_INDEX_SHARDS + 1]
+        return sorted(member.decode() for members in found for member in members)
+
+    async def reindex_unsharded(self, count: int) -> tuple[int, int]:
+        """Move up to ``count`` devices of an older release's unsharded index into their shards; return how many
+        were moved and how many are left."""
+        args: list[str | int] = [DEVICE_INDEX_PREFIX, DEVICE_PREFIX, DEVICE_INDEX_SHARDS, count]
+        moved, left = await self._call(lambda: self._reindex(keys=[], args=args))
+        return int(moved), int(left)

@@ -12,13 +12,14 @@ from typing import Any
 from arq.worker import Function, func
 from redis.asyncio import Redis
 
-from ticker_service.keys import PUSH_BATCH_JOB, PUSH_PLAN_JOB, PUSH_TOPIC_JOB
+from ticker_service.keys import PUSH_BATCH_JOB, PUSH_PLAN_JOB, PUSH_REINDEX_JOB, PUSH_TOPIC_JOB
 from ticker_service.push.settings import PushSettings
 from ticker_service.push.store import DeviceStore
 
 from .bridges import build_bridges, check_credentials
 from .jobs import enqueue_plan, plans_pushes, push_batch, push_plan, push_topic
 from .pusher import Pusher
+from .reindex import push_reindex, start_reindex
 
 __all__ = ["check_credentials", "enqueue_plan", "functions", "plans_pushes", "start", "stop"]
 
@@ -29,6 +30,7 @@ def functions(timeout: float) -> list[Function]:
         func(push_plan, name=PUSH_PLAN_JOB, timeout=timeout, max_tries=20),
         func(push_batch, name=PUSH_BATCH_JOB, timeout=timeout, max_tries=20),
         func(push_topic, name=PUSH_TOPIC_JOB, timeout=timeout, max_tries=20),
+        func(push_reindex, name=PUSH_REINDEX_JOB, timeout=timeout, max_tries=20),
     ]
 
 
@@ -41,6 +43,7 @@ async def start(ctx: dict[str, Any], redis: Redis, settings: PushSettings, timeo
     # off, leaving the rest of the time to queue the follow-up jobs.
     store = DeviceStore(redis)
     ctx["push"] = Pusher(settings, bridges, redis, store, semaphore, 0.3 * timeout, 0.5 * timeout, 0.85 * timeout)
+    await start_reindex(ctx, store)
 
 
 async def stop(ctx: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """The push jobs: plan a flash's device batches, then send each batch with bounded concurrency.
 
-``fanout_job`` (live readers first) → ``push_plan`` (one per event: the index gives the matching devices, sorted and
-stored as the plan) → ``push_batch`` (``TICKER_PUSH_BATCH_SIZE`` devices each, run as ``parallel_batches`` chains:
-each batch queues the one ``parallel_batches`` further on when it is done).
+``fanout_job`` (live readers first) → ``push_plan`` (per event: the index gives the matching devices a slice of
+shards at a time, appended to the plan; the job queues its continuation before its time is up, see ``plan.py``) →
+``push_batch`` (``TICKER_PUSH_BATCH_SIZE`` devices each, run as ``parallel_batches`` chains: each batch queues the one
+``parallel_batches`` further on when it is done, or waits for the plan to reach it).
 
 **At most once per (event, device).** Right before its request goes out, a send claims the device in the event's set
 ``ticker:pushed:<flash>:<version>`` (``SADD``: only the first claim wins). A re-run job — arq re-runs a job whose
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections import Counter as Tally
 from typing import Any
 
@@ -47,6 +49,7 @@ from .base import Bridge, Outcome
 from .choice import Chooser, story_change
 from .fcm import FcmBridge
 from .payload import Alert, alert_for, fcm_topic
+from .plan import DONE, Plan
 from .pusher import Pusher
 
 logger = logging.getLogger("ticker.push")
@@ -88,34 +91,48 @@ def public(doc: Document, settings: Settings) -> bool:
 
 
 async def push_plan(ctx: dict[str, Any], flash_id: str, version: str) -> int:
-    """Store the sorted ids of the matching devices, then start ``parallel_batches`` chains of batch jobs."""
+    """Plan the event's devices a slice of shards at a time, queueing the batches each slice makes ready; once the
+    job's sending budget is spent, queue the plan's continuation (this job again, from the stored cursor)."""
     pusher: Pusher = ctx["push"]
     broker: Broker = ctx["broker"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    settings = pusher.settings
     try:
         event = await broker.event_for(flash_id, version)
-        alert = alert_for(event, pusher.settings.breaking_ttl_seconds) if event is not None else None
+        alert = alert_for(event, settings.breaking_ttl_seconds) if event is not None else None
         if event is None or alert is None or not public(event.flash, ctx["settings"]):
             return 0
-        ids = await pusher.store.targets(event.flash)
-        key = f"{PUSH_PLAN_PREFIX}{flash_id}:{version}"
-        async with pusher.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            for start in range(0, len(ids), 10_000):
-                pipe.rpush(key, *ids[start : start + 10_000])
-            pipe.expire(key, alert.ttl + 3600)
-            await pipe.execute()
+        if settings.fcm_topics and "fcm" in pusher.bridges:  # the job id dedupes it on every plan job but the first
+            await ctx["redis"].enqueue_job(
+                PUSH_TOPIC_JOB, flash_id, version, _job_id=f"{PUSH_TOPIC_JOB}:{flash_id}:{version}"
+            )
+        plan = Plan(pusher.redis, flash_id, version, settings.batch_size)
+        cursor, total = -1, 0
+        try:
+            # A slow Redis must not let arq cut the job off (a job past its timeout is not run again): stop first.
+            async with asyncio.timeout_at(started + pusher.hard_stop):
+                while cursor < DONE and (cursor == -1 or loop.time() < started + pusher.budget):
+                    heads, ttl = settings.parallel_batches, alert.ttl + 3600
+                    cursor, total = await plan.step(event.flash, heads, ttl, settings.plan_step_devices)
+                    ready, beyond = await plan.waiting(total, cursor >= DONE)
+                    for index in ready:
+                        await _enqueue_batch(ctx, flash_id, version, index)
+                    await plan.started(ready + beyond)
+                    if ready:
+                        await _wake(ctx)
+        except TimeoutError:
+            cursor = min(cursor, DONE - 1)  # maybe complete; the next job finds out from the stored cursor
+        if cursor < DONE:  # cut off or out of time: the next plan job goes on from the stored cursor
+            # Two plan jobs of one event at once (a re-run and its continuation) are safe: every step is atomic.
+            job_id = f"{PUSH_PLAN_JOB}:{flash_id}:{version}:{cursor}:{secrets.token_hex(4)}"
+            await ctx["redis"].enqueue_job(PUSH_PLAN_JOB, flash_id, version, _job_id=job_id)
+            await _wake(ctx)
+            return total
     except REDIS_TROUBLE as exc:
         raise Retry(defer=min(ctx["job_try"], 5)) from exc
-    if pusher.settings.fcm_topics and "fcm" in pusher.bridges:
-        await ctx["redis"].enqueue_job(
-            PUSH_TOPIC_JOB, flash_id, version, _job_id=f"{PUSH_TOPIC_JOB}:{flash_id}:{version}"
-        )
-    batches = -(-len(ids) // pusher.settings.batch_size)
-    for index in range(min(batches, pusher.settings.parallel_batches)):
-        await _enqueue_batch(ctx, flash_id, version, index)
-    await _wake(ctx)
-    logger.info("flash %s v%s: %d devices in %d batches", flash_id, version, len(ids), batches)
-    return len(ids)
+    logger.info("flash %s v%s: %d devices in %d batches", flash_id, version, total, -(-total // settings.batch_size))
+    return total
 
 
 async def push_topic(ctx: dict[str, Any], flash_id: str, version: str) -> str:
@@ -264,10 +281,10 @@ async def _follow_up(
     if later:
         await ctx["redis"].enqueue_job(PUSH_BATCH_JOB, flash_id, version, index, later, attempt, _job_id=f"{job_id}.c")
     elif index >= 0 and attempt == 1:
-        # This batch is done: the chain goes on with the batch ``parallel_batches`` further.
+        # This batch is done: the chain goes on with the batch ``parallel_batches`` further, once it is planned.
         following = index + pusher.settings.parallel_batches
-        total = await pusher.redis.llen(f"{PUSH_PLAN_PREFIX}{flash_id}:{version}")  # type: ignore[misc]
-        if following * pusher.settings.batch_size < total:
+        plan = Plan(pusher.redis, flash_id, version, pusher.settings.batch_size)
+        if await plan.frontier(following) == "go":
             await _enqueue_batch(ctx, flash_id, version, following)
     await _wake(ctx)
     await _retry_later(ctx, pusher, flash_id, version, attempt, retry, counts, job_id)
