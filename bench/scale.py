@@ -3,8 +3,10 @@
     python -m bench scale [--readers 100000] [--hub-workers 2] [--clients auto] [--connect-rate 3000]
                           [--messages 20] [--rate 1] [--rounds 1] [--json PATH]
 
-The distributed path on loopback (``redis-server``, ``ticker hub --workers N``, ``ticker worker``), with the hub's
-connection limits as a deployment on this host sets them (``deployment_env``), then:
+The distributed path on loopback (``redis-server``, ``ticker hub --workers N`` holding the readers, ``ticker
+worker``, and one more ``ticker hub`` holding no readers where the editors post, so that a POST is never refused by
+a hub at its connection limit), with the hubs' connection limits as a deployment on this host sets them
+(``deployment_env``), then:
 
 1. N readers (``/v1/stream?lang=en``) connect from ``--clients`` processes (``bench/scale_readers.py``; about
    16,000 each by default, each from its own loopback address 127.0.0.2, .3, …), ``--connect-rate`` a second in
@@ -80,13 +82,18 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+def progress(started: float, what: str) -> None:
+    print(f"#   {time.monotonic() - started:6.1f} s  {what}", file=sys.stderr, flush=True)
+
+
 async def subscriptions(target: Target) -> int:
-    """Subscribers of the live channel, the bench's own (``HubArrivals``) not counted: one per hub process."""
+    """Subscribers of the live channel, the bench's own (``HubArrivals``) and the ingest hub's not counted: one per
+    reader hub process."""
     assert target.live is not None
     url, channel = target.live
     async with Redis.from_url(url) as redis:
         found = await redis.pubsub_numsub(channel)
-    return int(found[0][1]) - 1
+    return int(found[0][1]) - 1 - (target.pub_base_url is not None)
 
 
 def spread(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> list[dict[str, float]]:
@@ -107,6 +114,7 @@ async def scenario(target: Target, args: argparse.Namespace, workers: int, logs:
         assert target.live is not None
         arrivals = await stack.enter_async_context(HubArrivals(*target.live))
         await probe(target, http, args)
+        began = time.monotonic()
         figures: dict[str, Any] = {"hub_workers": workers, "readers": args.readers, "load_start": load()}
         figures["subscriptions"] = await subscriptions(target)
         clients_count = args.clients or math.ceil(args.readers / READERS_PER_CLIENT)
@@ -123,6 +131,7 @@ async def scenario(target: Target, args: argparse.Namespace, workers: int, logs:
                 )
             memory_before = procstat.processes(target.groups["hub"])
             before = snapshot(target, clients)
+            progress(began, f"{len(clients)} reader processes up; connecting")
             for client in clients:
                 await client.send(cmd="connect")
             timeout = 120 + 2 * args.readers / args.connect_rate
@@ -130,18 +139,21 @@ async def scenario(target: Target, args: argparse.Namespace, workers: int, logs:
             figures["connect"] = fanout_report.connect_figures(connected, between(before, snapshot(target, clients)))
             figures["spread"] = spread(memory_before, procstat.processes(target.groups["hub"]))
             opened = int(figures["connect"]["opened"])
+            progress(began, f"{opened} readers open")
             if opened == 0:
                 raise RuntimeError(f"no reader could connect: {connected}")
             await publish(target, http, args, WARMUP_PHASE, WARMUP_MESSAGES, args.rate)
             await drain(clients, WARMUP_PHASE, WARMUP_MESSAGES, args.drain_timeout)
+            progress(began, "paced")
             figures["paced"] = await run_phase(target, http, clients, args, PACED_PHASE, args.rate, opened, arrivals)
+            progress(began, "burst")
             figures["burst"] = await run_phase(target, http, clients, args, BURST_PHASE, None, opened, arrivals)
             figures["spread_end"] = spread(memory_before, procstat.processes(target.groups["hub"]))
             figures["load_end"] = load()
+            progress(began, "done; stopping")
             return figures
         finally:
-            for client in clients:
-                await client.stop()
+            await asyncio.gather(*(client.stop() for client in clients))
 
 
 def _kb(rows: list[dict[str, float]]) -> str:
@@ -234,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             for workers in args.workers:
                 print(f"# round {round_no}/{args.rounds}: {workers} hub process(es)", file=sys.stderr, flush=True)
                 started = time.monotonic()
-                with fanout_targets.ticker(workers, **env) as target:
+                with fanout_targets.ticker(workers, ingest_hub=True, **env) as target:
                     results.append(asyncio.run(scenario(target, args, workers, Path(logs))))
                 results[-1]["round"], results[-1]["seconds"] = round_no, time.monotonic() - started
                 print(text(results[-1]), flush=True)
