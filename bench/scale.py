@@ -19,7 +19,7 @@ a hub at its connection limit), with the hubs' connection limits as a deployment
    delivery (µs; all hub processes, from /proc).
 
 ``--hub-workers 1,2`` runs each count in turn in every round (1 2 1 2 …), to set their deliveries/s side by side.
-The readers' arrival times are the kernel's receive timestamps, so the readers' own CPU (they run niced) does not
+The readers' arrival times are the kernel's receive timestamps, so the readers' own lag (with ``--nice``) does not
 count as fan-out time; the machine's load average is printed with every run.
 """
 
@@ -210,7 +210,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=int, default=0, help=f"reader processes (0: one per {READERS_PER_CLIENT})")
     parser.add_argument("--connect-rate", type=float, default=3000.0, help="new connections a second, in all")
-    parser.add_argument("--nice", type=int, default=10, help="niceness of the reader processes (default: 10)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the reader processes (default: 0; starved readers read flashes together, timed as the last)",
+    )
     parser.add_argument("--messages", type=int, default=20, help="flashes per phase (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=1.0, help="paced phase: flashes a second (default: 1)")
     parser.add_argument("--burst-concurrency", type=int, default=8, help="POSTs in flight in the burst")

@@ -1,6 +1,6 @@
 """One client process of the scale benchmark: up to ~20,000 WebSocket readers, each timed by the kernel.
 
-    python -m bench.scale_readers --url ws://… --readers N --source 127.0.0.2 [--connect-rate 500] [--nice 10]
+    python -m bench.scale_readers --url ws://… --readers N --source 127.0.0.2 [--connect-rate 500] [--nice 0]
 
 It speaks the same line-by-line JSON as ``bench.fanout_readers`` (``connect``, ``drain``, ``quit``; the same
 ``connected`` and ``drained`` answers), with the same frame parsing and tally (``bench/fanout_wire.py``), but is
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", help="local address to connect from (its own ~28,000 ephemeral ports)")
     parser.add_argument("--connect-rate", type=float, default=500.0, help="new connections a second")
     parser.add_argument("--tick", type=float, default=0.01, help="seconds between polls of the sockets")
-    parser.add_argument("--nice", type=int, default=10, help="lower this process's priority by this much")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by this much")
     args = parser.parse_args(argv)
     args.transport = "ws"
     if args.nice:
