@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import fanout, ingest, latency, push, storm
+from . import fanout, ingest, latency, push, scale, storm
 
 BENCHMARKS = {
     "latency": latency.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "push": push.main,
     "ingest": ingest.main,
     "storm": storm.main,
+    "scale": scale.main,
 }
 
 

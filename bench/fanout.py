@@ -60,16 +60,26 @@ class ReaderProcess:
         self.log = log
 
     @classmethod
-    async def start(cls, target: Target, transport: str, readers: int, log: Path, source: str) -> ReaderProcess:
+    async def start(
+        cls,
+        target: Target,
+        transport: str,
+        readers: int,
+        log: Path,
+        source: str,
+        *,
+        module: str = "bench.fanout_readers",
+        options: tuple[str, ...] | None = None,
+    ) -> ReaderProcess:
+        """``module`` runs the readers: ``bench.fanout_readers``, or ``bench.scale_readers`` with its ``options``."""
         with log.open("ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bench.fanout_readers",
+                module,
                 "--url",
                 target.reader_url(transport),
-                "--transport",
-                transport,
+                *(options if options is not None else ("--transport", transport)),
                 "--readers",
                 str(readers),
                 "--source",

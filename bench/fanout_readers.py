@@ -144,11 +144,12 @@ def say(message: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, kind: type[Readers] = Readers) -> None:
+    """Answer the bench's commands on stdin with ``kind``'s readers (``bench.scale_readers`` has its own)."""
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
-    readers = Readers(args)
+    readers = kind(args)
     say({"event": "ready"})
     try:
         while line := await commands.readline():

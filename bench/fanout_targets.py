@@ -78,6 +78,8 @@ class Target:
     transport: str = "ws"
     # (Redis URL, channel) on which the hub receives every event: the bench subscribes too, to time its arrival.
     live: tuple[str, str] | None = None
+    # Where flashes are posted when not to the readers' server: a ticker hub holding no readers (``ingest_hub``).
+    pub_base_url: str | None = None
     _settings: Settings = field(default_factory=Settings)
 
     def reader_url(self, transport: str) -> str:
@@ -99,7 +101,8 @@ class Target:
         return payload_bytes
 
     async def publish(self, client: httpx.AsyncClient, text: str) -> None:
-        response = await client.post(self.base_url + self.pub_path, content=self.body(text), headers=self.pub_headers)
+        url = (self.pub_base_url or self.base_url) + self.pub_path
+        response = await client.post(url, content=self.body(text), headers=self.pub_headers)
         if response.status_code not in self.pub_ok:
             raise RuntimeError(f"{self.name}: POST {self.pub_path} answered {response.status_code}: {response.text}")
 
@@ -122,7 +125,9 @@ def _wait_http(url: str, stack: Stack, name: str) -> None:
 
 
 @contextlib.contextmanager
-def ticker(hub_workers: int = 1, **extra_env: str) -> Iterator[Target]:
+def ticker(hub_workers: int = 1, ingest_hub: bool = False, **extra_env: str) -> Iterator[Target]:
+    """``ingest_hub``: editors post to one more ``ticker hub`` that holds no readers (as docs/capacity.md suggests
+    for hubs near their connection limit, which would refuse the POST's connection with a 503)."""
     with tempfile.TemporaryDirectory(prefix="ticker-fanout-") as tmp:
         redis_port, port = free_port(), free_port()
         # The benchmark opens tens of thousands of readers from a few loopback addresses at once: the hub's
@@ -142,6 +147,13 @@ def ticker(hub_workers: int = 1, **extra_env: str) -> Iterator[Target]:
             stack.base_url = f"http://127.0.0.1:{port}"
             _wait_all_hubs(stack, hub_workers)
             worker = stack.ticker("worker", "worker")
+            ingest: list[int] = []
+            pub_base_url = None
+            if ingest_hub:
+                ingest_port = free_port()
+                ingest = [stack.ticker("ingest", "hub", "--port", str(ingest_port)).pid]
+                pub_base_url = f"http://127.0.0.1:{ingest_port}"
+                _wait_http(f"{pub_base_url}/readyz", stack, "ingest")
             yield Target(
                 name="ticker",
                 base_url=stack.base_url,
@@ -150,13 +162,15 @@ def ticker(hub_workers: int = 1, **extra_env: str) -> Iterator[Target]:
                 format="ticker",
                 groups={
                     "hub": [hub.pid],
-                    "path": [hub.pid, worker.pid, store.pid],
+                    "path": [hub.pid, worker.pid, store.pid, *ingest],
                     "worker": [worker.pid],
                     "redis": [store.pid],
+                    **({"ingest": ingest} if ingest else {}),
                 },
                 pub_headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"},
                 pub_ok=(201,),
                 live=(f"redis://127.0.0.1:{redis_port}/0", LIVE_CHANNEL),
+                pub_base_url=pub_base_url,
             )
         finally:
             stack.close()

@@ -188,7 +188,10 @@ class WsReader(Reader):
             transport.write(chunk)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        now = time.time()
+        self.received(data, time.time())
+
+    def received(self, data: bytes, now: float) -> None:
+        """``data`` read from the socket at ``now`` (the read's time, or the kernel's receive timestamp)."""
         if self.handshake is not None:
             data = self.upgrade(data)
         elif self.buffer:

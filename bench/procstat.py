@@ -121,3 +121,18 @@ def machine() -> tuple[float, float]:
     fields = [int(value) for value in (PROC / "stat").read_text().split("\n", 1)[0].split()[1:9]]
     total = sum(fields)
     return (total - fields[3] - fields[4]) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+def processes(roots: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Each live process of the trees under ``roots``: (RSS bytes, open file descriptors) — the hub processes'
+    memory one by one, and how many readers each holds (a reader is one socket)."""
+    found = {}
+    for pid in sorted(descendants(roots)):
+        reading = _read(pid)
+        try:
+            files = len(os.listdir(PROC / str(pid) / "fd"))
+        except OSError:
+            continue
+        if reading is not None:
+            found[pid] = (reading.rss, files)
+    return found
