@@ -96,9 +96,9 @@ def create_app(
 
     app = Starlette(
         routes=[
+            *flashes.routes(),  # first: each request is matched route by route, and ingest is the hot path
             *pages.routes(),
             *health.routes(),
-            *flashes.routes(),
             *receipts.routes(),
             *desk.routes(),
             *devices.routes(push),

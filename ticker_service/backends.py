@@ -52,7 +52,7 @@ def create_backends(settings: Settings, broker: Broker | None = None) -> Backend
     return Backends(
         broker=redis_broker,
         redis=redis,
-        tokens=RedisTokenStore(redis),
+        tokens=RedisTokenStore(redis, redis_broker.scripts),
         audit=RedisAuditLog(redis, settings.audit_max_entries),
         rate_limiter=RedisRateLimiter(redis),
         devices=DeviceStore(redis),

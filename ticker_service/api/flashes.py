@@ -44,7 +44,7 @@ from ..security.tokens import Editor
 from ..settings import Settings
 from ..stories import select
 from .editors import authenticate, check_desk
-from .http import json_response, read_json, validate
+from .http import DirectEndpoint, json_response, read_json, validate
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_LIMIT = 200
@@ -287,7 +287,7 @@ def _expired(doc: Document, now: datetime) -> bool:
 
 def routes() -> list[Route]:
     return [
-        Route("/v1/flashes", publish, methods=["POST"]),
+        Route("/v1/flashes", DirectEndpoint(publish), methods=["POST"]),
         Route("/v1/flashes", list_flashes, methods=["GET"]),
         Route("/v1/flashes/{flash_id}", get_flash, methods=["GET"]),
         Route("/v1/flashes/{flash_id}", correct, methods=["PATCH"]),

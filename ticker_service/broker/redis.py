@@ -48,6 +48,7 @@ from ..keys import (
     WITHHELD_PREFIX,
 )
 from ..redis_conn import redis_client
+from ..redis_pipeline import ScriptPipeline
 from ..settings import Settings
 from .base import Claim, ClaimLost, HistoryGap, LiveHandler, VersionConflict, Withheld
 from .redis_live import RedisLive, event_from_entry
@@ -137,6 +138,7 @@ class RedisBroker:
         assert not settings.embedded, "RedisBroker needs REDIS_URL or TICKER_REDIS_SENTINELS"
         self.settings = settings
         self.redis = redis_client(settings)  # commands time out after TICKER_REDIS_TIMEOUT_SECONDS
+        self.scripts = ScriptPipeline(self.redis)  # the ingest scripts of concurrent requests, one write a turn
         self._record = self.redis.register_script(RECORD)
         self._recent = self.redis.register_script(RECENT)
         self._release = self.redis.register_script(RELEASE)
@@ -262,7 +264,7 @@ class RedisBroker:
             audit_entry=audit,
             audit_max_entries=self.settings.audit_max_entries,
         )
-        result = await self._call(lambda: self._record(keys=positional(keys), args=positional(args)))
+        result = await self._call(lambda: self.scripts.run(self._record, keys, args))
         _refused(result, idem_key, flash_id)
         return Event(make_event_id(result[2].decode(), result[1].decode()), type, doc)
 

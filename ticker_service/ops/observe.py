@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +21,19 @@ from .logs import request_id
 logger = logging.getLogger("ticker.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 INGEST_METHODS = frozenset({"POST", "PATCH", "DELETE"})
+_QUIET_PATHS = ("/healthz", "/readyz", "/metrics")  # logged at DEBUG
+_counted: dict[tuple[str, int], tuple[Any, Any]] = {}  # (method, status) -> the two labelled metrics
+
+
+def _ingest_metrics(method: str, status: int) -> tuple[Any, Any]:
+    """The latency histogram and the request counter for ``method`` and ``status``, labelled once, not per request."""
+    found = _counted.get((method, status))
+    if found is None:
+        found = _counted[method, status] = (
+            metrics.INGEST_SECONDS.labels(method),
+            metrics.INGEST_REQUESTS.labels(method, str(status)),
+        )
+    return found
 
 
 class RequestObserver:
@@ -50,12 +64,14 @@ class RequestObserver:
             seconds = time.perf_counter() - start
             method, path = scope["method"], scope["path"]
             if method in INGEST_METHODS and path.startswith("/v1/flashes"):
-                metrics.INGEST_SECONDS.labels(method).observe(seconds)
-                metrics.INGEST_REQUESTS.labels(method, str(status)).inc()
-            level = logging.INFO if path not in ("/healthz", "/readyz", "/metrics") else logging.DEBUG
-            logger.log(
-                level,
-                "request",
-                extra={"method": method, "path": path[:200], "status": status, "ms": round(seconds * 1000, 2)},
-            )
+                latency, requests = _ingest_metrics(method, status)
+                latency.observe(seconds)
+                requests.inc()
+            level = logging.INFO if path not in _QUIET_PATHS else logging.DEBUG
+            if logger.isEnabledFor(level):
+                logger.log(
+                    level,
+                    "request",
+                    extra={"method": method, "path": path[:200], "status": status, "ms": round(seconds * 1000, 2)},
+                )
             request_id.reset(token)

@@ -61,19 +61,37 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                if headers.get("access-control-allow-origin") == "*":
-                    # Public data for any page, never with credentials (CORSMiddleware adds them to every answer).
-                    del headers["access-control-allow-credentials"]
-                if api:
-                    headers["Cache-Control"] = "no-store"
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers.setdefault("Content-Security-Policy", PAGE_CSP)
-                    headers.setdefault("Referrer-Policy", "no-referrer")
+                secure(message, api)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def secure(message: Message, api: bool) -> None:
+    """Add the headers :class:`SecurityHeaders` promises to a ``http.response.start`` message.
+
+    The API's JSON responses already carry ``nosniff`` and ``no-store`` (``api/http.py``): when one scan of the raw
+    headers shows nothing would change, the ``MutableHeaders`` view and its lookups are skipped."""
+    seen: dict[bytes, list[bytes]] = {}
+    for name, value in message.get("headers", ()):
+        seen.setdefault(name.lower(), []).append(value)
+    if (
+        b"x-content-type-options" in seen
+        and b"access-control-allow-origin" not in seen
+        and not any(value.startswith(b"text/html") for value in seen.get(b"content-type", ()))
+        and (not api or seen.get(b"cache-control") == [b"no-store"])
+    ):
+        return
+    headers = MutableHeaders(scope=message)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if headers.get("access-control-allow-origin") == "*":
+        # Public data for any page, never with credentials (CORSMiddleware adds them to every answer).
+        del headers["access-control-allow-credentials"]
+    if api:
+        headers["Cache-Control"] = "no-store"
+    if headers.get("content-type", "").startswith("text/html"):
+        headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        headers.setdefault("Referrer-Policy", "no-referrer")
 
 
 def middleware(settings: Settings) -> list[Middleware]:

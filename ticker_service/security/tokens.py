@@ -27,6 +27,7 @@ from redis.exceptions import WatchError
 
 from ..errors import REDIS_DOWN, BrokerUnavailable
 from ..keys import EDITOR_TOKEN_DIGESTS, EDITOR_TOKENS
+from ..redis_pipeline import ScriptPipeline
 from .ratelimit import WINDOW, window, window_key
 
 PREFIX = "tkr_"
@@ -257,11 +258,13 @@ def _digests(record: dict[str, Any]) -> list[str]:
 class RedisTokenStore:
     """Records in the hash ``ticker:tokens`` by name, and an index from each valid digest to its name, so a request
     finds its token with one lookup however many tokens there are. Tokens stored before the index existed are found
-    by a scan and indexed then."""
+    by a scan and indexed then. The lookup goes out with the other requests' script calls of the same loop turn
+    (``scripts``: the broker's, so a lookup and another request's record share a write)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, scripts: ScriptPipeline | None = None) -> None:
         self.redis = redis
         self._authenticate = redis.register_script(AUTHENTICATE)
+        self._scripts = scripts or ScriptPipeline(redis)
 
     async def _replace(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> bool:
         """Apply ``change`` to ``name``'s record (None: absent / delete it) with its digests indexed, atomically."""
@@ -313,7 +316,7 @@ class RedisTokenStore:
         prefix, suffix = window_key("token:\0", start).split("\0")
         args = AuthenticateArgs(wanted, time.time(), scope, prefix, suffix, WINDOW + 5)
         try:
-            found = await self._authenticate(keys=list(keys), args=list(args))
+            found = await self._scripts.run(self._authenticate, keys, args)
             if found[0] == b"unindexed":
                 return await self._scan(token), None
         except REDIS_DOWN as exc:
