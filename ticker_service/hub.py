@@ -32,7 +32,7 @@ from .events import Event, event_key, split_event_id
 from .filters import Filter
 from .flashes import flash_id_of
 from .ops import metrics
-from .readers import Reader, TransportReader
+from .readers import Reader, TransportReader, write_run
 from .stories import Change, StoryTable, decide, prefers, select
 from .wire import Batch, Frames
 
@@ -198,9 +198,7 @@ class Hub:
         while index < len(runs):
             batch, readers = runs[index]
             stop = min(len(readers), position + CLOCK_EVERY)
-            for reader in readers[position:stop]:
-                if reader.attached:  # not removed since the flush (the socket may be closing)
-                    reader.offer(batch)
+            write_run(batch, readers[position:stop])
             index, position = (index, stop) if stop < len(readers) else (index + 1, 0)
             if deadline is not None and index < len(runs) and time.perf_counter() >= deadline:
                 self._cursor = (index, position)

@@ -10,8 +10,8 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .events import Event, event_key
 from .filters import Filter
@@ -27,18 +27,41 @@ _connection_ids = itertools.count(1)
 class Reader:
     """A reader's filter and its replay/live seam. While it replays history, live batches wait in ``_held``."""
 
-    __slots__ = ("_held", "_replay_top", "attached", "close_reason", "closed", "conn_id", "filter", "limit")
+    __slots__ = ("_attached", "_held", "_replay_top", "close_reason", "closed", "conn_id", "direct", "filter", "limit")
     transport = "asgi"  # for metrics: how the reader is served
+    writes_directly = False  # a :class:`TransportReader`: the fan-out may write its socket without ``offer``
 
     def __init__(self, flt: Filter, limit: int) -> None:
         self.conn_id = f"c{next(_connection_ids)}"  # for logs: unique in this process
         self.filter = flt
         self.limit = limit
         self.closed = False
-        self.attached = False  # in the hub's index: a fan-out still being written skips a reader removed since
+        self._attached = False
         self.close_reason = ""
         self._held: list[Batch] | None = None
         self._replay_top: tuple[int, int] | None = None
+        # Attached, open, not holding live events back and past its replay's seam: what the fan-out has for it goes
+        # straight to its socket (``write_run``). Kept up to date at each of those changes.
+        self.direct = False
+
+    @property
+    def attached(self) -> bool:
+        """In the hub's index: a fan-out still being written skips a reader removed since."""
+        return self._attached
+
+    @attached.setter
+    def attached(self, value: bool) -> None:
+        self._attached = value
+        self._settle()
+
+    def _settle(self) -> None:
+        self.direct = (
+            self.writes_directly
+            and self._attached
+            and not self.closed
+            and self._held is None
+            and self._replay_top is None
+        )
 
     def offer(self, batch: Batch, *, live: bool = True) -> None:
         if self.closed:
@@ -56,6 +79,7 @@ class Reader:
             if len(fresh) == len(batch.frames):
                 if live:
                     self._replay_top = None  # past the seam for good: live events come in history order
+                    self._settle()
             else:
                 batch = Batch(fresh)
         self.emit(batch)
@@ -66,6 +90,7 @@ class Reader:
     def hold(self) -> None:
         """Start holding live events back (call before reading the history to replay)."""
         self._held = []
+        self.direct = False
 
     def release(self, after: str, replayed: list[Event], frames: list[Frames] | None = None) -> None:
         """Send the replayed events, then the live events held meanwhile that the replay did not contain.
@@ -75,6 +100,7 @@ class Reader:
         """
         held, self._held = self._held or [], None
         self._replay_top = event_key(replayed[-1].event_id if replayed else after)
+        self._settle()
         if frames is not None:
             matching = frames
         else:
@@ -87,6 +113,7 @@ class Reader:
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
+            self.direct = False
             self.close_reason = reason
             metrics.count_disconnect(reason)
             if reason in ("slow", "keepalive"):
@@ -111,6 +138,7 @@ class TransportReader(Reader):
     """A reader whose socket the fan-out writes to directly: WebSocket frames or SSE chunks."""
 
     __slots__ = ("_closer", "beat", "sink", "websocket")
+    writes_directly = True
 
     def __init__(
         self,
@@ -174,3 +202,23 @@ class QueueReader(Reader):
         batch = list(self._queue)
         self._queue.clear()
         return batch
+
+
+def write_run(batch: Batch, readers: Sequence[Reader]) -> None:
+    """Hand ``batch`` to each of ``readers`` still attached: what ``offer`` then ``emit`` do, with the common case
+    (a :class:`TransportReader` that is ``direct``) inlined. At 1,000 readers a flash is 1,000 of these, and the two
+    method calls and the property per reader were about as much CPU as the socket write's own Python side."""
+    ws = sse = b""  # the batch's encodings, made on first use (a run may have readers of one transport only)
+    for reader in readers:
+        if reader.direct:
+            if TYPE_CHECKING:  # ``direct`` only ever holds for one (no run-time check in this loop)
+                assert isinstance(reader, TransportReader)
+            sink = reader.sink
+            if sink.get_write_buffer_size() > reader.limit:
+                reader.close("slow")
+            elif reader.websocket:
+                sink.write(ws or (ws := batch.ws_frames))
+            else:
+                sink.write(sse or (sse := batch.sse_chunk))
+        elif reader.attached:  # not removed since the flush (the socket may be closing)
+            reader.offer(batch)

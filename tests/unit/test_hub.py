@@ -281,3 +281,35 @@ async def test_a_replay_over_the_limit_is_a_reset_without_withdrawn_flashes() ->
     await h.attach(reader, (await broker.events_after(start.event_id, 10))[1].event_id)
     batch = await asyncio.wait_for(reader.next_batch(), 1)
     assert batch is not None and [f.event.event_id for f in batch] == [last.event_id]
+
+
+async def test_a_socket_reader_is_written_directly_only_past_its_replay() -> None:
+    """The fan-out's direct write (no ``offer``) starts once a resumed reader is past its replay's seam and stops
+    when it leaves the index: the replay, a flush of events the replay already had, and live events after it each
+    arrive once, in order."""
+    h = Hub(MemoryBroker(SETTINGS, run_fanout=False), max_queue=10, replay_limit=1000, write_buffer_limit=1 << 20)
+    events = [event(n) for n in range(7)]
+    for e in events[:4]:
+        h.dispatch(e)  # in the window at once, flushed on the next iteration
+    sock = FakeSocket()
+    reader = TransportReader(Filter(), h.write_buffer_limit, sock, websocket=True, closer=sock.closed.append)
+    h.connect(reader, "e1-1000-0")  # replays 1-3 from the window
+    assert reader.attached and not reader.direct
+    await tick()  # the flush of 0-3: nothing new for this reader
+    assert not reader.direct
+    h.dispatch(events[4])
+    await tick()
+    assert reader.direct
+    h.dispatch(events[5])
+    await tick()
+    expected = b"".join(ws_frame(e.to_message()) for e in events[1:6])
+    assert b"".join(sock.writes) == expected
+    h.remove(reader)
+    assert not reader.direct
+    h.add(reader)
+    assert reader.direct
+    reader.close("gone")
+    assert not reader.direct
+    h.dispatch(events[6])
+    await tick()
+    assert b"".join(sock.writes) == expected
