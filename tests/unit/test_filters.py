@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ticker_service.filters import Filter, FilterError
@@ -51,3 +53,18 @@ def test_every_facet_must_match_and_empty_matches_all() -> None:
 def test_malformed_filters_are_refused(params: dict[str, str]) -> None:
     with pytest.raises(FilterError):
         Filter.parse(params)
+
+
+def test_with_access_keeps_every_other_field() -> None:
+    """``with_access`` builds the filter field by field: a field added to ``Filter`` must be added there too."""
+    flt = Filter(("en",), ("sports",), ("mena",), 3, frozenset({"old"}), frozenset({"old"}))
+    private, grants = frozenset({"a", "b"}), frozenset({"a"})
+    assert flt.with_access(private, grants) == dataclasses.replace(flt, private=private, grants=grants)
+    assert [f.name for f in dataclasses.fields(Filter)] == [
+        "languages",
+        "categories",
+        "regions",
+        "max_urgency",
+        "private",
+        "grants",
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import jwt
 from starlette.requests import Request
@@ -89,7 +89,7 @@ class ReaderAuth:
 
     def apply(self, flt: Filter, grant: Grant) -> Filter:
         """``flt`` limited to the public topics and those granted."""
-        return replace(flt, private=self.hidden, grants=grant.topics & self.hidden)
+        return flt.with_access(self.hidden, grant.topics & self.hidden)
 
 
 def request_grant(request: Request) -> Grant:

@@ -10,12 +10,13 @@ yields one :class:`NativeState` under :data:`STATE_KEY`; uvicorn hands that stat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...hub import Hub
 from ...security.policy import Security
 from ...settings import Settings
+from .deadline import Deadlines
 
 STATE_KEY = "ticker_native"
 
@@ -28,6 +29,11 @@ class NativeState:
     security: Security
     handshake_timeout: float  # seconds a client has to send each request's head and body (against slowloris)
     send_buffer: int  # SO_SNDBUF for readers' sockets (0: the kernel's default)
+    # The front protocol's request-head deadlines, on one timer (``handshake_timeout`` each).
+    deadlines: Deadlines = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deadlines", Deadlines(self.handshake_timeout))
 
     @classmethod
     def from_settings(cls, hub: Hub, security: Security, settings: Settings) -> NativeState:

@@ -67,11 +67,11 @@ class FrontProtocol(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_client_ip",
+        "_loop",
         "_refused",
-        "_timer",
+        "_waiting",
         "app_state",
         "config",
-        "loop",
         "native",
         "server_state",
         "transport",
@@ -88,12 +88,12 @@ class FrontProtocol(asyncio.Protocol):
         self.server_state = server_state
         self.app_state = app_state
         self.native = NativeState.of(app_state)  # None: the app is not ticker's, uvicorn serves every request
-        self.loop = _loop or asyncio.get_event_loop()
+        self._loop = _loop  # uvloop passes none: uvicorn's protocol looks it up if it takes over
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._client_ip: str | None = None  # counted by the ConnectionGuard until released or passed on
         self._refused: tuple[int, str] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False  # in the native state's deadlines
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -105,7 +105,8 @@ class FrontProtocol(asyncio.Protocol):
             self._refused = native.security.guard.admit(ip)
             if self._refused is None:
                 self._client_ip = ip
-            self._timer = self.loop.call_later(native.handshake_timeout, self._too_slow)
+            native.deadlines.add(self)
+            self._waiting = True
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -122,7 +123,7 @@ class FrontProtocol(asyncio.Protocol):
             self._hand_over(buffer)
             return
         assert native is not None and self.transport is not None
-        self._stop_timer()
+        self._stop_waiting()
         connections = self.server_state.connections
         connections.discard(self)
         kind, target, headers = opening
@@ -143,10 +144,10 @@ class FrontProtocol(asyncio.Protocol):
     def _hand_over(self, buffer: bytes) -> None:
         """Let uvicorn's HTTP protocol serve the connection, from the bytes read so far."""
         assert self.transport is not None
-        self._stop_timer()
+        self._stop_waiting()
         self.server_state.connections.discard(self)
         protocol = ReaderHttpProtocol(
-            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self._loop
         )
         ip, self._client_ip = self._client_ip, None
         protocol.take_over(self.transport, client_ip=ip, refused=self._refused)
@@ -157,19 +158,20 @@ class FrontProtocol(asyncio.Protocol):
         ip, self._client_ip = self._client_ip, None
         return None if self.native is None else self.native.security.guard.releaser(ip)
 
-    def _too_slow(self) -> None:
-        """The request head did not arrive in time (slowloris)."""
-        self._timer = None
+    def too_slow(self) -> None:
+        """The request head did not arrive in time (slowloris): called by the native state's deadlines."""
+        self._waiting = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _stop_waiting(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            assert self.native is not None
+            self.native.deadlines.discard(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
+        self._stop_waiting()
         self.server_state.connections.discard(self)
         if self._client_ip is not None and self.native is not None:
             self.native.security.guard.release(self._client_ip)

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from ...filters import Filter
 from ...problems import problem_http
-from ...readers import TransportReader
+from ...readers import Sink, TransportReader
 from ...security.readers import Grant
 from . import NativeState
 
@@ -32,10 +32,49 @@ def limit_send_buffer(transport: asyncio.Transport, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
+class HeadFirst:
+    """A resuming reader's sink while the answer to its opening (``head``) is unsent: the replay the hub hands it
+    at once goes out in the same write (one system call and one segment, not two), then the reader writes to the
+    socket itself. Whatever else is written first (a close frame) is preceded by :meth:`flush`."""
+
+    __slots__ = ("head", "reader", "transport")
+
+    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
+        self.transport = transport
+        self.head: bytes | None = head
+        self.reader: TransportReader | None = None
+
+    def write(self, data: bytes) -> None:
+        self.flush(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def flush(self, data: bytes = b"") -> None:
+        """Send the head (with ``data`` behind it) if it is still unsent; from now on the reader writes itself."""
+        head, self.head = self.head, None
+        if head is not None:
+            self.transport.write(head + data)
+        elif data:
+            self.transport.write(data)
+        if self.reader is not None:
+            self.reader.sink = self.transport
+
+
 class ReaderProtocol(asyncio.Protocol):
     """A reader's connection once the hub serves it natively; subclasses answer the request and speak the wire."""
 
-    __slots__ = ("_expiry", "_release", "connections", "hub", "reader", "security", "send_buffer", "transport")
+    __slots__ = (
+        "_expiry",
+        "_head",
+        "_release",
+        "connections",
+        "hub",
+        "reader",
+        "security",
+        "send_buffer",
+        "transport",
+    )
 
     def __init__(self, state: NativeState, *, connections: set[Any], release: Callable[[], None] | None = None) -> None:
         self.hub = state.hub
@@ -44,6 +83,7 @@ class ReaderProtocol(asyncio.Protocol):
         self.connections = connections  # uvicorn's: it calls shutdown() on each and waits for them to go
         self._release = release  # gives the connection's place back to the hub's ConnectionGuard
         self._expiry: asyncio.TimerHandle | None = None
+        self._head: HeadFirst | None = None  # the answer to a resume's opening, while it waits for the replay
         self.transport: asyncio.Transport | None = None
         self.reader: TransportReader | None = None
 
@@ -70,16 +110,34 @@ class ReaderProtocol(asyncio.Protocol):
         self.transport.close()
 
     def start_reader(
-        self, flt: Filter, last: str | None, grant: Grant, *, websocket: bool, beat: Callable[[], None]
+        self, head: bytes, flt: Filter, last: str | None, grant: Grant, *, websocket: bool, beat: Callable[[], None]
     ) -> None:
-        """The request is answered: hand the hub a reader writing straight to this socket."""
-        assert self.transport is not None
+        """Answer the request with ``head`` and hand the hub a reader writing straight to this socket; a resume's
+        replay from memory goes out in the same write as ``head``."""
+        transport = self.transport
+        assert transport is not None
+        sink: Sink = transport
+        if last is None:
+            transport.write(head)
+        else:
+            sink = self._head = HeadFirst(transport, head)
         self.reader = TransportReader(
-            flt, self.hub.write_buffer_limit, self.transport, websocket=websocket, closer=self._close, beat=beat
+            flt, self.hub.write_buffer_limit, sink, websocket=websocket, closer=self._close, beat=beat
         )
-        limit_send_buffer(self.transport, self.send_buffer)
-        self.hub.connect(self.reader, last)
+        limit_send_buffer(transport, self.send_buffer)
+        if self._head is not None:
+            self._head.reader = self.reader
+            self.hub.connect(self.reader, last)
+            self._answered()  # nothing replayed at once (the history is read in a task): the head alone, now
+        else:
+            self.hub.connect(self.reader, last)
         self._expiry = expire_at(grant, self.reader.close)
+
+    def _answered(self) -> None:
+        """Make sure the head went out, before anything else is written to the socket."""
+        if self._head is not None:
+            self._head.flush()
+            self._head = None
 
     def _close(self, reason: str) -> None:
         """Close for the hub (slow reader, shutdown, history unreadable, keepalive, expiry, a bad message)."""

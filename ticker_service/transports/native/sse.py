@@ -65,8 +65,9 @@ class EventStreamProtocol(ReaderProtocol):
         head = [HEAD]
         for name, value in [*default_headers, *cors]:
             head += [name, b": ", value, b"\r\n"]
-        self.transport.write(b"".join([*head, b"\r\n", http_chunk(sse_opening())]))
-        self.start_reader(flt, last, grant, websocket=False, beat=self._beat)
+        head.append(b"\r\n")
+        head.append(http_chunk(sse_opening()))
+        self.start_reader(b"".join(head), flt, last, grant, websocket=False, beat=self._beat)
 
     def data_received(self, data: bytes) -> None:
         """An event stream reads nothing more from its client."""
@@ -81,6 +82,7 @@ class EventStreamProtocol(ReaderProtocol):
         self.hub.remove(self.reader)
         if self.transport.is_closing():
             return
+        self._answered()
         self.transport.write(END)
         self.transport.close()
         # A slow reader may never drain its buffer: do not keep its socket around for ever.

@@ -127,9 +127,9 @@ class StreamProtocol(ReaderProtocol):
             return
         # Answer "ticker" if offered (browsers sending a token as ``ticker.bearer.<jwt>`` offer it too).
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in opening.subprotocols else None
-        self.transport.write(switching_protocols(opening, subprotocol, default_headers))
+        answer = switching_protocols(opening, subprotocol, default_headers)
         self._state = State.OPEN
-        self.start_reader(flt, last, grant, websocket=True, beat=self._beat)
+        self.start_reader(answer, flt, last, grant, websocket=True, beat=self._beat)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = State.CLOSED
@@ -201,6 +201,7 @@ class StreamProtocol(ReaderProtocol):
         self.hub.remove(self.reader)
         if self._state is not State.OPEN or self.transport.is_closing():
             return
+        self._answered()
         code, text = closing(reason)
         self.transport.write(ws_close_frame(code, text))
         self._state = State.CLOSING
