@@ -331,6 +331,12 @@ async def read_line_containing(stream: asyncio.StreamReader, text: str, deadline
         before.append(line)
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's SIGINT as a terminal delivers it: a suite started in the background (``cmd &`` in a script) hands
+    its children SIGINT ignored, and ``ticker tail`` would then rightly not stop on it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 async def tail(service: Service) -> AsyncIterator[asyncio.subprocess.Process]:
     """``ticker tail --lang en`` as a subprocess, connected (the hub counts it) before the test publishes."""
@@ -342,6 +348,7 @@ async def tail(service: Service) -> AsyncIterator[asyncio.subprocess.Process]:
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_as_in_a_terminal,
     )
     try:
         await wait_readers(service, 1)
