@@ -90,6 +90,10 @@ class Readers:
         gate = asyncio.Semaphore(self.args.concurrency)
         started = time.time()
         await asyncio.gather(*(self.open_one(gate) for _ in range(self.args.readers)))
+        return self.connected(started)
+
+    def connected(self, started: float) -> dict[str, object]:
+        """The report once every reader has opened or failed, connecting since ``started`` (epoch seconds)."""
         return {
             "event": "connected",
             "opened": len(self.readers),

@@ -174,14 +174,7 @@ class ScaleReaders(Readers):
                 await asyncio.sleep(wait)
             tasks.append(asyncio.create_task(self.open_one(gate)))
         await asyncio.gather(*tasks)
-        return {
-            "event": "connected",
-            "opened": len(self.readers),
-            "failed": sum(self.failures.values()),
-            "failures": dict(self.failures.most_common(3)),
-            "started": started,
-            "done": time.time(),
-        }
+        return self.connected(started)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,6 @@ class Deadlines:
             del self._due[connection]
         for connection in late:
             connection.too_slow()
-        for due in self._due.values():  # the earliest left (connections made by the calls above included)
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(max(_MIN_DELAY, due - now), self._expire)
-            break
+        earliest = next(iter(self._due.values()), None)  # connections made by the calls above included
+        if earliest is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(max(_MIN_DELAY, earliest - now), self._expire)
