@@ -127,10 +127,8 @@ class ReaderProtocol(asyncio.Protocol):
         limit_send_buffer(transport, self.send_buffer)
         if self._head is not None:
             self._head.reader = self.reader
-            self.hub.connect(self.reader, last)
-            self._answered()  # nothing replayed at once (the history is read in a task): the head alone, now
-        else:
-            self.hub.connect(self.reader, last)
+        self.hub.connect(self.reader, last)
+        self._answered()  # a resume with nothing replayed at once (the history is read in a task): the head alone
         self._expiry = expire_at(grant, self.reader.close)
 
     def _answered(self) -> None:
