@@ -6,14 +6,19 @@ endpoints (``transports/asgi/``) only; :func:`serve` is what ``ticker run`` and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import resource
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from .push.settings import PushSettings
 from .settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger("ticker.serve")
 
@@ -54,6 +59,7 @@ def raise_open_files_limit(max_connections: int) -> int:
 
 
 LISTEN_BACKLOG = 65_535
+TICK_SECONDS = 1.0  # uvicorn's main loop: the Date header is refreshed once a second either way
 
 
 def serve(
@@ -103,4 +109,38 @@ def serve(
         # Each process builds its own app from the same environment: its own hub and Redis subscription.
         uvicorn.run("ticker_service.app:create_app", factory=True, workers=processes, **options)
     else:
-        uvicorn.Server(uvicorn.Config(create_app(settings, push=push, background=background), **options)).run()
+        server = quiet_server(uvicorn.Config(create_app(settings, push=push, background=background), **options))
+        server.run()
+
+
+def quiet_server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server, its main loop waking once a second instead of ten times.
+
+    That loop only refreshes the Date header (once a second in uvicorn too) and checks whether to exit; its 10 Hz
+    wake-ups were two thirds of an idle hub's CPU (1.6 of 2.4 ms/s). An exit signal wakes it at once, so a
+    SIGTERM is acted on as soon as before."""
+    import uvicorn
+
+    def resolve(tick: asyncio.Future[None]) -> None:
+        if not tick.done():
+            tick.set_result(None)
+
+    class QuietServer(uvicorn.Server):
+        tick: asyncio.Future[None] | None = None
+
+        async def main_loop(self) -> None:
+            loop = asyncio.get_running_loop()
+            while not await self.on_tick(0):  # counter 0: the Date header on every tick
+                self.tick = loop.create_future()
+                timer = loop.call_later(TICK_SECONDS, resolve, self.tick)
+                try:
+                    await self.tick
+                finally:
+                    timer.cancel()
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if self.tick is not None:
+                self.tick.get_loop().call_soon_threadsafe(resolve, self.tick)
+
+    return QuietServer(config)
