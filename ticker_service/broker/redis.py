@@ -310,6 +310,7 @@ class RedisBroker:
             job_ttl_ms=max(0, job_due - now_ms) + JOB_TTL_MS,
             job_id=job_id,
             job_due_ms=job_due,
+            wake_channel=WAKE_CHANNEL,
         )
         result = await self._call(lambda: self._stage(keys=positional(keys), args=positional(args)))
         _refused(result, idem_key, flash_id)
