@@ -110,7 +110,12 @@ class Settings(BaseSettings):
     replay_max_events: int = Field(default=10_000, ge=1, description="Most events replayed to one resuming reader.")
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
 
-    worker_poll_seconds: float = Field(default=0.5, gt=0, description="arq poll interval; ingest also wakes workers.")
+    worker_poll_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="arq poll interval; unset: 2 s for a worker that ingest wakes (the poll is only its fallback), "
+        "0.05 s for one that only polls.",
+    )
     worker_wake: bool = Field(default=True, description="Workers listen for ingest's wake-up (off: poll only).")
     worker_metrics_port: int = Field(default=0, ge=0, description="`ticker worker` serves /metrics here (0: off).")
     worker_metrics_host: str = Field(default="127.0.0.1", description="Address of the worker's /metrics.")

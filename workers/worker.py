@@ -1,11 +1,11 @@
 """The arq worker runtime: a worker that is woken by ingest instead of waiting for its next poll.
 
-arq polls its queue every ``poll_delay`` (0.5 s by default), which alone would put up to half a second between an
-editor's click and the readers. The Lua script that records a flash publishes ``f`` on ``ticker:wake`` (once until a
-worker starts fanning out), and :class:`WakeableWorker` then publishes every pending event and queues its push plan,
-with no arq job (the job record queues is a safety net, due a second later and withdrawn when nothing is left
-pending); any other message on the channel (a push job queued) makes it poll arq's queue now. The periodic poll
-stays as the fallback.
+arq polls its queue every ``poll_delay``, which alone would put up to a poll between an editor's click and the
+readers. The Lua script that records a flash publishes ``f`` on ``ticker:wake`` (once until a worker starts fanning
+out), and :class:`WakeableWorker` then publishes every pending event and queues its push plan, with no arq job (the
+job record queues is a safety net, due a second later and withdrawn when nothing is left pending); any other message
+on the channel (a push job or an embargo's release queued) makes it poll arq's queue now, and each poll sets a timer
+for a deferred job due before the next. The periodic poll (every 2 s by default) stays as the fallback.
 
 Run with ``ticker worker`` (or ``arq workers.settings.WorkerSettings``, with ``REDIS_URL`` set).
 """
@@ -155,14 +155,17 @@ class WakeableWorker(Worker):
             delay = min(delay * 2, 2.0)
 
 
-# A worker that nothing wakes (arq's own CLI runs a plain arq Worker: workers.settings) polls this often instead.
+# Unless TICKER_WORKER_POLL_SECONDS says otherwise: a woken worker's poll is only the fallback (a safety job whose
+# wake-up went unheard, a retry's deferral), and each poll costs the worker and Redis two commands; a worker that
+# nothing wakes (TICKER_WORKER_WAKE=false, or arq's own CLI running a plain arq Worker: workers.settings) polls often.
+WOKEN_POLL_SECONDS = 2.0
 UNWOKEN_POLL_SECONDS = 0.05
 
 
 def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bool = True) -> dict[str, Any]:
     """What a worker of these settings runs, for both ways of starting one (``ticker worker`` and arq's CLI): the
     functions with their timeouts, the hooks, the polling. A job killed with its worker re-runs after its timeout
-    + 10 s (arq's rule). ``woken``: ingest's wake-up reaches the worker, so it may poll as slowly as configured."""
+    + 10 s (arq's rule). ``woken``: ingest's wake-up reaches the worker, so it may poll slowly."""
     timeout = settings.fanout_job_timeout_seconds
     return {
         "functions": [
@@ -177,7 +180,7 @@ def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bo
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings, "push_settings": push_settings},
-        "poll_delay": settings.worker_poll_seconds if woken else UNWOKEN_POLL_SECONDS,
+        "poll_delay": settings.worker_poll_seconds or (WOKEN_POLL_SECONDS if woken else UNWOKEN_POLL_SECONDS),
         "keep_result": 60,
         "health_check_interval": 10,
     }
@@ -186,7 +189,7 @@ def worker_options(settings: Settings, push_settings: PushSettings, *, woken: bo
 def create_worker(settings: Settings, push_settings: PushSettings | None = None, **overrides: Any) -> WakeableWorker:
     """The worker ``ticker worker`` runs: :func:`worker_options`, more jobs at once, a graceful stop, the wake-up."""
     assert not settings.embedded, "the worker needs REDIS_URL or TICKER_REDIS_SENTINELS"
-    options = worker_options(settings, push_settings or PushSettings())
+    options = worker_options(settings, push_settings or PushSettings(), woken=settings.worker_wake)
     options |= {
         "max_jobs": 50,
         # On SIGTERM, let running jobs finish (fan-out takes milliseconds); what is still running after this is

@@ -194,13 +194,15 @@ class StageArgs(NamedTuple):
     job_ttl_ms: int
     job_id: str
     job_due_ms: int  # when the release job runs: the embargo
+    wake_channel: str  # published on ('r') with a release job, so a worker polls now and sets its timer for it
 
 
 STAGE = """
 -- KEYS[1] = flash, KEYS[2] = idempotency, KEYS[3] = scheduled, KEYS[4] = pending, KEYS[5] = job, KEYS[6] = queue
 -- ARGV[1] = flash_id, ARGV[2] = doc, ARGV[3] = version, ARGV[4] = expect_version, ARGV[5] = withheld,
 -- ARGV[6] = status, ARGV[7] = score, ARGV[8] = idempotency_result, ARGV[9] = idempotency_ttl_ms,
--- ARGV[10] = held_claim, ARGV[11] = job, ARGV[12] = job_ttl_ms, ARGV[13] = job_id, ARGV[14] = job_due_ms
+-- ARGV[10] = held_claim, ARGV[11] = job, ARGV[12] = job_ttl_ms, ARGV[13] = job_id, ARGV[14] = job_due_ms,
+-- ARGV[15] = wake_channel
 if ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[10] then return {'stale'} end
 local cur = redis.call('HGET', KEYS[1], 'version')
 if ARGV[4] == '' then
@@ -225,6 +227,8 @@ if ARGV[8] ~= '' then redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9]) end
 if ARGV[11] ~= '' then
   redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[12])
   redis.call('ZADD', KEYS[6], ARGV[14], ARGV[13])
+  -- A worker polls only every few seconds: woken, it sets a timer for the release when due before its next poll.
+  redis.call('PUBLISH', ARGV[15], 'r')
 end
 return {'ok'}
 """

@@ -338,3 +338,4 @@ async def _retry_later(
     await ctx["redis"].enqueue_job(
         PUSH_BATCH_JOB, flash_id, version, -1, ids, attempt + 1, _job_id=f"{job_id}.r", _defer_by=delay
     )
+    await _wake(ctx)  # a worker then sets its timer for the retry, when due before its next poll
