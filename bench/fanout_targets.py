@@ -110,6 +110,10 @@ class Target:
 def _env(workdir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_") and k != "REDIS_URL"}
     env.update(TICKER_LOG_LEVEL="warning", TICKER_DATA_DIR=str(workdir / "data"), PYTHONUNBUFFERED="1", **extra)
+    # BENCH_TICKER_X=v runs ticker's processes with TICKER_X=v: a setting tried side by side with its default.
+    env.update(
+        {"TICKER_" + k.removeprefix("BENCH_TICKER_"): v for k, v in os.environ.items() if k.startswith("BENCH_TICKER_")}
+    )
     return env
 
 
