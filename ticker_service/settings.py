@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         description="Under a burst, events this close to the last flush go out together, one write per reader.",
     )
     fanout_slice_seconds: float = Field(
-        default=0.002,
+        default=0.001,
         ge=0,
         le=1,
         description="A fan-out writes this long at most before the hub serves other work (POSTs, the next flash); "
