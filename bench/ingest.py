@@ -15,14 +15,17 @@ editors together at R flashes/s. Rounds alternate the targets, so both see the s
 ``--readers N`` connects N WebSocket readers first (one ``bench.fanout_readers`` process): every flash carries the
 fan-out benchmark's marker, and the round reports deliveries lost or repeated and the delivery latency (POST sent →
 the reader's socket read) p50/p99, so the flashes/s are those the whole path sustains, readers included.
+``--editor-processes P`` spreads the editors over P processes, for rates one process of httpx clients cannot post.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -106,6 +109,55 @@ async def _editor(
     return errors
 
 
+def _ready() -> None:
+    """A no-op run in each editor process before the clock starts: spawning and importing are not measured."""
+
+
+def _editors_in_process(
+    target: Target, chunks: list[tuple[int, list[str]]], rate: float, start: float, stride: int
+) -> tuple[list[str], list[float]]:
+    """One editor process's share: its editors (offset, texts) concurrently, as :func:`_measure` runs them."""
+    post_ms: list[float] = []
+
+    async def run() -> list[list[str]]:
+        return await asyncio.gather(
+            *(_editor(target, texts, rate, start, stride, offset, post_ms) for offset, texts in chunks)
+        )
+
+    errors = [error for result in asyncio.run(run()) for error in result]
+    return errors, post_ms
+
+
+async def _post_all(
+    target: Target, per_editor: list[list[str]], args: argparse.Namespace
+) -> tuple[float, list[str], list[float]]:
+    """Every editor's flashes, from this process or from ``--editor-processes`` processes (one event loop of
+    httpx clients answers ~1,100 POSTs/s on this machine: more would measure the harness). Returns the start
+    (``perf_counter``, the same clock in every process), the errors and the POST latencies."""
+    if args.editor_processes <= 1:
+        post_ms: list[float] = []
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(_editor(target, chunk, args.rate, start, args.editors, e, post_ms) for e, chunk in enumerate(per_editor))
+        )
+        return start, [error for result in results for error in result], post_ms
+    loop = asyncio.get_running_loop()
+    spawn = multiprocessing.get_context("spawn")
+    shares: list[list[tuple[int, list[str]]]] = [[] for _ in range(args.editor_processes)]
+    for e, chunk in enumerate(per_editor):
+        shares[e % args.editor_processes].append((e, chunk))
+    with concurrent.futures.ProcessPoolExecutor(args.editor_processes, mp_context=spawn) as pool:
+        await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(args.editor_processes)))
+        start = time.perf_counter() + 0.05  # the processes' first slots (paced) from a common instant
+        done = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _editors_in_process, target, share, args.rate, start, args.editors)
+                for share in shares
+            )
+        )
+    return start, [error for errors, _ in done for error in errors], [ms for _, post_ms in done for ms in post_ms]
+
+
 async def _measure(target: Target, redis_url: str | None, args: argparse.Namespace, round_no: int) -> Round:
     marker = f"ingest{round_no}x{int(time.time() * 1000) % 10**8}"
     readers = await _connect_readers(target, args) if args.readers else None
@@ -125,15 +177,10 @@ async def _measure(target: Target, redis_url: str | None, args: argparse.Namespa
     if redis_url is not None:
         counter = asyncio.create_task(_count_published(redis_url, marker, args.flashes, done, published))
         await asyncio.sleep(0.2)  # let the subscription reach Redis (counted from here on; not a synchronisation)
-    post_ms: list[float] = []
     before = procstat.usage_by_group(target.groups)
     busy0, total0 = procstat.machine()
-    start = time.perf_counter()
-    results = await asyncio.gather(
-        *(_editor(target, chunk, args.rate, start, args.editors, e, post_ms) for e, chunk in enumerate(per_editor))
-    )
+    start, errors, post_ms = await _post_all(target, per_editor, args)
     elapsed = time.perf_counter() - start
-    errors = [error for result in results for error in result]
     if counter is not None:
         try:
             await asyncio.wait_for(done.wait(), SETTLE_TIMEOUT)
@@ -231,7 +278,8 @@ def _median(values: list[float]) -> float:
 def report(rounds: list[Round], args: argparse.Namespace) -> str:
     pace = "as fast as answered (flashes queue up)" if args.rate <= 0 else f"paced at {args.rate:g} flashes/s"
     lines = [
-        f"ingest: {args.flashes} flashes per round from {args.editors} concurrent editors, {pace}, "
+        f"ingest: {args.flashes} flashes per round from {args.editors} concurrent editors"
+        f" in {args.editor_processes} process(es), {pace}, "
         f"{args.readers or 'no'} readers; "
         f"{args.rounds} round(s), targets alternating; {args.warmup} warm-up flashes not counted",
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
@@ -277,6 +325,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per target (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed flashes first (default: %(default)s)")
     parser.add_argument("--readers", type=int, default=0, help="WebSocket readers of every flash (default: none)")
+    parser.add_argument(
+        "--editor-processes", type=int, default=1, help="processes the editors are spread over (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = [name for name in args.targets if name not in fanout_targets.TARGETS]
@@ -286,6 +337,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--readers measures ticker's whole path: use it with --targets ticker")
     if args.editors < 1 or args.flashes < args.editors or args.rounds < 1 or args.warmup < 0 or args.rate < 0:
         parser.error("--editors ≥ 1, --flashes ≥ --editors, --rounds ≥ 1, --warmup ≥ 0, --rate ≥ 0")
+    if not 1 <= args.editor_processes <= args.editors:
+        parser.error("--editor-processes from 1 to --editors")
     return args
 
 
