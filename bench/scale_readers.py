@@ -43,7 +43,10 @@ TIMESPEC = struct.Struct("qq")
 ANCILLARY_BYTES = socket.CMSG_SPACE(TIMESPEC.size)
 READ_BYTES = 32 * 1024  # a burst of 20 flashes is ~15 KB
 HANDSHAKE_TIMEOUT = 30.0
-ATTEMPTS = 6
+# A full hub process answers 503 at once and is back in accept() first, so the shared socket keeps handing it new
+# connections: like the clients, which retry for as long as they live, a reader tries many times.
+ATTEMPTS = 20
+BACKOFF_CAP = 5.0  # seconds, at most, between two tries
 IN_FLIGHT = 300  # handshakes at once, per process
 
 
@@ -157,7 +160,7 @@ class ScaleReaders(Readers):
                     if attempt == ATTEMPTS - 1:
                         self.failures[f"{type(exc).__name__}: {exc}"[:200]] += 1
                     else:  # refused (503: the hub's pace or limit): back off as a client does
-                        await asyncio.sleep(random.uniform(0.5, 1.5) * (attempt + 1))
+                        await asyncio.sleep(random.uniform(0.5, 1.5) * min(attempt + 1, BACKOFF_CAP))
                     continue
                 self.readers.append(reader)
                 return
