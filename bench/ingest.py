@@ -113,19 +113,22 @@ def _ready() -> None:
     """A no-op run in each editor process before the clock starts: spawning and importing are not measured."""
 
 
+async def _editors(
+    target: Target, chunks: list[tuple[int, list[str]]], rate: float, start: float, stride: int
+) -> tuple[list[str], list[float]]:
+    """Editors (offset, texts) concurrently in this event loop: their errors and POST latencies."""
+    post_ms: list[float] = []
+    results = await asyncio.gather(
+        *(_editor(target, texts, rate, start, stride, offset, post_ms) for offset, texts in chunks)
+    )
+    return [error for result in results for error in result], post_ms
+
+
 def _editors_in_process(
     target: Target, chunks: list[tuple[int, list[str]]], rate: float, start: float, stride: int
 ) -> tuple[list[str], list[float]]:
-    """One editor process's share: its editors (offset, texts) concurrently, as :func:`_measure` runs them."""
-    post_ms: list[float] = []
-
-    async def run() -> list[list[str]]:
-        return await asyncio.gather(
-            *(_editor(target, texts, rate, start, stride, offset, post_ms) for offset, texts in chunks)
-        )
-
-    errors = [error for result in asyncio.run(run()) for error in result]
-    return errors, post_ms
+    """One editor process's share of :func:`_editors`, in an event loop of its own."""
+    return asyncio.run(_editors(target, chunks, rate, start, stride))
 
 
 async def _post_all(
@@ -135,12 +138,9 @@ async def _post_all(
     httpx clients answers ~1,100 POSTs/s on this machine: more would measure the harness). Returns the start
     (``perf_counter``, the same clock in every process), the errors and the POST latencies."""
     if args.editor_processes <= 1:
-        post_ms: list[float] = []
         start = time.perf_counter()
-        results = await asyncio.gather(
-            *(_editor(target, chunk, args.rate, start, args.editors, e, post_ms) for e, chunk in enumerate(per_editor))
-        )
-        return start, [error for result in results for error in result], post_ms
+        errors, post_ms = await _editors(target, list(enumerate(per_editor)), args.rate, start, args.editors)
+        return start, errors, post_ms
     loop = asyncio.get_running_loop()
     spawn = multiprocessing.get_context("spawn")
     shares: list[list[tuple[int, list[str]]]] = [[] for _ in range(args.editor_processes)]
